@@ -1,0 +1,113 @@
+import { randomUUID } from 'node:crypto';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import cors from '@fastify/cors';
+import helmet from '@fastify/helmet';
+import rateLimit from '@fastify/rate-limit';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import { jsonSchemaTransform, jsonSchemaTransformObject, serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
+import type pg from 'pg';
+import type { Config } from './config.js';
+import { installAuth } from './auth/plugin.js';
+import type { TokenVerifier } from './auth/jwt.js';
+import { systemClock, type Clock } from './clock.js';
+import type { Migration } from './db/migrate.js';
+import { installErrorHandlers } from './http/errors-install.js';
+import { AppError } from './http/errors.js';
+import { memberRoutes } from './members/routes.js';
+import type { AuthUserDeleter } from './members/supabase-admin.js';
+import { loggerOptions, type Logger } from './observability/logger.js';
+import { createMetrics, type Metrics } from './observability/metrics.js';
+import { opsRoutes } from './ops/routes.js';
+import type { QueueSystem } from './queue/index.js';
+
+export type AppDeps = {
+  config: Config;
+  pool: pg.Pool;
+  queues: QueueSystem;
+  verifyToken: TokenVerifier;
+  migrations: Migration[];
+  clock?: Clock;
+  metrics?: Metrics;
+  /** A ready logger (server) or none (tests: silent unless LOG_LEVEL says otherwise). */
+  logger?: Logger;
+  deleteAuthUser?: AuthUserDeleter;
+};
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
+
+/** The Fastify instance: the server and every test build exactly this. */
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const { config } = deps;
+  const metrics = deps.metrics ?? createMetrics();
+  const clock = deps.clock ?? systemClock;
+
+  const app = Fastify({
+    ...(deps.logger !== undefined ? { loggerInstance: deps.logger as FastifyBaseLogger } : { logger: loggerOptions(config.LOG_LEVEL) }),
+    bodyLimit: config.BODY_LIMIT_BYTES,
+    requestTimeout: config.REQUEST_TIMEOUT_MS,
+    connectionTimeout: config.REQUEST_TIMEOUT_MS,
+    keepAliveTimeout: 72_000,
+    trustProxy: config.TRUST_PROXY,
+    return503OnClosing: true,
+    requestIdHeader: false, // genReqId reads x-request-id itself, accepting only sane values
+    requestIdLogLabel: 'request_id',
+    genReqId: (req) => {
+      const incoming = req.headers['x-request-id'];
+      return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    },
+    routerOptions: { maxParamLength: 500, ignoreTrailingSlash: true },
+  });
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  app.decorate('clock', clock);
+
+  app.addHook('onRequest', async (req, reply) => {
+    void reply.header('x-request-id', req.id);
+  });
+  app.addHook('onResponse', async (req, reply) => {
+    metrics.httpDuration.observe(
+      { method: req.method, route: req.routeOptions.url ?? 'unmatched', status_code: String(reply.statusCode) },
+      reply.elapsedTime / 1000,
+    );
+  });
+
+  await app.register(helmet, {
+    // The HTML pages we serve are our own, small and script-free; swagger-ui sets its own CSP.
+    contentSecurityPolicy: { useDefaults: true, directives: { 'form-action': ["'self'"] } },
+    crossOriginResourcePolicy: { policy: 'same-site' },
+  });
+  await app.register(cors, { origin: config.corsOrigins, methods: ['GET', 'POST', 'PATCH', 'DELETE'], maxAge: 600 });
+  await app.register(rateLimit, {
+    global: true,
+    max: config.RATE_LIMIT_IP_PER_MINUTE,
+    timeWindow: 60_000,
+    keyGenerator: (req) => `ip:${req.ip}`,
+    errorResponseBuilder: (_req, ctx) => new AppError(429, 'RATE_LIMITED', `too many requests from this address; retry in ${Math.ceil(ctx.ttl / 1000)} s`),
+  });
+  installErrorHandlers(app);
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'Pruuf API', version: '1.0.0', description: 'Check-in deadlines with escalating alerts to emergency contacts.' },
+      components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } } },
+    },
+    transform: jsonSchemaTransform,
+    transformObject: jsonSchemaTransformObject,
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: true });
+
+  installAuth(app, deps.verifyToken, config.RATE_LIMIT_MEMBER_PER_MINUTE);
+
+  app.get('/openapi.json', { schema: { hide: true }, config: { rateLimit: false } }, async () => app.swagger());
+  opsRoutes(app, { pool: deps.pool, queues: deps.queues, metrics, migrations: deps.migrations });
+  memberRoutes(app, { pool: deps.pool, deleteAuthUser: deps.deleteAuthUser });
+
+  return app;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    clock: Clock;
+  }
+}

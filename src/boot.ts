@@ -1,0 +1,91 @@
+import type { FastifyInstance } from 'fastify';
+import { buildApp } from './app.js';
+import { hasConfiguredAuthKey, resolveAuthKeys } from './auth/dev-secret.js';
+import { createTokenVerifier } from './auth/jwt.js';
+import { systemClock } from './clock.js';
+import { ConfigError, loadConfig, type Config } from './config.js';
+import { createSupabaseUserDeleter } from './members/supabase-admin.js';
+import { createLogger } from './observability/logger.js';
+import { createMetrics } from './observability/metrics.js';
+import { openRuntime } from './runtime.js';
+import { startWorker } from './worker.js';
+
+/**
+ * Process bootstrap shared by `npm start` (API + worker in one process), `start:api` and
+ * `start:worker`. SIGTERM/SIGINT: stop accepting, drain in-flight requests and jobs, exit 0.
+ */
+export type Roles = { api: boolean; worker: boolean };
+
+function configOrExit(): Config {
+  try {
+    return loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`pruuf: ${err.message}\nSee .env.example for every variable.\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+}
+
+export async function boot(roles: Roles): Promise<void> {
+  const started = Date.now();
+  const config = configOrExit();
+  const log = createLogger(config.LOG_LEVEL);
+  const metrics = createMetrics();
+  let app: FastifyInstance | undefined;
+  let runtime: Awaited<ReturnType<typeof openRuntime>> | undefined;
+  let stopping = false;
+
+  async function shutdown(signal: string, code = 0): Promise<void> {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down: draining requests and jobs');
+    const timer = setTimeout(() => {
+      log.error('shutdown timed out; exiting');
+      process.exit(1);
+    }, config.SHUTDOWN_TIMEOUT_MS);
+    timer.unref();
+    try {
+      await app?.close();
+      await runtime?.close();
+      log.info('shutdown complete');
+      process.exit(code);
+    } catch (err) {
+      log.error({ err }, 'shutdown failed');
+      process.exit(1);
+    }
+  }
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+
+  try {
+    runtime = await openRuntime(config, log);
+    if (roles.worker) {
+      await startWorker({ pool: runtime.pool, queues: runtime.queues, clock: systemClock, log, metrics });
+    }
+    if (roles.api) {
+      if (!hasConfiguredAuthKey(config)) {
+        log.warn('no SUPABASE_JWT_SECRET / SUPABASE_JWKS_URL set: using a development secret; `npm run token` prints a bearer token');
+      }
+      const keys = await resolveAuthKeys(config);
+      app = await buildApp({
+        config,
+        pool: runtime.pool,
+        queues: runtime.queues,
+        migrations: runtime.migrations,
+        verifyToken: createTokenVerifier(keys),
+        logger: log,
+        metrics,
+        ...(config.SUPABASE_URL !== undefined && config.SUPABASE_SERVICE_ROLE_KEY !== undefined
+          ? { deleteAuthUser: createSupabaseUserDeleter(config.SUPABASE_URL, config.SUPABASE_SERVICE_ROLE_KEY) }
+          : {}),
+      });
+      await app.listen({ host: config.HOST, port: config.PORT });
+    }
+    log.info({ ms: Date.now() - started, roles, url: config.publicBaseUrl, queue_backend: config.queueBackend }, 'pruuf started');
+  } catch (err) {
+    log.fatal({ err }, 'startup failed');
+    await shutdown('startup-failure', 1);
+  }
+}

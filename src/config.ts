@@ -1,0 +1,130 @@
+import { z } from 'zod';
+
+/**
+ * The only reader of process.env. Everything else receives a typed, frozen Config.
+ * A bad value stops the process with a message naming the variable.
+ */
+
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+const int = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
+  z.coerce.number().int().min(min).max(max).default(def);
+const optionalString = z
+  .string()
+  .optional()
+  .transform((v) => (v === undefined || v.trim() === '' ? undefined : v));
+const optionalUrl = optionalString.pipe(z.url().optional());
+
+const schema = z
+  .object({
+    NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
+    HOST: z.string().min(1).default('0.0.0.0'),
+    PORT: int(3000, 0, 65535),
+    PUBLIC_BASE_URL: optionalUrl,
+    LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    DATA_DIR: z.string().min(1).default('.pruuf'),
+
+    DATABASE_URL: optionalUrl,
+    DATABASE_POOL_MAX: int(10, 1, 200),
+    EMBEDDED_PG_PORT: int(54329, 1, 65535),
+    REDIS_URL: optionalUrl,
+    QUEUE_PREFIX: z.string().regex(/^[a-zA-Z0-9_-]+$/).default('pruuf'),
+
+    SUPABASE_URL: optionalUrl,
+    SUPABASE_SERVICE_ROLE_KEY: optionalString,
+    SUPABASE_JWT_SECRET: optionalString,
+    SUPABASE_JWKS_URL: optionalUrl,
+    SUPABASE_JWKS: optionalString,
+    SUPABASE_JWT_ISSUER: optionalString,
+
+    CORS_ORIGINS: optionalString,
+    BODY_LIMIT_BYTES: int(64 * 1024, 1024, 10 * 1024 * 1024),
+    RATE_LIMIT_IP_PER_MINUTE: int(600, 1),
+    RATE_LIMIT_MEMBER_PER_MINUTE: int(120, 1),
+    REQUEST_TIMEOUT_MS: int(15000, 1000),
+    SHUTDOWN_TIMEOUT_MS: int(20000, 100),
+    TRUST_PROXY: bool.default(false),
+
+    STRIPE_SECRET_KEY: optionalString,
+    STRIPE_WEBHOOK_SECRET: optionalString,
+    STRIPE_API_BASE: optionalUrl,
+    FIREBASE_SERVICE_ACCOUNT_JSON: optionalString,
+    FIREBASE_SERVICE_ACCOUNT_PATH: optionalString,
+    SENDGRID_API_KEY: optionalString,
+    SENDGRID_API_BASE: optionalUrl,
+    TWILIO_ACCOUNT_SID: optionalString,
+    TWILIO_AUTH_TOKEN: optionalString,
+    TWILIO_API_BASE: optionalUrl,
+  })
+  .superRefine((env, ctx) => {
+    if (env.SUPABASE_JWKS !== undefined) {
+      try {
+        const parsed = JSON.parse(env.SUPABASE_JWKS) as { keys?: unknown };
+        if (!Array.isArray(parsed.keys)) throw new Error('no keys array');
+      } catch {
+        ctx.addIssue({ code: 'custom', path: ['SUPABASE_JWKS'], message: 'must be a JWKS JSON document: {"keys": [...]}' });
+      }
+    }
+    if (env.SUPABASE_SERVICE_ROLE_KEY !== undefined && env.SUPABASE_URL === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['SUPABASE_URL'], message: 'is required when SUPABASE_SERVICE_ROLE_KEY is set' });
+    }
+    const hasAuthKey = env.SUPABASE_JWT_SECRET ?? env.SUPABASE_JWKS_URL ?? env.SUPABASE_JWKS;
+    if (env.NODE_ENV === 'production') {
+      if (hasAuthKey === undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['SUPABASE_JWT_SECRET'],
+          message: 'production needs SUPABASE_JWT_SECRET, SUPABASE_JWKS_URL or SUPABASE_JWKS (no development secret in production)',
+        });
+      }
+      if (env.DATABASE_URL === undefined) {
+        ctx.addIssue({ code: 'custom', path: ['DATABASE_URL'], message: 'is required in production (the embedded database is for development)' });
+      }
+      if (env.PUBLIC_BASE_URL === undefined) {
+        ctx.addIssue({ code: 'custom', path: ['PUBLIC_BASE_URL'], message: 'is required in production (links in messages)' });
+      }
+    }
+    if (env.SUPABASE_JWT_SECRET !== undefined && env.SUPABASE_JWT_SECRET.length < 32) {
+      ctx.addIssue({ code: 'custom', path: ['SUPABASE_JWT_SECRET'], message: 'must be at least 32 characters' });
+    }
+  });
+
+type Env = z.output<typeof schema>;
+
+export type Config = Readonly<
+  Env & {
+    publicBaseUrl: string;
+    corsOrigins: string[] | boolean;
+    queueBackend: 'redis' | 'postgres';
+  }
+>;
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const result = schema.safeParse(env);
+  if (!result.success) {
+    const problems = result.error.issues.map((issue) => {
+      const name = issue.path.join('.') || '(environment)';
+      const shown = typeof issue.path[0] === 'string' ? env[issue.path[0]] : undefined;
+      const secret = /SECRET|KEY|TOKEN|JSON|PASSWORD|URL/.test(name);
+      const got = shown === undefined ? '' : secret ? ' (value hidden)' : ` (got "${shown}")`;
+      return `${name}: ${issue.message}${got}`;
+    });
+    throw new ConfigError(problems);
+  }
+  const e = result.data;
+  const cors = e.CORS_ORIGINS;
+  return Object.freeze({
+    ...e,
+    publicBaseUrl: (e.PUBLIC_BASE_URL ?? `http://localhost:${e.PORT}`).replace(/\/+$/, ''),
+    corsOrigins: cors === undefined ? false : cors === '*' ? true : cors.split(',').map((s) => s.trim()).filter(Boolean),
+    queueBackend: e.REDIS_URL === undefined ? 'postgres' : 'redis',
+  });
+}

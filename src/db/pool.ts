@@ -1,0 +1,56 @@
+import pg from 'pg';
+import type { Logger } from '../observability/logger.js';
+
+export type Pool = pg.Pool;
+export type PoolClient = pg.PoolClient;
+export type Queryable = Pick<pg.Pool, 'query'> | pg.PoolClient;
+
+// timestamptz, bigint and numeric come back as Date / string by default; keep bigint counts as numbers.
+pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
+
+export function createPool(connectionString: string, max: number, log?: Logger): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString,
+    max,
+    // Fail fast when the database is unreachable so the API answers 503 instead of hanging.
+    connectionTimeoutMillis: 5000,
+    idleTimeoutMillis: 30000,
+    keepAlive: true,
+    application_name: 'pruuf',
+  });
+  // An idle client losing its connection (database restart) must not crash the process.
+  pool.on('error', (err) => log?.warn({ err: { message: err.message } }, 'idle database client error'));
+  return pool;
+}
+
+export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const result = await fn(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+const CONNECTION_ERROR_CODES = new Set([
+  'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN',
+  '57P01', // admin_shutdown
+  '57P02', // crash_shutdown
+  '57P03', // cannot_connect_now
+  '08000', '08003', '08006', '08001', '08004',
+]);
+
+/** True when the error means "the database is unreachable right now", not "the query is wrong". */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  if (typeof err !== 'object' || err === null) return false;
+  const e = err as { code?: string; message?: string };
+  if (e.code !== undefined && CONNECTION_ERROR_CODES.has(e.code)) return true;
+  const m = e.message ?? '';
+  return /timeout exceeded when trying to connect|Connection terminated|connect ECONNREFUSED|Client has encountered a connection error/i.test(m);
+}

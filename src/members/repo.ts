@@ -1,0 +1,81 @@
+import type { Queryable } from '../db/pool.js';
+import type { Principal } from '../auth/jwt.js';
+
+export type MemberRow = {
+  id: string;
+  email: string | null;
+  display_name: string | null;
+  time_zone: string;
+  created_at: Date;
+  updated_at: Date;
+};
+
+export type DeviceRow = { id: string; member_id: string; token: string; platform: string; created_at: Date; last_seen_at: Date };
+
+const MEMBER_COLUMNS = 'id, email, display_name, time_zone, created_at, updated_at';
+
+/** The member row for a verified token, created on first sight from its claims (one statement). */
+export async function ensureMember(db: Queryable, who: Principal): Promise<MemberRow> {
+  const { rows } = await db.query<MemberRow>(
+    `with ins as (
+       insert into members (id, email) values ($1, $2)
+       on conflict (id) do nothing
+       returning ${MEMBER_COLUMNS}
+     )
+     select ${MEMBER_COLUMNS} from ins
+     union all
+     select ${MEMBER_COLUMNS} from members where id = $1
+     limit 1`,
+    [who.id, who.email ?? null],
+  );
+  return rows[0]!;
+}
+
+export type MemberPatch = { display_name?: string | null | undefined; time_zone?: string | undefined };
+
+export async function updateMember(db: Queryable, who: Principal, patch: MemberPatch): Promise<MemberRow> {
+  await ensureMember(db, who);
+  const { rows } = await db.query<MemberRow>(
+    `update members set
+       display_name = case when $2::boolean then $3 else display_name end,
+       time_zone = coalesce($4, time_zone),
+       updated_at = now()
+     where id = $1
+     returning ${MEMBER_COLUMNS}`,
+    [who.id, 'display_name' in patch, patch.display_name ?? null, patch.time_zone ?? null],
+  );
+  return rows[0]!;
+}
+
+/** Deletes the member and, by cascade, every row that belongs to them. */
+export async function deleteMember(db: Queryable, memberId: string): Promise<boolean> {
+  const { rowCount } = await db.query('delete from members where id = $1', [memberId]);
+  return (rowCount ?? 0) > 0;
+}
+
+/** Idempotent on the token: the same install registering again (or under a new owner) updates the row. */
+export async function upsertDevice(db: Queryable, who: Principal, token: string, platform: string): Promise<{ device: DeviceRow; created: boolean }> {
+  await ensureMember(db, who);
+  const { rows } = await db.query<DeviceRow & { created: boolean }>(
+    `insert into devices (member_id, token, platform) values ($1, $2, $3)
+     on conflict (token) do update
+       set member_id = excluded.member_id, platform = excluded.platform, last_seen_at = now()
+     returning id, member_id, token, platform, created_at, last_seen_at, (xmax = 0) as created`,
+    [who.id, token, platform],
+  );
+  const { created, ...device } = rows[0]!;
+  return { device, created };
+}
+
+export async function listDevices(db: Queryable, memberId: string): Promise<DeviceRow[]> {
+  const { rows } = await db.query<DeviceRow>(
+    'select id, member_id, token, platform, created_at, last_seen_at from devices where member_id = $1 order by created_at desc, id',
+    [memberId],
+  );
+  return rows;
+}
+
+export async function deleteDevice(db: Queryable, memberId: string, deviceId: string): Promise<boolean> {
+  const { rowCount } = await db.query('delete from devices where id = $1 and member_id = $2', [deviceId, memberId]);
+  return (rowCount ?? 0) > 0;
+}

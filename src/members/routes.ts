@@ -1,0 +1,112 @@
+import type { FastifyInstance } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import type pg from 'pg';
+import { member } from '../auth/plugin.js';
+import { withTransaction } from '../db/pool.js';
+import { notFound, unavailable } from '../http/errors.js';
+import { authErrors, ErrorEnvelopeSchema, IdParams, iso, Timestamp } from '../http/schemas.js';
+import { isValidTimeZone } from '../schedules/time-zone.js';
+import * as repo from './repo.js';
+import type { AuthUserDeleter } from './supabase-admin.js';
+
+const Member = z
+  .object({
+    id: z.uuid(),
+    email: z.string().nullable(),
+    display_name: z.string().nullable(),
+    time_zone: z.string(),
+    created_at: Timestamp,
+    updated_at: Timestamp,
+  })
+  .meta({ id: 'Member' });
+
+const MemberPatch = z
+  .strictObject({
+    display_name: z.string().trim().min(1).max(100).nullable().optional(),
+    time_zone: z.string().max(64).refine(isValidTimeZone, 'must be an IANA time zone such as Europe/London').optional(),
+  })
+  .refine((b) => Object.keys(b).length > 0, 'give at least one of display_name, time_zone');
+
+const Device = z
+  .object({ id: z.uuid(), platform: z.enum(['ios', 'android', 'web']), created_at: Timestamp, last_seen_at: Timestamp })
+  .meta({ id: 'Device' });
+
+const DeviceBody = z.strictObject({
+  token: z.string().trim().min(1).max(4096),
+  platform: z.enum(['ios', 'android', 'web']),
+});
+
+const memberOut = (m: repo.MemberRow) => ({ ...m, created_at: iso(m.created_at), updated_at: iso(m.updated_at) });
+// The push token itself is never echoed back: it is a credential for reaching the phone.
+const deviceOut = (d: repo.DeviceRow) => ({ id: d.id, platform: d.platform as 'ios', created_at: iso(d.created_at), last_seen_at: iso(d.last_seen_at) });
+
+export type MemberRouteDeps = { pool: pg.Pool; deleteAuthUser?: AuthUserDeleter | undefined };
+
+export function memberRoutes(app: FastifyInstance, deps: MemberRouteDeps): void {
+  const r = app.withTypeProvider<ZodTypeProvider>();
+  const secured = { preHandler: app.requireMember };
+  const security = [{ bearerAuth: [] }];
+
+  r.get('/v1/me', {
+    ...secured,
+    schema: { tags: ['members'], summary: "The caller's profile (created on first call)", security, response: { 200: Member, ...authErrors } },
+  }, async (req) => memberOut(await repo.ensureMember(deps.pool, member(req))));
+
+  r.patch('/v1/me', {
+    ...secured,
+    schema: { tags: ['members'], summary: 'Change display name or time zone', security, body: MemberPatch, response: { 200: Member, ...authErrors } },
+  }, async (req) => memberOut(await repo.updateMember(deps.pool, member(req), req.body)));
+
+  r.delete('/v1/me', {
+    ...secured,
+    schema: {
+      tags: ['members'],
+      summary: 'Delete the account and all personal data (contacts are told nothing)',
+      security,
+      response: { 204: z.null(), ...authErrors, 503: ErrorEnvelopeSchema },
+    },
+  }, async (req, reply) => {
+    const who = member(req);
+    // The data and the auth user go together: if Supabase refuses, nothing is deleted and the client retries.
+    await withTransaction(deps.pool, async (tx) => {
+      await repo.deleteMember(tx, who.id);
+      if (deps.deleteAuthUser !== undefined) {
+        try {
+          await deps.deleteAuthUser(who.id);
+        } catch (err) {
+          req.log.error({ err: { message: (err as Error).message } }, 'deleting the Supabase Auth user failed');
+          throw unavailable('could not delete the sign-in account right now; nothing was deleted, retry shortly', 30);
+        }
+      }
+    });
+    return reply.code(204).send(null);
+  });
+
+  r.get('/v1/devices', {
+    ...secured,
+    schema: { tags: ['members'], summary: "The caller's registered push devices", security, response: { 200: z.object({ data: z.array(Device) }), ...authErrors } },
+  }, async (req) => ({ data: (await repo.listDevices(deps.pool, member(req).id)).map(deviceOut) }));
+
+  r.post('/v1/devices', {
+    ...secured,
+    schema: {
+      tags: ['members'],
+      summary: 'Register a push token (idempotent on the token)',
+      security,
+      body: DeviceBody,
+      response: { 200: Device, 201: Device, ...authErrors },
+    },
+  }, async (req, reply) => {
+    const { device, created } = await repo.upsertDevice(deps.pool, member(req), req.body.token, req.body.platform);
+    return reply.code(created ? 201 : 200).send(deviceOut(device));
+  });
+
+  r.delete('/v1/devices/:id', {
+    ...secured,
+    schema: { tags: ['members'], summary: 'Forget a push token', security, params: IdParams, response: { 204: z.null(), ...authErrors } },
+  }, async (req, reply) => {
+    if (!(await repo.deleteDevice(deps.pool, member(req).id, req.params.id))) throw notFound('device');
+    return reply.code(204).send(null);
+  });
+}

@@ -1,0 +1,30 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** One registry per process role (tests build many apps in one process, each with its own). */
+export type Metrics = ReturnType<typeof createMetrics>;
+
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'pruuf_' });
+  return {
+    registry,
+    httpDuration: new Histogram({
+      name: 'pruuf_http_request_duration_seconds',
+      help: 'HTTP request duration by route template, method and status code',
+      labelNames: ['method', 'route', 'status_code'] as const,
+      buckets: [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: [registry],
+    }),
+    jobsProcessed: new Counter({
+      name: 'pruuf_jobs_processed_total',
+      help: 'Queue jobs processed by queue and outcome',
+      labelNames: ['queue', 'outcome'] as const,
+      registers: [registry],
+    }),
+    workerHeartbeat: new Gauge({
+      name: 'pruuf_worker_last_heartbeat_seconds',
+      help: 'Unix time of the last heartbeat job this process ran',
+      registers: [registry],
+    }),
+  };
+}

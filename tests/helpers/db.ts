@@ -1,0 +1,35 @@
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { databaseUrl, TEMPLATE_ENV, TEST_PG_ADMIN_URL } from './env.js';
+
+export type TestDatabase = { name: string; url: string; pool: pg.Pool; drop: () => Promise<void> };
+
+async function admin<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client({ connectionString: TEST_PG_ADMIN_URL });
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
+/** A fresh database for one test file: cloned from the migrated template, or empty when asked. */
+export async function createTestDatabase(opts: { empty?: boolean } = {}): Promise<TestDatabase> {
+  const template = process.env[TEMPLATE_ENV];
+  if (template === undefined && opts.empty !== true) throw new Error('global setup did not build a template database');
+  const name = `pruuf_t_${randomBytes(6).toString('hex')}`;
+  await admin((c) => c.query(opts.empty === true ? `create database ${name}` : `create database ${name} template ${template}`));
+  const url = databaseUrl(name);
+  const pool = new pg.Pool({ connectionString: url, max: 5 });
+  pool.on('error', () => undefined);
+  return {
+    name,
+    url,
+    pool,
+    drop: async () => {
+      await pool.end().catch(() => undefined);
+      await admin((c) => c.query(`drop database if exists ${name} with (force)`));
+    },
+  };
+}

@@ -1,0 +1,175 @@
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { createSupabaseUserDeleter } from '../../src/members/supabase-admin.js';
+import { errorOf, startTestApp, type TestApp } from '../helpers/app.js';
+
+describe('GET and PATCH /v1/me', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await startTestApp();
+  });
+  afterAll(() => t.close());
+
+  it('creates the profile on first call from the token claims, once', async () => {
+    const sub = randomUUID();
+    const headers = { authorization: `Bearer ${await t.token({ sub, email: 'ann@example.test' })}` };
+    const first = await t.app.inject({ method: 'GET', url: '/v1/me', headers });
+    expect(first.statusCode).toBe(200);
+    expect(first.json()).toMatchObject({ id: sub, email: 'ann@example.test', display_name: null, time_zone: 'UTC' });
+    const again = await t.app.inject({ method: 'GET', url: '/v1/me', headers });
+    expect(again.json().created_at).toBe(first.json().created_at);
+    const { rows } = await t.db.pool.query('select count(*)::int as n from members where id = $1', [sub]);
+    expect(rows[0].n).toBe(1);
+  });
+
+  it('changes display name and time zone', async () => {
+    const headers = await t.as(randomUUID());
+    const res = await t.app.inject({ method: 'PATCH', url: '/v1/me', headers, payload: { display_name: ' Ann ', time_zone: 'Asia/Kolkata' } });
+    expect(res.statusCode).toBe(200);
+    expect(res.json()).toMatchObject({ display_name: 'Ann', time_zone: 'Asia/Kolkata' });
+    const cleared = await t.app.inject({ method: 'PATCH', url: '/v1/me', headers, payload: { display_name: null } });
+    expect(cleared.json()).toMatchObject({ display_name: null, time_zone: 'Asia/Kolkata' });
+  });
+
+  it.each([
+    ['an unknown time zone', { time_zone: 'Mars/Olympus' }],
+    ['an offset instead of a zone', { time_zone: 'UTC+2' }],
+    ['an empty body', {}],
+    ['an unknown field', { nickname: 'x' }],
+    ['a name too long', { display_name: 'x'.repeat(101) }],
+    ['a wrong type', { display_name: 42 }],
+  ])('rejects %s with 400 and changes nothing', async (_name, payload) => {
+    const sub = randomUUID();
+    const headers = await t.as(sub);
+    await t.app.inject({ method: 'GET', url: '/v1/me', headers });
+    const before = await t.db.pool.query('select * from members where id = $1', [sub]);
+    const res = await t.app.inject({ method: 'PATCH', url: '/v1/me', headers, payload });
+    expect(res.statusCode).toBe(400);
+    expect(errorOf(res.body).code).toBe('VALIDATION_ERROR');
+    const after = await t.db.pool.query('select * from members where id = $1', [sub]);
+    expect(after.rows).toEqual(before.rows);
+  });
+});
+
+describe('devices', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await startTestApp();
+  });
+  afterAll(() => t.close());
+
+  it('registers a push token idempotently and never echoes the token', async () => {
+    const headers = await t.as(randomUUID());
+    const payload = { token: `fcm-${randomUUID()}`, platform: 'android' };
+    const first = await t.app.inject({ method: 'POST', url: '/v1/devices', headers, payload });
+    expect(first.statusCode).toBe(201);
+    expect(first.body).not.toContain(payload.token);
+    const second = await t.app.inject({ method: 'POST', url: '/v1/devices', headers, payload });
+    expect(second.statusCode).toBe(200);
+    expect(second.json().id).toBe(first.json().id);
+    const list = await t.app.inject({ method: 'GET', url: '/v1/devices', headers });
+    expect(list.json().data).toHaveLength(1);
+  });
+
+  it('moves a token to the member who registers it last (the phone changed hands)', async () => {
+    const token = `fcm-${randomUUID()}`;
+    const a = await t.as(randomUUID());
+    const b = await t.as(randomUUID());
+    await t.app.inject({ method: 'POST', url: '/v1/devices', headers: a, payload: { token, platform: 'ios' } });
+    await t.app.inject({ method: 'POST', url: '/v1/devices', headers: b, payload: { token, platform: 'ios' } });
+    expect((await t.app.inject({ method: 'GET', url: '/v1/devices', headers: a })).json().data).toHaveLength(0);
+    expect((await t.app.inject({ method: 'GET', url: '/v1/devices', headers: b })).json().data).toHaveLength(1);
+  });
+
+  it("answers 404 for another member's device and keeps it", async () => {
+    const owner = await t.as(randomUUID());
+    const other = await t.as(randomUUID());
+    const created = await t.app.inject({ method: 'POST', url: '/v1/devices', headers: owner, payload: { token: `t-${randomUUID()}`, platform: 'web' } });
+    const id = created.json().id as string;
+    const res = await t.app.inject({ method: 'DELETE', url: `/v1/devices/${id}`, headers: other });
+    expect(res.statusCode).toBe(404);
+    expect(errorOf(res.body).code).toBe('NOT_FOUND');
+    expect((await t.app.inject({ method: 'DELETE', url: `/v1/devices/${id}`, headers: owner })).statusCode).toBe(204);
+    expect((await t.app.inject({ method: 'DELETE', url: `/v1/devices/${id}`, headers: owner })).statusCode).toBe(404);
+  });
+
+  it.each([
+    ['an unknown platform', { token: 'x', platform: 'symbian' }],
+    ['a missing token', { platform: 'ios' }],
+    ['an empty token', { token: '  ', platform: 'ios' }],
+  ])('rejects %s with 400', async (_name, payload) => {
+    const res = await t.app.inject({ method: 'POST', url: '/v1/devices', headers: await t.as(randomUUID()), payload });
+    expect(res.statusCode).toBe(400);
+    expect(errorOf(res.body).code).toBe('VALIDATION_ERROR');
+  });
+
+  it('rejects a device id that is not a uuid with 400', async () => {
+    const res = await t.app.inject({ method: 'DELETE', url: '/v1/devices/123', headers: await t.as(randomUUID()) });
+    expect(res.statusCode).toBe(400);
+  });
+});
+
+/** A local stand-in for Supabase Auth's admin endpoint, speaking its wire format. */
+function supabaseStub(respond: (req: IncomingMessage) => number) {
+  const calls: { method: string; url: string; apikey: string | undefined; authorization: string | undefined }[] = [];
+  const server: Server = createServer((req, res) => {
+    calls.push({ method: req.method ?? '', url: req.url ?? '', apikey: req.headers.apikey as string | undefined, authorization: req.headers.authorization });
+    req.resume();
+    req.on('end', () => {
+      const code = respond(req);
+      const body = code === 200 ? { id: req.url?.split('/').pop(), aud: 'authenticated' } : { code, msg: 'stub error', error_code: 'unexpected_failure' };
+      res.writeHead(code, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    });
+  });
+  return {
+    calls,
+    async start() {
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    },
+    stop: () => new Promise((resolve) => server.close(resolve)),
+  };
+}
+
+describe('DELETE /v1/me', () => {
+  let t: TestApp;
+  let failNext = false;
+  const stub = supabaseStub(() => (failNext ? 500 : 200));
+  beforeAll(async () => {
+    const url = await stub.start();
+    t = await startTestApp({ deleteAuthUser: createSupabaseUserDeleter(url, 'service-role-key-for-tests') });
+  });
+  afterAll(async () => {
+    await t.close();
+    await stub.stop();
+  });
+
+  it("erases the member's data and their Supabase Auth user", async () => {
+    const sub = randomUUID();
+    const headers = await t.as(sub);
+    await t.app.inject({ method: 'POST', url: '/v1/devices', headers, payload: { token: `t-${randomUUID()}`, platform: 'ios' } });
+    const res = await t.app.inject({ method: 'DELETE', url: '/v1/me', headers });
+    expect(res.statusCode).toBe(204);
+    const left = await t.db.pool.query('select (select count(*) from members where id = $1)::int + (select count(*) from devices where member_id = $1)::int as n', [sub]);
+    expect(left.rows[0].n).toBe(0);
+    const call = stub.calls.at(-1)!;
+    expect(call).toMatchObject({ method: 'DELETE', url: `/auth/v1/admin/users/${sub}`, apikey: 'service-role-key-for-tests' });
+    expect(call.authorization).toBe('Bearer service-role-key-for-tests');
+  });
+
+  it('keeps everything and answers 503 when Supabase Auth refuses, so the client can retry', async () => {
+    const sub = randomUUID();
+    const headers = await t.as(sub);
+    await t.app.inject({ method: 'GET', url: '/v1/me', headers });
+    failNext = true;
+    const res = await t.app.inject({ method: 'DELETE', url: '/v1/me', headers });
+    failNext = false;
+    expect(res.statusCode).toBe(503);
+    expect(res.headers['retry-after']).toBeDefined();
+    expect(errorOf(res.body).code).toBe('SERVICE_UNAVAILABLE');
+    const left = await t.db.pool.query('select count(*)::int as n from members where id = $1', [sub]);
+    expect(left.rows[0].n).toBe(1);
+  });
+});
