@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import cors from '@fastify/cors';
+import formbody from '@fastify/formbody';
 import helmet from '@fastify/helmet';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
@@ -14,7 +15,15 @@ import { systemClock, type Clock } from './clock.js';
 import type { Migration } from './db/migrate.js';
 import { installErrorHandlers } from './http/errors-install.js';
 import { AppError } from './http/errors.js';
+import { devOutboxChannels } from './channels/index.js';
+import { contactRoutes } from './contacts/routes.js';
+import { devOutboxRoutes } from './delivery/routes.js';
+import { invitationRoutes } from './contacts/invitation-routes.js';
 import { memberRoutes } from './members/routes.js';
+import { checkInRoutes } from './checkins/routes.js';
+import { pauseRoutes } from './schedules/pause-routes.js';
+import { scheduleRoutes } from './schedules/routes.js';
+import { watchingRoutes } from './contacts/watching.js';
 import type { AuthUserDeleter } from './members/supabase-admin.js';
 import { loggerOptions, type Logger } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
@@ -26,12 +35,16 @@ export type AppDeps = {
   pool: pg.Pool;
   queues: QueueSystem;
   verifyToken: TokenVerifier;
+  /** Signs and verifies the links in messages (resolveLinkSecret). */
+  linkSecret: string;
   migrations: Migration[];
   clock?: Clock;
   metrics?: Metrics;
   /** A ready logger (server) or none (tests: silent unless LOG_LEVEL says otherwise). */
   logger?: Logger;
   deleteAuthUser?: AuthUserDeleter;
+  /** Serve GET /dev/outbox. Default: when some channel has no real provider (today: always). */
+  devOutbox?: boolean;
 };
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
@@ -76,6 +89,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     contentSecurityPolicy: { useDefaults: true, directives: { 'form-action': ["'self'"] } },
     crossOriginResourcePolicy: { policy: 'same-site' },
   });
+  // HTML forms on the contact pages post urlencoded bodies (and Twilio webhooks will).
+  await app.register(formbody, { bodyLimit: 16 * 1024 });
   await app.register(cors, { origin: config.corsOrigins, methods: ['GET', 'POST', 'PATCH', 'DELETE'], maxAge: 600 });
   await app.register(rateLimit, {
     global: true,
@@ -101,6 +116,16 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.get('/openapi.json', { schema: { hide: true }, config: { rateLimit: false } }, async () => app.swagger());
   opsRoutes(app, { pool: deps.pool, queues: deps.queues, metrics, migrations: deps.migrations });
   memberRoutes(app, { pool: deps.pool, deleteAuthUser: deps.deleteAuthUser });
+  const links = { publicBaseUrl: config.publicBaseUrl, linkSecret: deps.linkSecret, invitationTtlDays: config.INVITATION_TTL_DAYS };
+  const plans = { freePlanContacts: config.FREE_PLAN_CONTACTS };
+  contactRoutes(app, { pool: deps.pool, queues: deps.queues, log: app.log as unknown as Logger, links, plans });
+  invitationRoutes(app, { pool: deps.pool, linkSecret: deps.linkSecret });
+  scheduleRoutes(app, { pool: deps.pool });
+  pauseRoutes(app, { pool: deps.pool });
+  checkInRoutes(app, { pool: deps.pool, log: app.log, linkSecret: deps.linkSecret });
+  watchingRoutes(app, { pool: deps.pool });
+  // Never in production: the outbox shows every message, acknowledgement links included.
+  if (config.NODE_ENV !== 'production' && (deps.devOutbox ?? devOutboxChannels().length > 0)) devOutboxRoutes(app, { pool: deps.pool });
 
   return app;
 }

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from './app.js';
-import { hasConfiguredAuthKey, resolveAuthKeys } from './auth/dev-secret.js';
+import { hasConfiguredAuthKey, resolveAuthKeys, resolveLinkSecret } from './auth/dev-secret.js';
 import { createTokenVerifier } from './auth/jwt.js';
 import { systemClock } from './clock.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
@@ -75,6 +75,7 @@ export async function boot(roles: Roles): Promise<void> {
         queues: runtime.queues,
         migrations: runtime.migrations,
         verifyToken: createTokenVerifier(keys),
+        linkSecret: await resolveLinkSecret(config),
         logger: log,
         metrics,
         ...(config.SUPABASE_URL !== undefined && config.SUPABASE_SERVICE_ROLE_KEY !== undefined

@@ -38,6 +38,10 @@ const schema = z
     SUPABASE_JWKS: optionalString,
     SUPABASE_JWT_ISSUER: optionalString,
 
+    LINK_SIGNING_SECRET: optionalString,
+    INVITATION_TTL_DAYS: int(30, 1, 365),
+    FREE_PLAN_CONTACTS: int(2, 1, 100),
+
     CORS_ORIGINS: optionalString,
     BODY_LIMIT_BYTES: int(64 * 1024, 1024, 10 * 1024 * 1024),
     RATE_LIMIT_IP_PER_MINUTE: int(600, 1),
@@ -84,6 +88,12 @@ const schema = z
       if (env.PUBLIC_BASE_URL === undefined) {
         ctx.addIssue({ code: 'custom', path: ['PUBLIC_BASE_URL'], message: 'is required in production (links in messages)' });
       }
+    }
+    if (env.NODE_ENV === 'production' && env.LINK_SIGNING_SECRET === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['LINK_SIGNING_SECRET'], message: 'is required in production (signs the links in messages)' });
+    }
+    if (env.LINK_SIGNING_SECRET !== undefined && env.LINK_SIGNING_SECRET.length < 32) {
+      ctx.addIssue({ code: 'custom', path: ['LINK_SIGNING_SECRET'], message: 'must be at least 32 characters' });
     }
     if (env.SUPABASE_JWT_SECRET !== undefined && env.SUPABASE_JWT_SECRET.length < 32) {
       ctx.addIssue({ code: 'custom', path: ['SUPABASE_JWT_SECRET'], message: 'must be at least 32 characters' });

@@ -1,15 +1,35 @@
 import { hostname } from 'node:os';
 import type pg from 'pg';
+import { createChannels } from './channels/index.js';
+import type { Channels } from './channels/types.js';
 import type { Clock } from './clock.js';
+import { deliveryProcessor } from './delivery/deliver.js';
+import type { DeliveryJobSettings } from './delivery/outbox.js';
+import { reconcileDeliveries, RECONCILE_EVERY_MS, RECONCILE_JOB_NAME } from './delivery/reconciler.js';
 import type { Logger } from './observability/logger.js';
 import type { Metrics } from './observability/metrics.js';
 import type { QueueSystem } from './queue/index.js';
+import { refillFollowing } from './schedules/repo.js';
 import { recordHeartbeat } from './system/heartbeat.js';
 
-export type WorkerDeps = { pool: pg.Pool; queues: QueueSystem; clock: Clock; log: Logger; metrics: Metrics };
+export type WorkerDeps = {
+  pool: pg.Pool;
+  queues: QueueSystem;
+  clock: Clock;
+  log: Logger;
+  metrics: Metrics;
+  /** Default: createChannels (the dev outbox wherever no real provider is configured). */
+  channels?: Channels;
+  /** Attempts and backoff of the delivery jobs the reconciler re-adds (tests shorten the backoff). */
+  deliveryJobs?: DeliveryJobSettings;
+  deliveryConcurrency?: number;
+};
 
 const SCHEDULER_LOCK = 7_301_117_002;
 export const HEARTBEAT_EVERY_MS = 15_000;
+/** Safety net for the check-in hot path, which refills the deadline-after-next itself right after answering. */
+export const REFILL_JOB_NAME = 'refill-following-deadlines';
+export const REFILL_EVERY_MS = 30_000;
 
 /**
  * Job schedulers are upserted from this one place, under an advisory lock, because concurrent
@@ -20,7 +40,10 @@ export async function upsertSchedulers(deps: Pick<WorkerDeps, 'pool' | 'queues'>
   try {
     await client.query('select pg_advisory_lock($1)', [SCHEDULER_LOCK]);
     try {
-      await deps.queues.queue('system').upsertJobScheduler('heartbeat', { every: HEARTBEAT_EVERY_MS }, { name: 'heartbeat', data: {} });
+      const system = deps.queues.queue('system');
+      await system.upsertJobScheduler('heartbeat', { every: HEARTBEAT_EVERY_MS }, { name: 'heartbeat', data: {} });
+      await system.upsertJobScheduler(RECONCILE_JOB_NAME, { every: RECONCILE_EVERY_MS }, { name: RECONCILE_JOB_NAME, data: {} });
+      await system.upsertJobScheduler(REFILL_JOB_NAME, { every: REFILL_EVERY_MS }, { name: REFILL_JOB_NAME, data: {} });
     } finally {
       await client.query('select pg_advisory_unlock($1)', [SCHEDULER_LOCK]);
     }
@@ -39,9 +62,40 @@ export async function startWorker(deps: WorkerDeps): Promise<{ workerId: string 
       deps.metrics.jobsProcessed.inc({ queue: 'system', outcome: 'completed' });
       return { at: at.toISOString() };
     }
+    if (job.name === RECONCILE_JOB_NAME) {
+      const pending = await reconcileDeliveries(deps.pool, deps.queues, deps.log, undefined, deps.deliveryJobs);
+      deps.metrics.jobsProcessed.inc({ queue: 'system', outcome: 'completed' });
+      return { pending };
+    }
+    if (job.name === REFILL_JOB_NAME) {
+      const refilled = await refillFollowing(deps.pool, deps.clock());
+      deps.metrics.jobsProcessed.inc({ queue: 'system', outcome: 'completed' });
+      return { refilled };
+    }
     throw new Error(`unknown system job: ${job.name}`);
   }, { concurrency: 1 });
+
+  const deliver = deliveryProcessor({
+    pool: deps.pool, channels: deps.channels ?? createChannels({ pool: deps.pool }), clock: deps.clock, log: deps.log,
+  });
+  deps.queues.worker('delivery', async (job) => {
+    try {
+      const outcome = await deliver(job);
+      deps.metrics.jobsProcessed.inc({ queue: 'delivery', outcome });
+      return outcome;
+    } catch (err) {
+      deps.metrics.jobsProcessed.inc({ queue: 'delivery', outcome: 'retry' });
+      throw err;
+    }
+  }, { concurrency: deps.deliveryConcurrency ?? 20 });
+
   await upsertSchedulers(deps);
+  // Whatever the queue lost while no worker ran goes out now, not a minute from now.
+  try {
+    await reconcileDeliveries(deps.pool, deps.queues, deps.log, undefined, deps.deliveryJobs);
+  } catch (err) {
+    deps.log.warn({ err: { message: (err as Error).message } }, 'initial delivery reconciliation failed; the scheduler retries every minute');
+  }
   deps.log.info({ worker_id: workerId, queue_backend: deps.queues.backend }, 'worker started');
   return { workerId };
 }

@@ -44,7 +44,7 @@ describe('configuration', () => {
 
   it('refuses production without a JWT key, a database or a public URL', () => {
     const found = problems({ NODE_ENV: 'production' });
-    expect(found.map((p) => p.split(':')[0]).sort()).toEqual(['DATABASE_URL', 'PUBLIC_BASE_URL', 'SUPABASE_JWT_SECRET']);
+    expect(found.map((p) => p.split(':')[0]).sort()).toEqual(['DATABASE_URL', 'LINK_SIGNING_SECRET', 'PUBLIC_BASE_URL', 'SUPABASE_JWT_SECRET']);
   });
 
   it('accepts production with its required settings', () => {
@@ -54,6 +54,7 @@ describe('configuration', () => {
       PUBLIC_BASE_URL: 'https://pruuf.example/',
       SUPABASE_JWKS_URL: 'https://proj.supabase.co/auth/v1/.well-known/jwks.json',
       CORS_ORIGINS: 'https://a.example, https://b.example',
+      LINK_SIGNING_SECRET: 'a-link-signing-secret-of-32-chars-or-more',
     });
     expect(c.publicBaseUrl).toBe('https://pruuf.example');
     expect(c.corsOrigins).toEqual(['https://a.example', 'https://b.example']);

@@ -12,12 +12,12 @@ import type { AuthKeys } from './jwt.js';
 export const DEV_ISSUER = 'pruuf-dev';
 export const DEMO_MEMBER_ID = '00000000-0000-4000-8000-000000000001';
 
-export function devSecretPath(dataDir: string): string {
-  return path.resolve(dataDir, 'dev-jwt-secret');
+export function devSecretPath(dataDir: string, name = 'dev-jwt-secret'): string {
+  return path.resolve(dataDir, name);
 }
 
-export async function loadOrCreateDevSecret(dataDir: string): Promise<string> {
-  const file = devSecretPath(dataDir);
+export async function loadOrCreateDevSecret(dataDir: string, name = 'dev-jwt-secret'): Promise<string> {
+  const file = devSecretPath(dataDir, name);
   try {
     const existing = (await readFile(file, 'utf8')).trim();
     if (existing.length >= 32) return existing;
@@ -51,4 +51,11 @@ export async function resolveAuthKeys(config: Config): Promise<AuthKeys> {
   }
   if (config.NODE_ENV === 'production') throw new Error('production needs a JWT verification key');
   return { hsSecret: await loadOrCreateDevSecret(config.DATA_DIR), issuer: config.SUPABASE_JWT_ISSUER };
+}
+
+/** The key that signs contact links (/a, /c, /i). Production must configure it (config.ts). */
+export async function resolveLinkSecret(config: Config): Promise<string> {
+  if (config.LINK_SIGNING_SECRET !== undefined) return config.LINK_SIGNING_SECRET;
+  if (config.NODE_ENV === 'production') throw new Error('production needs LINK_SIGNING_SECRET');
+  return loadOrCreateDevSecret(config.DATA_DIR, 'dev-link-secret');
 }

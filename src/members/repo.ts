@@ -28,7 +28,11 @@ export async function ensureMember(db: Queryable, who: Principal): Promise<Membe
      limit 1`,
     [who.id, who.email ?? null],
   );
-  return rows[0]!;
+  if (rows[0] !== undefined) return rows[0];
+  // A concurrent first request inserted the row after this statement's snapshot: read it now.
+  const again = await db.query<MemberRow>(`select ${MEMBER_COLUMNS} from members where id = $1`, [who.id]);
+  if (again.rows[0] === undefined) throw new Error('member row missing after upsert');
+  return again.rows[0];
 }
 
 export type MemberPatch = { display_name?: string | null | undefined; time_zone?: string | undefined };

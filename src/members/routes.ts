@@ -6,7 +6,8 @@ import { member } from '../auth/plugin.js';
 import { withTransaction } from '../db/pool.js';
 import { notFound, unavailable } from '../http/errors.js';
 import { authErrors, ErrorEnvelopeSchema, IdParams, iso, Timestamp } from '../http/schemas.js';
-import { isValidTimeZone } from '../schedules/time-zone.js';
+import { isValidTimeZone } from '../schedules/deadline.js';
+import { recomputeMemberSchedules } from '../schedules/repo.js';
 import * as repo from './repo.js';
 import type { AuthUserDeleter } from './supabase-admin.js';
 
@@ -56,7 +57,17 @@ export function memberRoutes(app: FastifyInstance, deps: MemberRouteDeps): void 
   r.patch('/v1/me', {
     ...secured,
     schema: { tags: ['members'], summary: 'Change display name or time zone', security, body: MemberPatch, response: { 200: Member, ...authErrors } },
-  }, async (req) => memberOut(await repo.updateMember(deps.pool, member(req), req.body)));
+  }, async (req) => {
+    const who = member(req);
+    // A new time zone moves every schedule that follows the member's zone, in the same transaction.
+    const updated = await withTransaction(deps.pool, async (tx) => {
+      const before = await repo.ensureMember(tx, who);
+      const after = await repo.updateMember(tx, who, req.body);
+      if (after.time_zone !== before.time_zone) await recomputeMemberSchedules(tx, who.id, app.clock());
+      return after;
+    });
+    return memberOut(updated);
+  });
 
   r.delete('/v1/me', {
     ...secured,

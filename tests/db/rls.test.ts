@@ -25,6 +25,22 @@ describe('row level security with the authenticated role', () => {
     db = await createTestDatabase();
     await db.pool.query(`insert into members (id, display_name) values ($1, 'Ann'), ($2, 'Bob')`, [ANN, BOB]);
     await db.pool.query(`insert into devices (member_id, token, platform) values ($1, 'ann-token', 'ios'), ($2, 'bob-token', 'android')`, [ANN, BOB]);
+    for (const m of [ANN, BOB]) {
+      await db.pool.query(`insert into contacts (member_id, name, email) values ($1, 'c', $2)`, [m, `${m}@example.test`]);
+      await db.pool.query(`insert into schedules (member_id, kind, local_time, window_start_at) values ($1, 'daily', '09:00', now())`, [m]);
+      await db.pool.query(`insert into pauses (member_id, starts_at, ends_at) values ($1, now(), now() + interval '1 day')`, [m]);
+      await db.pool.query(`insert into check_ins (member_id, checked_in_at) values ($1, now())`, [m]);
+      await db.pool.query(`insert into deliveries (member_id, kind, channel, address, body) values ($1, 'invitation', 'email', 'x@example.test', 'b')`, [m]);
+    }
+  });
+
+  it.each(['contacts', 'schedules', 'pauses', 'check_ins', 'deliveries'])("shows a member only their own %s", async (table) => {
+    const owners = await asUser(db.pool, ANN, async (c) => (await c.query(`select distinct member_id from ${table}`)).rows.map((r) => r.member_id));
+    expect(owners).toEqual([ANN]);
+  });
+
+  it('keeps the outbox internals away from members entirely', async () => {
+    await expect(asUser(db.pool, ANN, (c) => c.query('select * from dev_outbox'))).rejects.toThrow(/permission denied/);
   });
   afterAll(() => db.drop());
 

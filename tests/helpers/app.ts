@@ -9,7 +9,7 @@ import { createLogger } from '../../src/observability/logger.js';
 import { QueueSystem } from '../../src/queue/index.js';
 import { createTestDatabase, type TestDatabase } from './db.js';
 import { TEST_REDIS_URL } from './env.js';
-import { signToken, TEST_JWT_SECRET, type TokenOptions } from './tokens.js';
+import { signToken, TEST_JWT_SECRET, TEST_LINK_SECRET, type TokenOptions } from './tokens.js';
 
 export type QueueBackend = 'redis' | 'postgres';
 
@@ -61,6 +61,7 @@ export async function startTestApp(opts: TestAppOptions = {}): Promise<TestApp> 
     queues,
     migrations: await loadMigrations(),
     verifyToken: createTokenVerifier(opts.authKeys ?? { hsSecret: TEST_JWT_SECRET }),
+    linkSecret: TEST_LINK_SECRET,
     ...(opts.clock === undefined ? {} : { clock: opts.clock }),
     ...(opts.deleteAuthUser === undefined ? {} : { deleteAuthUser: opts.deleteAuthUser }),
   });

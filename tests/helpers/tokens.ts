@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { SignJWT, exportJWK, generateKeyPair, type JWK } from 'jose';
 
 export const TEST_JWT_SECRET = 'test-secret-that-is-at-least-32-characters-long';
+export const TEST_LINK_SECRET = 'test-link-secret-that-is-at-least-32-characters';
 
 export type TokenOptions = {
   sub?: string;

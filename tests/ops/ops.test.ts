@@ -7,7 +7,7 @@ import { loadMigrations } from '../../src/db/migrate.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { QueueSystem } from '../../src/queue/index.js';
 import { startTestApp, testConfig, type TestApp } from '../helpers/app.js';
-import { TEST_JWT_SECRET } from '../helpers/tokens.js';
+import { TEST_JWT_SECRET, TEST_LINK_SECRET } from '../helpers/tokens.js';
 
 describe.each(['redis', 'postgres'] as const)('operations endpoints on the %s queue backend', (backend) => {
   let t: TestApp;
@@ -70,7 +70,7 @@ describe('readiness when the database is down', () => {
     const pool = new pg.Pool({ connectionString: deadUrl, connectionTimeoutMillis: 500 });
     pool.on('error', () => undefined);
     const queues = new QueueSystem({ backend: 'redis', redisUrl: config.REDIS_URL, databaseUrl: deadUrl, prefix: config.QUEUE_PREFIX }, createLogger('silent'));
-    const app = await buildApp({ config, pool, queues, migrations: await loadMigrations(), verifyToken: createTokenVerifier({ hsSecret: TEST_JWT_SECRET }) });
+    const app = await buildApp({ config, pool, queues, migrations: await loadMigrations(), verifyToken: createTokenVerifier({ hsSecret: TEST_JWT_SECRET }), linkSecret: TEST_LINK_SECRET });
     try {
       const res = await app.inject({ method: 'GET', url: '/readyz' });
       expect(res.statusCode).toBe(503);

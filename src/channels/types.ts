@@ -1,0 +1,40 @@
+/** The seam between delivery (what to send, when, how often) and a provider (how it leaves). */
+
+export type ChannelName = 'push' | 'sms' | 'email';
+export const CHANNEL_NAMES: readonly ChannelName[] = ['push', 'sms', 'email'];
+
+/** A rendered message. `to` is an email address, an E.164 phone number or a device token. */
+export type OutboundMessage = {
+  deliveryId: string;
+  channel: ChannelName;
+  to: string;
+  subject: string | null;
+  body: string;
+  html: string | null;
+  kind: string;
+  incidentId: string | null;
+};
+
+export type SendResult = { provider: string; providerMessageId: string };
+
+/**
+ * permanent: this address will never work (bad number, dead token); retrying is pointless.
+ * transient: try again later (5xx, timeout, 429).
+ * configuration: our side is broken (bad credentials); an operator must act, keep retrying.
+ */
+export type ErrorClass = 'permanent' | 'transient' | 'configuration';
+
+export class ChannelError extends Error {
+  constructor(message: string, readonly errorClass: ErrorClass, readonly retryAfterMs?: number) {
+    super(message);
+    this.name = 'ChannelError';
+  }
+}
+
+export interface Channel {
+  readonly provider: string;
+  /** Resolves once the provider accepted the message; throws ChannelError (or anything: treated as transient). */
+  send(msg: OutboundMessage, signal: AbortSignal): Promise<SendResult>;
+}
+
+export type Channels = Record<ChannelName, Channel>;

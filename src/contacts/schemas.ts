@@ -1,0 +1,53 @@
+import { z } from 'zod';
+import { Timestamp } from '../http/schemas.js';
+
+/** E.164 after removing the spaces, dots, dashes and brackets people type. */
+export const Phone = z
+  .string()
+  .max(32)
+  .transform((v) => v.replace(/[\s().-]/g, ''))
+  .pipe(z.string().regex(/^\+[1-9]\d{6,14}$/, 'must be an international number in E.164 form, e.g. +447700900123'));
+
+export const Email = z.string().trim().toLowerCase().max(254).pipe(z.email('must be an email address'));
+
+export const Contact = z
+  .object({
+    id: z.uuid(),
+    name: z.string(),
+    email: z.string().nullable(),
+    phone: z.string().nullable(),
+    tier: z.number().int(),
+    notify_on_check_in: z.boolean(),
+    status: z.enum(['invited', 'active', 'declined']),
+    sms_opted_out: z.boolean(),
+    email_disabled: z.boolean(),
+    linked: z.boolean().describe('the contact accepted in the app: push alerts and the watching view'),
+    channels: z.array(z.enum(['push', 'sms', 'email'])).describe('channels an alert would use now, within the plan'),
+    invited_at: Timestamp,
+    responded_at: Timestamp.nullable(),
+    created_at: Timestamp,
+    updated_at: Timestamp,
+  })
+  .meta({ id: 'Contact' });
+
+const fields = {
+  name: z.string().trim().min(1).max(100),
+  email: Email.nullable().optional(),
+  phone: Phone.nullable().optional(),
+  tier: z.number().int().min(1).max(3),
+  notify_on_check_in: z.boolean(),
+};
+
+export const NewContactBody = z
+  .strictObject({ ...fields, tier: fields.tier.default(1), notify_on_check_in: fields.notify_on_check_in.default(false) })
+  .refine((b) => (b.email ?? null) !== null || (b.phone ?? null) !== null, { message: 'give an email or a phone (or both)', path: ['email'] });
+
+export const ContactPatchBody = z
+  .strictObject({
+    name: fields.name.optional(),
+    email: fields.email,
+    phone: fields.phone,
+    tier: fields.tier.optional(),
+    notify_on_check_in: fields.notify_on_check_in.optional(),
+  })
+  .refine((b) => Object.keys(b).length > 0, 'give at least one field to change');

@@ -1,0 +1,159 @@
+import { UnrecoverableError, type Job } from 'bullmq';
+import type pg from 'pg';
+import { ChannelError, type ChannelName, type Channels, type ErrorClass, type OutboundMessage, type SendResult } from '../channels/types.js';
+import type { Clock } from '../clock.js';
+import { maskAddress, type Logger } from '../observability/logger.js';
+import type { DeliveryJobData } from './outbox.js';
+
+/**
+ * The delivery job: re-read the row, hand it to the channel, record the outcome.
+ *
+ * No transaction is held across the provider call. The row's status is the guard: only a
+ * `pending` row is sent, and every write after the call is a compare-and-set on
+ * `status = 'pending'`, so a row cancelled meanwhile, or finished by a duplicate job, stays as
+ * it is. BullMQ runs one job per deterministic id at a time; what remains is at-least-once (a
+ * crash between the provider accepting and the row being marked sent resends on retry), which
+ * is the right side to err on for an alert.
+ */
+
+export type DeliveryDeps = {
+  pool: pg.Pool;
+  channels: Channels;
+  clock: Clock;
+  log: Logger;
+  /** Per provider call; below BullMQ's lock duration (30 s) so a slow call never looks stalled. */
+  sendTimeoutMs?: number;
+};
+
+export const SEND_TIMEOUT_MS = 15_000;
+
+export type DeliveryOutcome = 'sent' | 'skipped' | 'failed';
+
+type DeliveryRow = {
+  id: string;
+  channel: ChannelName;
+  address: string;
+  subject: string | null;
+  body: string;
+  html: string | null;
+  kind: string;
+  incident_id: string | null;
+  status: 'pending' | 'sent' | 'failed' | 'cancelled';
+};
+
+const MAX_ERROR_LENGTH = 500;
+
+/** Provider messages often quote the address ("+15551234567 is not a valid number"). */
+function cleanError(message: string, address: string): string {
+  const masked = address === '' ? message : message.split(address).join(maskAddress(address));
+  return masked.length > MAX_ERROR_LENGTH ? `${masked.slice(0, MAX_ERROR_LENGTH - 1)}…` : masked;
+}
+
+/** null: not classified (a bug or an unexpected failure): retried like a transient error. */
+function classify(err: unknown): ErrorClass | null {
+  if (err instanceof ChannelError) return err.errorClass;
+  const name = (err as { name?: unknown } | null)?.name;
+  if (name === 'TimeoutError' || name === 'AbortError') return 'transient';
+  return null;
+}
+
+async function markSent(pool: pg.Pool, row: DeliveryRow, result: SendResult, attemptedAt: Date, sentAt: Date, durationMs: number): Promise<boolean> {
+  const { rows } = await pool.query<{ n: number }>(
+    `with marked as (
+       update deliveries
+          set status = 'sent', provider = $2, provider_message_id = $3, sent_at = $4, updated_at = $4,
+              attempts = attempts + 1, last_error = null, error_class = null
+        where id = $1 and status = 'pending'
+       returning id
+     ), attempt as (
+       insert into delivery_attempts (delivery_id, attempted_at, provider, outcome, duration_ms)
+       values ($1, $5, $2, 'accepted', $6)
+     )
+     select count(*)::int as n from marked`,
+    [row.id, result.provider, result.providerMessageId, sentAt, attemptedAt, durationMs],
+  );
+  return rows[0]?.n === 1;
+}
+
+async function markFailedTry(
+  pool: pg.Pool, row: DeliveryRow, provider: string, error: string, errorClass: ErrorClass | null,
+  final: boolean, attemptedAt: Date, now: Date, durationMs: number,
+): Promise<void> {
+  await pool.query(
+    `with marked as (
+       update deliveries
+          set attempts = attempts + 1, last_error = $3, error_class = $4, updated_at = $5,
+              status = case when $6 then 'failed' else status end
+        where id = $1 and status = 'pending'
+       returning id
+     )
+     insert into delivery_attempts (delivery_id, attempted_at, provider, outcome, error_class, error, duration_ms)
+     values ($1, $7, $2, 'failed', $4, $3, $8)`,
+    [row.id, provider, error, errorClass, now, final, attemptedAt, durationMs],
+  );
+}
+
+/**
+ * One try at one delivery. `attemptsMade` counts earlier tries of this job (BullMQ's
+ * job.attemptsMade); `maxAttempts` is the job's attempts option.
+ * Returns 'sent', 'skipped' (not pending, or gone) or 'failed' (permanent error, or the last
+ * try). Throws on a retryable failure so that BullMQ retries with backoff.
+ */
+export async function processDelivery(
+  deps: DeliveryDeps, deliveryId: string, attemptsMade: number, maxAttempts: number,
+): Promise<DeliveryOutcome> {
+  const { rows } = await deps.pool.query<DeliveryRow>(
+    `select id, channel, address, subject, body, html, kind, incident_id, status from deliveries where id = $1`,
+    [deliveryId],
+  );
+  const row = rows[0];
+  if (row === undefined || row.status !== 'pending') {
+    deps.log.debug({ delivery_id: deliveryId, status: row?.status ?? 'missing' }, 'delivery not pending; skipped');
+    return 'skipped';
+  }
+
+  const channel = deps.channels[row.channel];
+  const msg: OutboundMessage = {
+    deliveryId: row.id, channel: row.channel, to: row.address, subject: row.subject, body: row.body,
+    html: row.html, kind: row.kind, incidentId: row.incident_id,
+  };
+  const logFields = {
+    delivery_id: row.id, channel: row.channel, kind: row.kind, to: maskAddress(row.address),
+    provider: channel.provider, attempt: attemptsMade + 1, max_attempts: maxAttempts,
+  };
+  const attemptedAt = deps.clock();
+  const started = performance.now();
+  let result: SendResult;
+  try {
+    result = await channel.send(msg, AbortSignal.timeout(deps.sendTimeoutMs ?? SEND_TIMEOUT_MS));
+  } catch (err) {
+    const durationMs = Math.round(performance.now() - started);
+    const errorClass = classify(err);
+    const error = cleanError(err instanceof Error ? err.message : String(err), row.address);
+    const final = errorClass === 'permanent' || attemptsMade + 1 >= maxAttempts;
+    await markFailedTry(deps.pool, row, channel.provider, error, errorClass, final, attemptedAt, deps.clock(), durationMs);
+    if (final) {
+      deps.log.warn({ ...logFields, error_class: errorClass, error, duration_ms: durationMs }, 'delivery failed');
+      return 'failed';
+    }
+    deps.log.info({ ...logFields, error_class: errorClass, error, duration_ms: durationMs }, 'delivery try failed; will retry');
+    // A fresh error: the original may carry the provider's response (addresses, bodies).
+    throw new Error(`delivery try failed (${errorClass ?? 'unclassified'}): ${error}`);
+  }
+  const durationMs = Math.round(performance.now() - started);
+  const marked = await markSent(deps.pool, row, result, attemptedAt, deps.clock(), durationMs);
+  if (!marked) deps.log.info({ ...logFields }, 'delivery changed while sending; left as it was');
+  else deps.log.info({ ...logFields, provider: result.provider, duration_ms: durationMs }, 'delivery sent');
+  return 'sent';
+}
+
+/** The BullMQ processor for the `delivery` queue. */
+export function deliveryProcessor(deps: DeliveryDeps): (job: Job) => Promise<DeliveryOutcome> {
+  return async (job) => {
+    const { deliveryId } = (job.data ?? {}) as Partial<DeliveryJobData>;
+    if (typeof deliveryId !== 'string' || !/^[0-9a-f-]{36}$/i.test(deliveryId)) {
+      throw new UnrecoverableError('delivery job without a valid deliveryId');
+    }
+    return processDelivery(deps, deliveryId, job.attemptsMade, job.opts.attempts ?? 1);
+  };
+}

@@ -1,0 +1,110 @@
+import { randomUUID } from 'node:crypto';
+import type { JobsOptions } from 'bullmq';
+import type { ChannelName } from '../channels/types.js';
+import type { Queryable } from '../db/pool.js';
+import type { Logger } from '../observability/logger.js';
+import type { QueueSystem } from '../queue/index.js';
+
+/**
+ * The outbox: a delivery is a row first (committed with the state change that caused it), and
+ * a queue job second. Jobs carry the id only and use a deterministic job id, so re-enqueueing
+ * (after commit, and by the reconciler) never duplicates.
+ */
+
+export type DeliveryKind = 'invitation' | 'reminder' | 'alert' | 'all_clear' | 'ack_notice' | 'check_in_note';
+
+export type NewDelivery = {
+  memberId: string | null;
+  contactId: string | null;
+  kind: DeliveryKind;
+  channel: ChannelName;
+  address: string;
+  subject?: string | null;
+  body: string;
+  html?: string | null;
+  incidentId?: string | null;
+};
+
+export const DELIVERY_JOB_NAME = 'deliver';
+export type DeliveryJobData = { deliveryId: string };
+
+export const deliveryJobId = (deliveryId: string): string => `delivery-${deliveryId}`;
+
+export type DeliveryJobSettings = {
+  /** Tries per job, the first included. The last failed try marks the row failed. */
+  attempts?: number;
+  /** Base of the exponential backoff: delay · 2^(try-1), ±50 % jitter. */
+  backoffDelayMs?: number;
+};
+
+export const DELIVERY_ATTEMPTS = 8;
+export const DELIVERY_BACKOFF_MS = 1000;
+
+export function deliveryJobOptions(deliveryId: string, s: DeliveryJobSettings = {}): JobsOptions {
+  return {
+    jobId: deliveryJobId(deliveryId),
+    attempts: s.attempts ?? DELIVERY_ATTEMPTS,
+    backoff: { type: 'exponential', delay: s.backoffDelayMs ?? DELIVERY_BACKOFF_MS, jitter: 0.5 },
+    // Gone once finished, so the reconciler can re-add a still-pending row; the handler's
+    // status check makes a re-added job for a finished row a no-op.
+    removeOnComplete: true,
+    removeOnFail: true,
+  };
+}
+
+/** Inserts rows in ONE statement, inside the caller's transaction. Returns ids in input order. */
+export async function insertDeliveries(db: Queryable, rows: NewDelivery[]): Promise<string[]> {
+  if (rows.length === 0) return [];
+  const ids = rows.map(() => randomUUID());
+  await db.query(
+    `insert into deliveries (id, member_id, contact_id, kind, channel, address, subject, body, html, incident_id)
+     select * from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::uuid[])`,
+    [
+      ids,
+      rows.map((r) => r.memberId),
+      rows.map((r) => r.contactId),
+      rows.map((r) => r.kind),
+      rows.map((r) => r.channel),
+      rows.map((r) => r.address),
+      rows.map((r) => r.subject ?? null),
+      rows.map((r) => r.body),
+      rows.map((r) => r.html ?? null),
+      rows.map((r) => r.incidentId ?? null),
+    ],
+  );
+  return ids;
+}
+
+/** Adds delivery jobs (deterministic ids: an id already queued is a no-op). Throws on failure. */
+export async function addDeliveryJobs(queues: QueueSystem, ids: string[], settings: DeliveryJobSettings = {}): Promise<void> {
+  if (ids.length === 0) return;
+  await queues.queue('delivery').addBulk(
+    ids.map((id) => ({ name: DELIVERY_JOB_NAME, data: { deliveryId: id } satisfies DeliveryJobData, opts: deliveryJobOptions(id, settings) })),
+  );
+}
+
+export const ENQUEUE_TIMEOUT_MS = 3000;
+
+/**
+ * After commit: one job per id. Never throws and never holds a request for long: the rows are
+ * committed, so a queue that is down or slow only delays them until the reconciler re-enqueues.
+ */
+export async function enqueueDeliveries(
+  queues: QueueSystem, ids: string[], log: Logger, settings: DeliveryJobSettings & { timeoutMs?: number } = {},
+): Promise<void> {
+  if (ids.length === 0) return;
+  let timer: NodeJS.Timeout | undefined;
+  const timeoutMs = settings.timeoutMs ?? ENQUEUE_TIMEOUT_MS;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`queue did not accept the jobs within ${timeoutMs} ms`)), timeoutMs);
+  });
+  const adding = addDeliveryJobs(queues, ids, settings);
+  adding.catch(() => undefined); // a late failure after the timeout is already logged below
+  try {
+    await Promise.race([adding, timeout]);
+  } catch (err) {
+    log.warn({ err: { message: (err as Error).message }, delivery_ids: ids }, 'enqueueing deliveries failed; the reconciler will re-enqueue them');
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,47 @@
+import type pg from 'pg';
+import type { Logger } from '../observability/logger.js';
+import type { QueueSystem } from '../queue/index.js';
+import { addDeliveryJobs, type DeliveryJobSettings } from './outbox.js';
+
+export const RECONCILE_JOB_NAME = 'reconcile-deliveries';
+export const RECONCILE_EVERY_MS = 60_000;
+export const RECONCILE_BATCH = 500;
+
+/**
+ * Queue content can vanish (Redis flushed or restarted without persistence, an enqueue that
+ * failed after commit). Every `pending` row older than `olderThanMs` gets its job re-added
+ * under the same deterministic id: a job that still exists makes the add a no-op, and a row
+ * already sent is skipped by the handler, so this never duplicates a message.
+ * Returns how many pending rows it looked at.
+ */
+export async function reconcileDeliveries(
+  pool: pg.Pool, queues: QueueSystem, log: Logger, olderThanMs = 5000, settings: DeliveryJobSettings & { batchSize?: number } = {},
+): Promise<number> {
+  const batchSize = settings.batchSize ?? RECONCILE_BATCH;
+  // created_at travels as text: a JS Date would drop the microseconds the keyset needs.
+  let after: { createdAt: string; id: string } | undefined;
+  let total = 0;
+  const { rows: [cut] } = await pool.query<{ cutoff: string }>(
+    `select (now() - make_interval(secs => $1::double precision / 1000))::text as cutoff`, [olderThanMs],
+  );
+  for (;;) {
+    const { rows } = await pool.query<{ id: string; created_at: string }>(
+      `select id, created_at::text as created_at
+         from deliveries
+        where status = 'pending'
+          and created_at < $1::timestamptz
+          and ($2::timestamptz is null or (created_at, id) > ($2::timestamptz, $3::uuid))
+        order by created_at, id
+        limit $4`,
+      [cut!.cutoff, after?.createdAt ?? null, after?.id ?? null, batchSize],
+    );
+    if (rows.length === 0) break;
+    await addDeliveryJobs(queues, rows.map((r) => r.id), settings);
+    total += rows.length;
+    const last = rows[rows.length - 1]!;
+    after = { createdAt: last.created_at, id: last.id };
+    if (rows.length < batchSize) break;
+  }
+  if (total > 0) log.info({ pending: total }, 'reconciler re-enqueued pending deliveries');
+  return total;
+}

@@ -1,0 +1,122 @@
+import type { Queryable } from '../db/pool.js';
+import type { Interval } from './deadline.js';
+import { computeTimers, followingDeadline, type ScheduleShape, type Timers } from './timers.js';
+
+export type ScheduleRow = ScheduleShape & {
+  id: string;
+  member_id: string;
+  reminder_minutes: number[];
+  active: boolean;
+  next_deadline_at: Date | null;
+  alert_at: Date | null;
+  window_start_at: Date;
+  following_deadline_at: Date | null;
+  created_at: Date;
+  updated_at: Date;
+  member_time_zone: string;
+};
+
+const COLUMNS = `s.id, s.member_id, s.kind, s.local_time, s.days::int[] as days, s.due_at, s.time_zone, s.grace_minutes,
+  s.reminder_minutes, s.active, s.next_deadline_at, s.alert_at, s.window_start_at, s.following_deadline_at,
+  s.created_at, s.updated_at, m.time_zone as member_time_zone`;
+
+export async function listSchedules(db: Queryable, memberId: string): Promise<ScheduleRow[]> {
+  const { rows } = await db.query<ScheduleRow>(
+    `select ${COLUMNS} from schedules s join members m on m.id = s.member_id where s.member_id = $1 order by s.created_at, s.id`,
+    [memberId],
+  );
+  return rows;
+}
+
+export async function getSchedule(db: Queryable, memberId: string, id: string, lock = false): Promise<ScheduleRow | undefined> {
+  const { rows } = await db.query<ScheduleRow>(
+    `select ${COLUMNS} from schedules s join members m on m.id = s.member_id where s.member_id = $1 and s.id = $2${lock ? ' for update of s' : ''}`,
+    [memberId, id],
+  );
+  return rows[0];
+}
+
+/** What timers depend on besides the schedule itself: pauses still to come and the last check-in. */
+export async function timerContext(db: Queryable, memberId: string, now: Date): Promise<{ pauses: Interval[]; lastCheckInAt: Date | null; timeZone: string }> {
+  const { rows } = await db.query<{ pauses: { from: string; until: string }[] | null; last: Date | null; tz: string }>(
+    `select
+       (select json_agg(json_build_object('from', starts_at, 'until', ends_at)) from pauses where member_id = $1 and ends_at > $2) as pauses,
+       (select max(checked_in_at) from check_ins where member_id = $1) as last,
+       (select time_zone from members where id = $1) as tz`,
+    [memberId, now],
+  );
+  const r = rows[0]!;
+  return {
+    pauses: (r.pauses ?? []).map((p) => ({ from: new Date(p.from), until: new Date(p.until) })),
+    lastCheckInAt: r.last,
+    timeZone: r.tz ?? 'UTC',
+  };
+}
+
+export type ScheduleInput = ScheduleShape & { reminder_minutes: number[]; active: boolean };
+
+export async function insertSchedule(db: Queryable, memberId: string, s: ScheduleInput, t: Timers, now: Date): Promise<string> {
+  const { rows } = await db.query<{ id: string }>(
+    `insert into schedules (member_id, kind, local_time, days, due_at, time_zone, grace_minutes, reminder_minutes, active,
+       next_deadline_at, alert_at, window_start_at, following_deadline_at, created_at, updated_at)
+     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14) returning id`,
+    [memberId, s.kind, s.local_time, s.days, s.due_at, s.time_zone, s.grace_minutes, s.reminder_minutes, s.active,
+      s.active ? t.next_deadline_at : null, s.active ? t.alert_at : null, t.window_start_at, s.active ? t.following_deadline_at : null, now],
+  );
+  return rows[0]!.id;
+}
+
+export async function updateSchedule(db: Queryable, id: string, s: ScheduleInput, t: Timers, now: Date): Promise<void> {
+  await db.query(
+    `update schedules set kind = $2, local_time = $3, days = $4, due_at = $5, time_zone = $6, grace_minutes = $7,
+       reminder_minutes = $8, active = $9, next_deadline_at = $10, alert_at = $11, window_start_at = $12,
+       following_deadline_at = $13, updated_at = $14
+     where id = $1`,
+    [id, s.kind, s.local_time, s.days, s.due_at, s.time_zone, s.grace_minutes, s.reminder_minutes, s.active,
+      s.active ? t.next_deadline_at : null, s.active ? t.alert_at : null, t.window_start_at, s.active ? t.following_deadline_at : null, now],
+  );
+}
+
+export async function deleteSchedule(db: Queryable, memberId: string, id: string): Promise<boolean> {
+  const { rowCount } = await db.query('delete from schedules where member_id = $1 and id = $2', [memberId, id]);
+  return (rowCount ?? 0) > 0;
+}
+
+/**
+ * Recomputes every active schedule of a member from scratch (after a pause or time zone change).
+ * Deadlines already past stay as they are: an alert in flight is not withdrawn by an edit.
+ */
+export async function recomputeMemberSchedules(db: Queryable, memberId: string, now: Date): Promise<void> {
+  const { rows } = await db.query<ScheduleRow>(
+    `select ${COLUMNS} from schedules s join members m on m.id = s.member_id
+     where s.member_id = $1 and s.active and (s.next_deadline_at is null or s.next_deadline_at > $2) for update of s`,
+    [memberId, now],
+  );
+  if (rows.length === 0) return;
+  const ctx = await timerContext(db, memberId, now);
+  for (const s of rows) {
+    if (s.kind === 'once' && s.next_deadline_at === null) continue; // a past once stays done
+    const t = computeTimers(s, ctx.timeZone, now, ctx.pauses, ctx.lastCheckInAt);
+    await db.query(
+      `update schedules set next_deadline_at = $2, alert_at = $3, window_start_at = $4, following_deadline_at = $5, updated_at = $6 where id = $1`,
+      [s.id, t.next_deadline_at, t.alert_at, t.window_start_at, t.following_deadline_at, now],
+    );
+  }
+}
+
+/** Fills following_deadline_at for schedules a check-in advanced (off the check-in's hot path). */
+export async function refillFollowing(db: Queryable, now: Date, memberId?: string, limit = 500): Promise<number> {
+  const { rows } = await db.query<ScheduleRow>(
+    `select ${COLUMNS} from schedules s join members m on m.id = s.member_id
+     where s.active and s.next_deadline_at is not null and s.following_deadline_at is null and s.kind = 'daily'
+       and ($1::uuid is null or s.member_id = $1)
+     order by s.id limit $2`,
+    [memberId ?? null, limit],
+  );
+  for (const s of rows) {
+    const ctx = await timerContext(db, s.member_id, now);
+    const following = followingDeadline(s, ctx.timeZone, s.next_deadline_at!, ctx.pauses);
+    await db.query('update schedules set following_deadline_at = $2 where id = $1 and following_deadline_at is null', [s.id, following]);
+  }
+  return rows.length;
+}
