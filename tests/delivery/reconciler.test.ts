@@ -71,7 +71,7 @@ describe.each(['redis', 'postgres'] as const)('the delivery reconciler on the %s
 
   it('runs every minute from a job scheduler on the system queue, next to the heartbeat', async () => {
     const schedulers = await queues.queue('system').getJobSchedulers();
-    expect(schedulers.map((s) => s.key).sort()).toEqual(['heartbeat', RECONCILE_JOB_NAME]);
+    expect(schedulers.map((s) => s.key)).toEqual(expect.arrayContaining(['heartbeat', RECONCILE_JOB_NAME]));
     expect(schedulers.find((s) => s.key === RECONCILE_JOB_NAME)).toMatchObject({ every: 60_000 });
   });
 });
