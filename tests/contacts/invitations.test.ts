@@ -62,6 +62,24 @@ describe('invitation links', () => {
     expect((await t.app.inject({ method: 'GET', url: '/v1/watching', headers: await t.as(randomUUID()) })).json().data).toEqual([]);
   });
 
+  it("tells a watcher how the member's day goes: pending, checked in, late within grace, missed", async () => {
+    now = new Date('2026-11-23T08:00:00Z');
+    const memberSub = randomUUID();
+    const watcher = randomUUID();
+    const { token } = await invite(t, memberSub, 'kim7@example.test');
+    await t.app.inject({ method: 'POST', url: `/i/${token}/accept`, headers: await t.as(watcher) });
+    const member = await t.as(memberSub);
+    await t.app.inject({ method: 'POST', url: '/v1/schedules', headers: member, payload: { kind: 'daily', local_time: '09:30', time_zone: 'UTC', grace_minutes: 30 } });
+    const today = async () => (await t.app.inject({ method: 'GET', url: '/v1/watching', headers: await t.as(watcher) })).json().data[0];
+    expect(await today()).toMatchObject({ today: 'pending', next_deadline_at: '2026-11-23T09:30:00.000Z' });
+    now = new Date('2026-11-23T09:40:00Z');
+    expect((await today()).today).toBe('late');
+    now = new Date('2026-11-23T10:01:00Z');
+    expect((await today()).today).toBe('missed');
+    await t.app.inject({ method: 'POST', url: '/v1/check-ins', headers: member });
+    expect(await today()).toMatchObject({ today: 'checked_in', last_check_in_at: '2026-11-23T10:01:00.000Z', next_deadline_at: '2026-11-24T09:30:00.000Z' });
+  });
+
   it('declines, and a declined contact gets no channel', async () => {
     const memberSub = randomUUID();
     const { contactId, token } = await invite(t, memberSub, 'kim4@example.test');
