@@ -20,6 +20,9 @@ import { contactRoutes } from './contacts/routes.js';
 import { devOutboxRoutes } from './delivery/routes.js';
 import { invitationRoutes } from './contacts/invitation-routes.js';
 import { memberRoutes } from './members/routes.js';
+import { ackRoutes } from './incidents/ack-routes.js';
+import { incidentRoutes } from './incidents/routes.js';
+import { incidentSettings } from './incidents/settings.js';
 import { checkInRoutes } from './checkins/routes.js';
 import { pauseRoutes } from './schedules/pause-routes.js';
 import { scheduleRoutes } from './schedules/routes.js';
@@ -117,13 +120,17 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   opsRoutes(app, { pool: deps.pool, queues: deps.queues, metrics, migrations: deps.migrations });
   memberRoutes(app, { pool: deps.pool, deleteAuthUser: deps.deleteAuthUser });
   const links = { publicBaseUrl: config.publicBaseUrl, linkSecret: deps.linkSecret, invitationTtlDays: config.INVITATION_TTL_DAYS };
-  const plans = { freePlanContacts: config.FREE_PLAN_CONTACTS };
-  contactRoutes(app, { pool: deps.pool, queues: deps.queues, log: app.log as unknown as Logger, links, plans });
+  const plans = { freePlanContacts: config.FREE_PLAN_CONTACTS, freePlanChannels: config.FREE_PLAN_CHANNELS };
+  const appLog = app.log as unknown as Logger;
+  contactRoutes(app, { pool: deps.pool, queues: deps.queues, log: appLog, links, plans });
   invitationRoutes(app, { pool: deps.pool, linkSecret: deps.linkSecret });
   scheduleRoutes(app, { pool: deps.pool });
   pauseRoutes(app, { pool: deps.pool });
-  checkInRoutes(app, { pool: deps.pool, log: app.log, linkSecret: deps.linkSecret });
+  checkInRoutes(app, { pool: deps.pool, queues: deps.queues, log: appLog, linkSecret: deps.linkSecret });
   watchingRoutes(app, { pool: deps.pool });
+  const incidents = { pool: deps.pool, queues: deps.queues, log: appLog, settings: incidentSettings(config, deps.linkSecret) };
+  incidentRoutes(app, incidents);
+  ackRoutes(app, { ...incidents, linkSecret: deps.linkSecret });
   // Never in production: the outbox shows every message, acknowledgement links included.
   if (config.NODE_ENV !== 'production' && (deps.devOutbox ?? devOutboxChannels().length > 0)) devOutboxRoutes(app, { pool: deps.pool });
 

@@ -4,6 +4,7 @@ import { hasConfiguredAuthKey, resolveAuthKeys, resolveLinkSecret } from './auth
 import { createTokenVerifier } from './auth/jwt.js';
 import { systemClock } from './clock.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
+import { incidentSettings } from './incidents/settings.js';
 import { createSupabaseUserDeleter } from './members/supabase-admin.js';
 import { createLogger } from './observability/logger.js';
 import { createMetrics } from './observability/metrics.js';
@@ -61,8 +62,12 @@ export async function boot(roles: Roles): Promise<void> {
 
   try {
     runtime = await openRuntime(config, log);
+    const linkSecret = await resolveLinkSecret(config);
     if (roles.worker) {
-      await startWorker({ pool: runtime.pool, queues: runtime.queues, clock: systemClock, log, metrics });
+      await startWorker({
+        pool: runtime.pool, queues: runtime.queues, clock: systemClock, log, metrics,
+        incidents: incidentSettings(config, linkSecret), sweepEveryMs: config.SWEEP_EVERY_MS,
+      });
     }
     if (roles.api) {
       if (!hasConfiguredAuthKey(config)) {
@@ -75,7 +80,7 @@ export async function boot(roles: Roles): Promise<void> {
         queues: runtime.queues,
         migrations: runtime.migrations,
         verifyToken: createTokenVerifier(keys),
-        linkSecret: await resolveLinkSecret(config),
+        linkSecret,
         logger: log,
         metrics,
         ...(config.SUPABASE_URL !== undefined && config.SUPABASE_SERVICE_ROLE_KEY !== undefined

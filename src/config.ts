@@ -41,6 +41,16 @@ const schema = z
     LINK_SIGNING_SECRET: optionalString,
     INVITATION_TTL_DAYS: int(30, 1, 365),
     FREE_PLAN_CONTACTS: int(2, 1, 100),
+    FREE_PLAN_CHANNELS: z
+      .string()
+      .default('push,email')
+      .transform((v) => v.split(',').map((x) => x.trim()).filter(Boolean))
+      .pipe(z.array(z.enum(['push', 'sms', 'email'])).min(1)),
+    ESCALATION_MINUTES: int(15, 1, 240),
+    MAX_ESCALATION_ROUNDS: int(3, 1, 10),
+    ACK_TIMEOUT_MINUTES: int(60, 1, 1440),
+    ACK_LINK_TTL_DAYS: int(7, 1, 60),
+    SWEEP_EVERY_MS: int(1000, 100, 60_000),
 
     CORS_ORIGINS: optionalString,
     BODY_LIMIT_BYTES: int(64 * 1024, 1024, 10 * 1024 * 1024),

@@ -9,6 +9,8 @@ import { reconcileDeliveries, RECONCILE_EVERY_MS, RECONCILE_JOB_NAME } from './d
 import type { Logger } from './observability/logger.js';
 import type { Metrics } from './observability/metrics.js';
 import type { QueueSystem } from './queue/index.js';
+import type { IncidentSettings } from './incidents/engine.js';
+import { sweepOnce } from './incidents/sweep.js';
 import { refillFollowing } from './schedules/repo.js';
 import { recordHeartbeat } from './system/heartbeat.js';
 
@@ -23,6 +25,9 @@ export type WorkerDeps = {
   /** Attempts and backoff of the delivery jobs the reconciler re-adds (tests shorten the backoff). */
   deliveryJobs?: DeliveryJobSettings;
   deliveryConcurrency?: number;
+  /** Escalation settings; without them this process runs no sweeper. */
+  incidents?: IncidentSettings;
+  sweepEveryMs?: number;
 };
 
 const SCHEDULER_LOCK = 7_301_117_002;
@@ -35,7 +40,9 @@ export const REFILL_EVERY_MS = 30_000;
  * Job schedulers are upserted from this one place, under an advisory lock, because concurrent
  * upserts of the same scheduler from several processes are a known source of duplicate jobs.
  */
-export async function upsertSchedulers(deps: Pick<WorkerDeps, 'pool' | 'queues'>): Promise<void> {
+export const SWEEP_JOB_NAME = 'sweep';
+
+export async function upsertSchedulers(deps: Pick<WorkerDeps, 'pool' | 'queues' | 'sweepEveryMs'>): Promise<void> {
   const client = await deps.pool.connect();
   try {
     await client.query('select pg_advisory_lock($1)', [SCHEDULER_LOCK]);
@@ -44,6 +51,9 @@ export async function upsertSchedulers(deps: Pick<WorkerDeps, 'pool' | 'queues'>
       await system.upsertJobScheduler('heartbeat', { every: HEARTBEAT_EVERY_MS }, { name: 'heartbeat', data: {} });
       await system.upsertJobScheduler(RECONCILE_JOB_NAME, { every: RECONCILE_EVERY_MS }, { name: RECONCILE_JOB_NAME, data: {} });
       await system.upsertJobScheduler(REFILL_JOB_NAME, { every: REFILL_EVERY_MS }, { name: REFILL_JOB_NAME, data: {} });
+      if (deps.sweepEveryMs !== undefined) {
+        await deps.queues.queue('sweep').upsertJobScheduler(SWEEP_JOB_NAME, { every: deps.sweepEveryMs }, { name: SWEEP_JOB_NAME, data: {}, opts: { removeOnComplete: true, removeOnFail: 100 } });
+      }
     } finally {
       await client.query('select pg_advisory_unlock($1)', [SCHEDULER_LOCK]);
     }
@@ -89,7 +99,18 @@ export async function startWorker(deps: WorkerDeps): Promise<{ workerId: string 
     }
   }, { concurrency: deps.deliveryConcurrency ?? 20 });
 
-  await upsertSchedulers(deps);
+  if (deps.incidents !== undefined) {
+    const incidents = deps.incidents;
+    // One sweep at a time per process; other processes sweep side by side (SKIP LOCKED).
+    deps.queues.worker('sweep', async () => {
+      const r = await sweepOnce({ pool: deps.pool, queues: deps.queues, log: deps.log, clock: deps.clock, settings: incidents, ...(deps.deliveryJobs === undefined ? {} : { deliveryJobs: deps.deliveryJobs }) });
+      if (r.missed + r.steps + r.ackTimeouts > 0) deps.log.info({ ...r }, 'sweep');
+      deps.metrics.jobsProcessed.inc({ queue: 'sweep', outcome: 'completed' });
+      return r;
+    }, { concurrency: 1 });
+  }
+
+  await upsertSchedulers({ ...deps, sweepEveryMs: deps.incidents === undefined ? undefined : (deps.sweepEveryMs ?? 1000) });
   // Whatever the queue lost while no worker ran goes out now, not a minute from now.
   try {
     await reconcileDeliveries(deps.pool, deps.queues, deps.log, undefined, deps.deliveryJobs);

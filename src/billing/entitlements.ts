@@ -14,8 +14,8 @@ export type Entitlements = {
   channels: ChannelName[];
 };
 
-export type PlanSettings = { freePlanContacts: number };
+export type PlanSettings = { freePlanContacts: number; freePlanChannels?: ChannelName[] };
 
 export async function entitlementsFor(_db: Queryable, _memberId: string, settings: PlanSettings): Promise<Entitlements> {
-  return { plan: 'free', source: 'default', maxContacts: settings.freePlanContacts, channels: ['push', 'email'] };
+  return { plan: 'free', source: 'default', maxContacts: settings.freePlanContacts, channels: settings.freePlanChannels ?? ['push', 'email'] };
 }

@@ -31,7 +31,7 @@ const OTHER_DEADLINE_BETWEEN = `select 1 from schedules s2
     and ((s2.next_deadline_at > $2 and s2.next_deadline_at < s.next_deadline_at)
       or (s2.window_start_at > $2 and s2.window_start_at < s.next_deadline_at))`;
 
-export type CheckInResult = { created: CheckInRow | null; needsRefill: string[] };
+export type CheckInResult = { created: CheckInRow | null; needsRefill: string[]; unresolvedIncidents: string[] };
 
 /**
  * The hot path, in ONE statement: make sure the member row exists, record the check-in, and
@@ -43,7 +43,7 @@ export type CheckInResult = { created: CheckInRow | null; needsRefill: string[] 
  * caller computes them (rare: only when two check-ins come before the refill).
  */
 export async function recordCheckIn(db: Queryable, c: CheckInInput): Promise<CheckInResult> {
-  const { rows } = await db.query<{ created: (Omit<CheckInRow, 'checked_in_at' | 'next_deadline_at'> & { checked_in_at: string; next_deadline_at: string | null }) | null; needs_refill: string[] | null }>(
+  const { rows } = await db.query<{ created: (Omit<CheckInRow, 'checked_in_at' | 'next_deadline_at'> & { checked_in_at: string; next_deadline_at: string | null }) | null; needs_refill: string[] | null; unresolved: string[] | null }>(
     `with m as (
        insert into members (id, email) values ($1, $10) on conflict (id) do nothing
      ),
@@ -85,7 +85,8 @@ export async function recordCheckIn(db: Queryable, c: CheckInInput): Promise<Che
              where s.member_id = $1 and s.active and s.id not in (select id from adv) and s.id not in (select id from stale)
                and s.next_deadline_at > $2) t)
         ) from ins) as created,
-       (select array_agg(id) from stale) as needs_refill`,
+       (select array_agg(id) from stale) as needs_refill,
+       (select array_agg(i.id) from incidents i where i.member_id = $1 and i.state <> 'resolved' and exists (select 1 from ins)) as unresolved`,
     [c.memberId, c.at, c.source, c.note, c.location?.lat ?? null, c.location?.lng ?? null, c.location?.accuracy_m ?? null,
       c.idempotencyKey, c.requestHash, c.email],
   );
@@ -97,6 +98,7 @@ export async function recordCheckIn(db: Queryable, c: CheckInInput): Promise<Che
       next_deadline_at: r.created.next_deadline_at === null ? null : new Date(r.created.next_deadline_at),
     },
     needsRefill: r.needs_refill ?? [],
+    unresolvedIncidents: r.unresolved ?? [],
   };
 }
 
@@ -111,6 +113,10 @@ export async function findByIdempotencyKey(db: Queryable, memberId: string, key:
 /** Records what the check-in answered, so a replay answers the same. Off the hot path. */
 export async function storeOutcome(db: Queryable, id: string, nextDeadlineAt: Date | null): Promise<void> {
   await db.query('update check_ins set next_deadline_at = $2 where id = $1', [id, nextDeadlineAt]);
+}
+
+export async function storeResolved(db: Queryable, id: string, incidentIds: string[]): Promise<void> {
+  await db.query('update check_ins set resolved_incident_ids = $2 where id = $1', [id, incidentIds]);
 }
 
 export type HistoryRow = { id: string; checked_in_at: Date; source: string; note: string | null; latitude: number | null; longitude: number | null; accuracy_m: number | null };

@@ -21,6 +21,7 @@ const Watched = z
 type Row = {
   member_id: string; display_name: string | null; tier: number; last: Date | null; next: Date | null;
   missed: boolean; late: boolean; checked_in_today: boolean;
+  incident_id: string | null; incident_state: string | null; incident_opened_at: Date | null;
 };
 
 export function watchingRoutes(app: FastifyInstance, deps: { pool: pg.Pool }): void {
@@ -38,10 +39,12 @@ export function watchingRoutes(app: FastifyInstance, deps: { pool: pg.Pool }): v
          (select min(s.next_deadline_at) from schedules s where s.member_id = m.id and s.active and s.next_deadline_at > $2) as next,
          exists (select 1 from schedules s where s.member_id = m.id and s.active and s.alert_at <= $2) as missed,
          exists (select 1 from schedules s where s.member_id = m.id and s.active and s.next_deadline_at <= $2 and s.alert_at > $2) as late,
-         coalesce((last.at at time zone m.time_zone)::date = ($2::timestamptz at time zone m.time_zone)::date, false) as checked_in_today
+         coalesce((last.at at time zone m.time_zone)::date = ($2::timestamptz at time zone m.time_zone)::date, false) as checked_in_today,
+         inc.id as incident_id, inc.state as incident_state, inc.opened_at as incident_opened_at
        from contacts c
        join members m on m.id = c.member_id
        left join lateral (select max(checked_in_at) as at from check_ins ci where ci.member_id = m.id) last on true
+       left join lateral (select i.id, i.state, i.opened_at from incidents i where i.member_id = m.id and i.state <> 'resolved' order by i.opened_at desc limit 1) inc on true
        where c.linked_user_id = $1 and c.status = 'active'
        order by m.display_name nulls last, m.id`,
       [member(req).id, now],
@@ -51,10 +54,10 @@ export function watchingRoutes(app: FastifyInstance, deps: { pool: pg.Pool }): v
         member_id: r.member_id,
         display_name: r.display_name,
         tier: r.tier,
-        today: r.missed ? ('missed' as const) : r.late ? ('late' as const) : r.checked_in_today ? ('checked_in' as const) : ('pending' as const),
+        today: r.missed || r.incident_id !== null ? ('missed' as const) : r.late ? ('late' as const) : r.checked_in_today ? ('checked_in' as const) : ('pending' as const),
         last_check_in_at: r.last === null ? null : iso(r.last),
         next_deadline_at: r.next === null ? null : iso(r.next),
-        open_incident: null,
+        open_incident: r.incident_id === null ? null : { id: r.incident_id, state: r.incident_state!, opened_at: iso(r.incident_opened_at!) },
       })),
       pagination: { next_cursor: null, has_more: false },
     };

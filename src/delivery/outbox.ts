@@ -23,6 +23,8 @@ export type NewDelivery = {
   body: string;
   html?: string | null;
   incidentId?: string | null;
+  /** The incident step an alert belongs to; with the kind, contact and channel it is unique per incident. */
+  stepNo?: number | null;
 };
 
 export const DELIVERY_JOB_NAME = 'deliver';
@@ -52,13 +54,19 @@ export function deliveryJobOptions(deliveryId: string, s: DeliveryJobSettings = 
   };
 }
 
-/** Inserts rows in ONE statement, inside the caller's transaction. Returns ids in input order. */
+/**
+ * Inserts rows in ONE statement, inside the caller's transaction. Returns the ids inserted, in
+ * input order: an incident message that already exists (same step, contact, channel, kind) is
+ * skipped, so a retried step never sends twice.
+ */
 export async function insertDeliveries(db: Queryable, rows: NewDelivery[]): Promise<string[]> {
   if (rows.length === 0) return [];
   const ids = rows.map(() => randomUUID());
-  await db.query(
-    `insert into deliveries (id, member_id, contact_id, kind, channel, address, subject, body, html, incident_id)
-     select * from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::uuid[])`,
+  const { rows: inserted } = await db.query<{ id: string }>(
+    `insert into deliveries (id, member_id, contact_id, kind, channel, address, subject, body, html, incident_id, step_no)
+     select * from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::uuid[], $11::int[])
+     on conflict do nothing
+     returning id`,
     [
       ids,
       rows.map((r) => r.memberId),
@@ -70,9 +78,12 @@ export async function insertDeliveries(db: Queryable, rows: NewDelivery[]): Prom
       rows.map((r) => r.body),
       rows.map((r) => r.html ?? null),
       rows.map((r) => r.incidentId ?? null),
+      rows.map((r) => r.stepNo ?? null),
     ],
   );
-  return ids;
+  if (inserted.length === ids.length) return ids;
+  const kept = new Set(inserted.map((r) => r.id));
+  return ids.filter((id) => kept.has(id));
 }
 
 /** Adds delivery jobs (deterministic ids: an id already queued is a no-op). Throws on failure. */

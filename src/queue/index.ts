@@ -8,7 +8,7 @@ import type { Logger } from '../observability/logger.js';
  * The same Queue/Worker code runs on both.
  */
 
-export const QUEUE_NAMES = ['system', 'delivery'] as const;
+export const QUEUE_NAMES = ['system', 'delivery', 'sweep'] as const;
 export type QueueName = (typeof QUEUE_NAMES)[number];
 
 export const POSTGRES_QUEUE_SCHEMA = 'bullmq';

@@ -136,15 +136,16 @@ export function nextDeadline(rule: ScheduleRule, after: Date, pauses: Interval[]
 
   const r = resolveDaily(rule);
   let cursor = t;
-  // Each paused candidate jumps straight to its pause's end, so a one-year pause costs one step
-  // and the loop runs at most once per merged pause.
-  for (;;) {
+  // Each paused candidate jumps straight to its pause's end, so a one-year pause costs one step.
+  // Candidates only move forward, so each merged pause can stop at most one of them.
+  for (let i = 0; i <= merged.length; i++) {
     const candidate = dailyAfter(r, cursor);
     if (candidate === null) return null;
     const pause = pausedBy(candidate);
     if (pause === undefined) return new Date(candidate);
     cursor = pause.until - 1; // strictly after until - 1ms ⇔ at or after until (half-open pause)
   }
+  throw new Error('nextDeadline: pause scan did not converge'); // unreachable unless the logic above breaks
 }
 
 export function previousDeadline(rule: ScheduleRule, at: Date): Date | null {

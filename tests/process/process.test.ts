@@ -102,9 +102,25 @@ describe('npm start', () => {
     try {
       const coldMs = await waitReady(first, 120_000);
       process.stdout.write(`cold start (first run, initdb): ${coldMs} ms\n`);
-      const res = await fetch(`${first.url}/v1/me`, { headers: { authorization: `Bearer ${token(env)}` } });
+      const auth = { authorization: `Bearer ${token(env)}`, 'content-type': 'application/json' };
+      const res = await fetch(`${first.url}/v1/me`, { headers: auth });
       expect(res.status).toBe(200);
       createdAt = ((await res.json()) as { created_at: string }).created_at;
+
+      // A newcomer's first alert: a contact, a deadline 5 s away with no grace, and the dev outbox.
+      await fetch(`${first.url}/v1/contacts`, { method: 'POST', headers: auth, body: JSON.stringify({ name: 'Sam', email: 'sam@example.test' }) });
+      const dueAt = new Date(Date.now() + 5000);
+      const created = await fetch(`${first.url}/v1/schedules`, { method: 'POST', headers: auth, body: JSON.stringify({ kind: 'once', due_at: dueAt.toISOString(), grace_minutes: 0 }) });
+      expect(created.status).toBe(201);
+      let alertAt: number | undefined;
+      while (alertAt === undefined && Date.now() < dueAt.getTime() + 10_000) {
+        const outbox = (await (await fetch(`${first.url}/dev/outbox`, { headers: { accept: 'application/json' } })).json()) as { data: { kind: string; body: string }[] };
+        if (outbox.data.some((m) => m.kind === 'alert' && m.body.includes('/a/'))) alertAt = Date.now();
+        else await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(alertAt).toBeDefined();
+      process.stdout.write(`deadline to dev outbox (npm start, embedded): ${alertAt! - dueAt.getTime()} ms\n`);
+      expect(alertAt! - dueAt.getTime()).toBeLessThan(10_000);
     } finally {
       expect(await stop(first)).toBe(0);
     }

@@ -1,0 +1,126 @@
+import type pg from 'pg';
+import { entitlementsFor, type PlanSettings } from '../billing/entitlements.js';
+import { insertDeliveries } from '../delivery/outbox.js';
+import { remainingStep, stepAt, type Step } from './escalation.js';
+import { ackNoticeDeliveries, alertDeliveries, allClearDeliveries, planContact, type LinkSettings } from './outbound.js';
+import { buildPlan } from './plan.js';
+import * as repo from './repo.js';
+
+/**
+ * Incident state changes. Each runs inside the caller's transaction, on a row the caller locked,
+ * and returns the ids of the outbox rows it created (to enqueue after commit).
+ */
+export type IncidentSettings = {
+  escalationMinutes: number;
+  maxRounds: number;
+  ackTimeoutMinutes: number;
+  links: LinkSettings;
+  plans: PlanSettings;
+};
+
+const MINUTE = 60_000;
+
+/** Sends a step: outbox rows for its contacts, the incident's position, the next step's time. */
+async function applyStep(tx: pg.PoolClient, s: IncidentSettings, inc: repo.IncidentRow, step: Step, now: Date, reason: string): Promise<string[]> {
+  const ids = await insertDeliveries(tx, alertDeliveries(s.links, inc, step.step_no, step.round, step.contacts));
+  const nextAt = step.more ? new Date(now.getTime() + inc.escalation_minutes * MINUTE) : null;
+  await tx.query(
+    `update incidents set step_no = $2, round = $3, tier_index = $4, next_step_at = $5 where id = $1`,
+    [inc.id, step.step_no, step.next.round, step.next.tier_index, nextAt],
+  );
+  await repo.addEvent(tx, inc.id, now, 'step', { step_no: step.step_no, round: step.round, detail: { reason, tiers: step.tiers, contacts: step.contacts.length, deliveries: ids.length } });
+  if (!step.more) await repo.addEvent(tx, inc.id, now, 'last_step', { step_no: step.step_no });
+  return ids;
+}
+
+export type OpenIncident = { member_id: string; schedule_id: string | null; kind: 'missed' | 'sos'; deadline_at: Date | null; alert_at: Date | null; note?: string | null; latitude?: number | null; longitude?: number | null };
+
+/** Opens an incident with a snapshot of the plan and sends its first step (an SOS: every tier at once). */
+export async function openIncident(tx: pg.PoolClient, s: IncidentSettings, o: OpenIncident, now: Date): Promise<{ incident: repo.IncidentRow | undefined; deliveryIds: string[] }> {
+  const ent = await entitlementsFor(tx, o.member_id, s.plans);
+  const plan = await buildPlan(tx, o.member_id, ent.channels);
+  const delayed = o.alert_at === null ? 0 : Math.max(0, Math.floor((now.getTime() - o.alert_at.getTime()) / 1000));
+  const inc = await repo.insertIncident(tx, {
+    member_id: o.member_id, schedule_id: o.schedule_id, kind: o.kind, deadline_at: o.deadline_at, alert_at: o.alert_at,
+    opened_at: now, delayed_by_seconds: delayed > 60 ? delayed : 0, plan,
+    escalation_minutes: s.escalationMinutes, max_rounds: s.maxRounds, ack_timeout_minutes: s.ackTimeoutMinutes,
+    note: o.note ?? null, latitude: o.latitude ?? null, longitude: o.longitude ?? null,
+  });
+  if (inc === undefined) return { incident: undefined, deliveryIds: [] };
+  await repo.addEvent(tx, inc.id, now, 'opened', { detail: { kind: o.kind, deadline_at: o.deadline_at, delayed_by_seconds: inc.delayed_by_seconds, contacts: plan.tiers.reduce((n, t) => n + t.contacts.length, 0) } });
+  const step = o.kind === 'sos' ? remainingStep(plan, inc, s.maxRounds) : stepAt(plan, inc, s.maxRounds);
+  if (step === null) {
+    await repo.addEvent(tx, inc.id, now, 'no_contacts');
+    return { incident: inc, deliveryIds: [] };
+  }
+  return { incident: inc, deliveryIds: await applyStep(tx, s, inc, step, now, o.kind === 'sos' ? 'sos' : 'deadline') };
+}
+
+/** The next escalation step of an open incident whose next_step_at has come. */
+export async function escalate(tx: pg.PoolClient, s: IncidentSettings, inc: repo.IncidentRow, now: Date, reason = 'escalation'): Promise<string[]> {
+  const step = stepAt(inc.plan, inc, inc.max_rounds);
+  if (step === null) {
+    await tx.query('update incidents set next_step_at = null where id = $1', [inc.id]);
+    return [];
+  }
+  return applyStep(tx, s, inc, step, now, reason);
+}
+
+/** An acknowledgement that was not followed by a resolution in time: escalation resumes now. */
+export async function ackTimedOut(tx: pg.PoolClient, s: IncidentSettings, inc: repo.IncidentRow, now: Date): Promise<string[]> {
+  await tx.query(`update incidents set state = 'open', ack_expires_at = null where id = $1`, [inc.id]);
+  await repo.addEvent(tx, inc.id, now, 'ack_timed_out', { contact_id: inc.acknowledged_by ?? undefined });
+  return escalate(tx, s, { ...inc, state: 'open' }, now, 'ack_timeout');
+}
+
+/** "I'm on it": escalation stops; the other alerted contacts are told who is on it. */
+export async function acknowledge(tx: pg.PoolClient, inc: repo.IncidentRow, contactId: string, now: Date): Promise<string[]> {
+  const by = planContact(inc.plan, contactId);
+  await tx.query(
+    `update incidents set state = 'acknowledged', acknowledged_at = $2, acknowledged_by = $3, ack_expires_at = $4, next_step_at = null where id = $1`,
+    [inc.id, now, contactId, new Date(now.getTime() + inc.ack_timeout_minutes * MINUTE)],
+  );
+  await repo.addEvent(tx, inc.id, now, 'acknowledged', { contact_id: contactId });
+  if (by === undefined) return [];
+  return insertDeliveries(tx, ackNoticeDeliveries(inc, inc.step_no, await repo.alertedAddresses(tx, inc.id), by, now));
+}
+
+/** "This needs more help": every remaining tier is alerted now. */
+export async function escalateByContact(tx: pg.PoolClient, s: IncidentSettings, inc: repo.IncidentRow, contactId: string, now: Date): Promise<string[]> {
+  await repo.addEvent(tx, inc.id, now, 'escalated_by_contact', { contact_id: contactId });
+  if (inc.state === 'acknowledged') await tx.query(`update incidents set state = 'open', ack_expires_at = null where id = $1`, [inc.id]);
+  const step = remainingStep(inc.plan, inc, inc.max_rounds);
+  return step === null ? [] : applyStep(tx, s, { ...inc, state: 'open' }, step, now, 'escalated_by_contact');
+}
+
+/** Resolves: pending alerts are withdrawn and every contact already alerted gets the all clear. */
+export async function resolve(tx: pg.PoolClient, inc: repo.IncidentRow, how: 'check_in' | 'member_resolved', now: Date, checkInId: string | null): Promise<string[]> {
+  await tx.query(
+    `update incidents set state = 'resolved', resolved_at = $2, resolution = $3, resolved_by_check_in = $4, next_step_at = null, ack_expires_at = null where id = $1`,
+    [inc.id, now, how, checkInId],
+  );
+  const cancelled = await repo.cancelPendingAlerts(tx, inc.id, now);
+  await repo.addEvent(tx, inc.id, now, 'resolved', { detail: { how, cancelled_deliveries: cancelled } });
+  return insertDeliveries(tx, allClearDeliveries(inc, inc.step_no, await repo.alertedAddresses(tx, inc.id), now, how));
+}
+
+/** A check-in resolves every unresolved incident of the member. */
+export async function resolveMemberIncidents(pool: pg.Pool, memberId: string, checkInId: string, now: Date): Promise<{ resolved: string[]; deliveryIds: string[] }> {
+  const client = await pool.connect();
+  try {
+    await client.query('begin');
+    const { rows } = await client.query<{ id: string }>(`select id from incidents where member_id = $1 and state <> 'resolved' for update`, [memberId]);
+    const deliveryIds: string[] = [];
+    for (const { id } of rows) {
+      const inc = (await repo.getIncident(client, id))!;
+      deliveryIds.push(...(await resolve(client, inc, 'check_in', now, checkInId)));
+    }
+    await client.query('commit');
+    return { resolved: rows.map((r) => r.id), deliveryIds };
+  } catch (err) {
+    await client.query('rollback').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}

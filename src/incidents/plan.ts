@@ -1,0 +1,42 @@
+import type { ChannelName } from '../channels/types.js';
+import { contactChannels, type ContactRow } from '../contacts/repo.js';
+import type { Queryable } from '../db/pool.js';
+
+/**
+ * The escalation plan snapshotted when an incident opens: who is in which tier, on which
+ * channels and addresses. Later edits of contacts never change an alert in flight.
+ */
+export type PlanContact = { id: string; name: string; channels: { channel: ChannelName; address: string }[] };
+export type PlanTier = { tier: number; contacts: PlanContact[] };
+export type Plan = { member_name: string; time_zone: string; tiers: PlanTier[] };
+
+/** Push goes to every device of the linked app user: the address names the user, the push channel finds the devices. */
+export const pushAddress = (userId: string) => `user:${userId}`;
+
+export async function buildPlan(db: Queryable, memberId: string, allowed: ChannelName[]): Promise<Plan> {
+  const { rows } = await db.query<ContactRow & { member_name: string | null; time_zone: string }>(
+    `select c.*, m.display_name as member_name, m.time_zone,
+       exists (select 1 from devices d where c.linked_user_id is not null and d.member_id = c.linked_user_id) as has_devices
+     from members m left join contacts c on c.member_id = m.id
+     where m.id = $1
+     order by c.tier, c.created_at, c.id`,
+    [memberId],
+  );
+  const first = rows[0];
+  const plan: Plan = { member_name: first?.member_name ?? 'A Pruuf member', time_zone: first?.time_zone ?? 'UTC', tiers: [] };
+  for (const c of rows) {
+    if (c.id === null) continue; // the member has no contacts (left join)
+    const channels = contactChannels(c)
+      .filter((ch) => allowed.includes(ch))
+      .map((channel) => ({ channel, address: channel === 'push' ? pushAddress(c.linked_user_id!) : channel === 'sms' ? c.phone! : c.email! }));
+    if (channels.length === 0) continue;
+    let tier = plan.tiers.find((t) => t.tier === c.tier);
+    if (tier === undefined) {
+      tier = { tier: c.tier, contacts: [] };
+      plan.tiers.push(tier);
+    }
+    tier.contacts.push({ id: c.id, name: c.name, channels });
+  }
+  plan.tiers.sort((a, b) => a.tier - b.tier);
+  return plan;
+}

@@ -1,0 +1,12 @@
+import type { Config } from '../config.js';
+import type { IncidentSettings } from './engine.js';
+
+export function incidentSettings(config: Config, linkSecret: string): IncidentSettings {
+  return {
+    escalationMinutes: config.ESCALATION_MINUTES,
+    maxRounds: config.MAX_ESCALATION_ROUNDS,
+    ackTimeoutMinutes: config.ACK_TIMEOUT_MINUTES,
+    links: { publicBaseUrl: config.publicBaseUrl, linkSecret, ackLinkTtlDays: config.ACK_LINK_TTL_DAYS },
+    plans: { freePlanContacts: config.FREE_PLAN_CONTACTS, freePlanChannels: config.FREE_PLAN_CHANNELS },
+  };
+}

@@ -1,0 +1,161 @@
+import type pg from 'pg';
+import type { Clock } from '../clock.js';
+import { withTransaction } from '../db/pool.js';
+import { enqueueDeliveries, insertDeliveries, type DeliveryJobSettings, type NewDelivery } from '../delivery/outbox.js';
+import { signLink } from '../links/tokens.js';
+import type { Logger } from '../observability/logger.js';
+import type { QueueSystem } from '../queue/index.js';
+import { timerContext, type ScheduleRow } from '../schedules/repo.js';
+import { computeTimers, followingDeadline } from '../schedules/timers.js';
+import { ackTimedOut, escalate, openIncident, type IncidentSettings } from './engine.js';
+import { renderReminder } from './messages.js';
+import { pushAddress } from './plan.js';
+import { claimIncidents } from './repo.js';
+
+/**
+ * One sweep: claim every due timer from PostgreSQL in batches (FOR UPDATE SKIP LOCKED, so any
+ * number of sweepers run side by side without processing a row twice), change state and write
+ * the outbox rows in the same transaction, enqueue after commit.
+ */
+export type SweepDeps = {
+  pool: pg.Pool;
+  queues: QueueSystem;
+  log: Logger;
+  clock: Clock;
+  settings: IncidentSettings;
+  batchSize?: number;
+  deliveryJobs?: DeliveryJobSettings;
+};
+
+export type SweepResult = { missed: number; skippedPaused: number; steps: number; ackTimeouts: number; reminders: number; deliveries: number };
+
+const SCHEDULE_COLUMNS = `s.id, s.member_id, s.kind, s.local_time, s.days::int[] as days, s.due_at, s.time_zone, s.grace_minutes,
+  s.reminder_minutes, s.active, s.next_deadline_at, s.alert_at, s.window_start_at, s.following_deadline_at,
+  s.created_at, s.updated_at, m.time_zone as member_time_zone`;
+
+/** Deadlines whose grace has run out: an incident each (unless paused), and the schedule moves on. */
+async function sweepMissed(deps: SweepDeps, now: Date, out: string[]): Promise<{ missed: number; paused: number; claimed: number }> {
+  return withTransaction(deps.pool, async (tx) => {
+    const { rows } = await tx.query<ScheduleRow>(
+      `select ${SCHEDULE_COLUMNS} from schedules s join members m on m.id = s.member_id
+       where s.active and s.alert_at <= $1 order by s.alert_at limit $2 for update of s skip locked`,
+      [now, deps.batchSize ?? 200],
+    );
+    let missed = 0;
+    let paused = 0;
+    for (const s of rows) {
+      const ctx = await timerContext(tx, s.member_id, now);
+      const deadline = s.next_deadline_at!;
+      const inPause = ctx.pauses.some((p) => (p.from <= deadline && deadline < p.until) || (p.from <= now && now < p.until));
+      if (inPause) {
+        // Paused after the deadline was set: no miss; the schedule starts again after the pause.
+        const t = computeTimers(s, ctx.timeZone, now, ctx.pauses, null);
+        await tx.query(
+          'update schedules set next_deadline_at = $2, alert_at = $3, window_start_at = $4, following_deadline_at = $5, updated_at = $6 where id = $1',
+          [s.id, t.next_deadline_at, t.alert_at, t.window_start_at, t.following_deadline_at, now],
+        );
+        paused += 1;
+        continue;
+      }
+      const opened = await openIncident(tx, deps.settings, {
+        member_id: s.member_id, schedule_id: s.id, kind: 'missed', deadline_at: deadline, alert_at: s.alert_at,
+      }, now);
+      if (opened.incident !== undefined) missed += 1;
+      out.push(...opened.deliveryIds);
+      // The next deadline is the one after the missed one (never one already past: those were real misses too,
+      // but each sweep takes the oldest first, so a long outage alerts them in order).
+      const next = s.kind === 'daily' ? (s.following_deadline_at ?? followingDeadline(s, ctx.timeZone, deadline, ctx.pauses)) : null;
+      const following = next === null ? null : followingDeadline(s, ctx.timeZone, next, ctx.pauses);
+      await tx.query(
+        `update schedules set window_start_at = next_deadline_at, next_deadline_at = $2::timestamptz,
+           alert_at = $2 + make_interval(mins => grace_minutes), following_deadline_at = $3, updated_at = $4
+         where id = $1`,
+        [s.id, next, following, now],
+      );
+    }
+    return { missed, paused, claimed: rows.length };
+  });
+}
+
+async function sweepIncidents(deps: SweepDeps, now: Date, out: string[], kind: 'steps' | 'ack'): Promise<number> {
+  return withTransaction(deps.pool, async (tx) => {
+    const where = kind === 'steps'
+      ? `state = 'open' and next_step_at is not null and next_step_at <= $1`
+      : `state = 'acknowledged' and ack_expires_at <= $1`;
+    const due = await claimIncidents(tx, where, now, deps.batchSize ?? 200);
+    for (const inc of due) {
+      out.push(...(kind === 'steps' ? await escalate(tx, deps.settings, inc, now) : await ackTimedOut(tx, deps.settings, inc, now)));
+    }
+    return due.length;
+  });
+}
+
+export async function sweepOnce(deps: SweepDeps): Promise<SweepResult> {
+  const now = deps.clock();
+  const limit = deps.batchSize ?? 200;
+  const out: string[] = [];
+  const result: SweepResult = { missed: 0, skippedPaused: 0, steps: 0, ackTimeouts: 0, reminders: 0, deliveries: 0 };
+  // Batches until nothing is due (after an outage a schedule comes round once per missed
+  // deadline); each batch commits, and is enqueued, on its own. Bounded, whatever happens.
+  for (let i = 0; i < 1000; i += 1) {
+    const batch: string[] = [];
+    const m = await sweepMissed(deps, now, batch);
+    result.missed += m.missed;
+    result.skippedPaused += m.paused;
+    await enqueueDeliveries(deps.queues, batch, deps.log, deps.deliveryJobs);
+    out.push(...batch);
+    if (m.claimed === 0) break;
+  }
+  for (const kind of ['ack', 'steps'] as const) {
+    for (;;) {
+      const batch: string[] = [];
+      const n = await sweepIncidents(deps, now, batch, kind);
+      if (kind === 'ack') result.ackTimeouts += n;
+      else result.steps += n;
+      await enqueueDeliveries(deps.queues, batch, deps.log, deps.deliveryJobs);
+      out.push(...batch);
+      if (n < limit) break;
+    }
+  }
+  for (;;) {
+    const batch: string[] = [];
+    const n = await sweepReminders(deps, now, batch);
+    result.reminders += n;
+    await enqueueDeliveries(deps.queues, batch, deps.log, deps.deliveryJobs);
+    out.push(...batch);
+    if (n < limit) break;
+  }
+  result.deliveries = out.length;
+  return result;
+}
+
+/**
+ * Reminders to the member before a deadline (reminder_minutes before it), with a signed check-in
+ * link. One reminder per sweep per schedule: the latest offset already due; then the next offset.
+ */
+export async function sweepReminders(deps: SweepDeps, now: Date, out: string[]): Promise<number> {
+  return withTransaction(deps.pool, async (tx) => {
+    const { rows } = await tx.query<{ id: string; member_id: string; next_deadline_at: Date; grace_minutes: number; reminder_minutes: number[]; email: string | null; member_name: string | null; time_zone: string; has_devices: boolean }>(
+      `select s.id, s.member_id, s.next_deadline_at, s.grace_minutes, s.reminder_minutes, m.email, m.display_name as member_name, m.time_zone,
+         exists (select 1 from devices d where d.member_id = s.member_id) as has_devices
+       from schedules s join members m on m.id = s.member_id
+       where s.active and s.next_reminder_at <= $1 order by s.next_reminder_at limit $2 for update of s skip locked`,
+      [now, deps.batchSize ?? 200],
+    );
+    for (const s of rows) {
+      const deadline = s.next_deadline_at.getTime();
+      const later = s.reminder_minutes.map((o) => deadline - o * 60_000).filter((at) => at > now.getTime());
+      const nextAt = later.length === 0 ? null : new Date(Math.min(...later));
+      await tx.query('update schedules set next_reminder_at = $2 where id = $1', [s.id, nextAt]);
+      if (deadline < now.getTime()) continue; // too late to remind: the deadline has passed
+      const link = `${deps.settings.links.publicBaseUrl}/c/${signLink(deps.settings.links.linkSecret, 'checkin', s.member_id, new Date(deadline + (s.grace_minutes + 12 * 60) * 60_000))}`;
+      const r = renderReminder({ memberName: s.member_name ?? 'there', deadlineAt: s.next_deadline_at, timeZone: s.time_zone, checkInUrl: link, minutesLeft: Math.max(0, Math.round((deadline - now.getTime()) / 60_000)) });
+      const rowsOut: NewDelivery[] = [];
+      const base = { memberId: s.member_id, contactId: null, kind: 'reminder' as const };
+      if (s.has_devices) rowsOut.push({ ...base, channel: 'push', address: pushAddress(s.member_id), subject: r.push.title, body: r.push.body });
+      if (s.email !== null) rowsOut.push({ ...base, channel: 'email', address: s.email, subject: r.email.subject, body: r.email.text, html: r.email.html });
+      out.push(...(await insertDeliveries(tx, rowsOut)));
+    }
+    return rows.length;
+  });
+}
