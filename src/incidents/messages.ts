@@ -1,9 +1,11 @@
 import { DateTime } from 'luxon';
 import { fitSms, multiLine, nameSteps, oneLine, preferGsm, truncate } from './sms.js';
+import { escapeHtml } from '../http/html.js';
 
 // Every message Pruuf sends, in its three channel forms. Pure: times come in as arguments and are shown
 // in the member's time zone, the clock the member's promise was made on.
 export { smsSegments } from './sms.js';
+export { escapeHtml };
 
 export type Rendered = {
   /** Plain text, "Pruuf:" first, at most two segments. */
@@ -55,8 +57,6 @@ export function mapLink(w: Where | null): string | null {
 type Seg = string | { href: string; label?: string };
 type Para = Seg[] | { quote: string } | { small: string };
 
-const ESC: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
-export const escapeHtml = (s: string): string => s.replace(/[&<>"']/g, (ch) => ESC[ch]!);
 const isWebUrl = (u: string): boolean => /^https?:\/\/[^\s"'<>]+$/i.test(u);
 
 const P = 'margin:0 0 14px;font-size:16px;line-height:1.5';

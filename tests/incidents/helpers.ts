@@ -50,7 +50,7 @@ export async function alerts(pool: pg.Pool, incidentId: string, kind = 'alert') 
 }
 
 export function tokenFrom(body: string): string {
-  const m = /\/a\/([\w-]+\.[\w-]+)/.exec(body);
+  const m = /\/a\/([\w-]+)/.exec(body);
   if (m === null) throw new Error(`no ack link in: ${body}`);
   return m[1]!;
 }

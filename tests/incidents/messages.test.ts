@@ -189,10 +189,17 @@ describe('HTML email', () => {
 describe('SMS length', () => {
   const fits = (sms: string) => expect(smsSegments(sms)).toBeLessThanOrEqual(2);
 
-  it('keeps the start of a long name and the real acknowledgement link, shortened in GSM with "..."', () => {
+  it('keeps a long name whole beside the real (short) acknowledgement link, in GSM', () => {
     const r = alert({ memberName: 'Margaret Elizabeth Thompson-Worthington of Little Snoring', ackUrl: REAL_ACK, round: 3, delayedByMinutes: 200 });
     fits(r.sms);
     expect(isGsm(r.sms)).toBe(true);
+    expect(r.sms).toContain('Margaret Elizabeth Thompson-Worthington of Little Snoring');
+    expect(r.sms.endsWith(REAL_ACK)).toBe(true);
+  });
+
+  it('shortens a name too long for two segments, keeping its start and the link', () => {
+    const r = alert({ memberName: `Margaret ${'Elizabeth '.repeat(30)}Thompson`, ackUrl: REAL_ACK, round: 3, delayedByMinutes: 200 });
+    fits(r.sms);
     expect(r.sms).toMatch(/^Pruuf: (Reminder: )?Margaret Eli/);
     expect(r.sms).toContain('...');
     expect(r.sms.endsWith(REAL_ACK)).toBe(true);
