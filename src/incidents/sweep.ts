@@ -24,8 +24,12 @@ export type SweepDeps = {
   clock: Clock;
   settings: IncidentSettings;
   batchSize?: number;
+  /** Transactions sweeping missed deadlines side by side in this process. */
+  lanes?: number;
   deliveryJobs?: DeliveryJobSettings;
 };
+
+export const SWEEP_LANES = 3;
 
 export type SweepResult = { missed: number; skippedPaused: number; steps: number; ackTimeouts: number; reminders: number; deliveries: number };
 
@@ -39,7 +43,7 @@ async function sweepMissed(deps: SweepDeps, now: Date, out: string[]): Promise<{
     const { rows } = await tx.query<ScheduleRow>(
       `select ${SCHEDULE_COLUMNS} from schedules s join members m on m.id = s.member_id
        where s.active and s.alert_at <= $1 order by s.alert_at limit $2 for update of s skip locked`,
-      [now, deps.batchSize ?? 200],
+      [now, deps.batchSize ?? 50],
     );
     let missed = 0;
     let paused = 0;
@@ -96,16 +100,21 @@ export async function sweepOnce(deps: SweepDeps): Promise<SweepResult> {
   const out: string[] = [];
   const result: SweepResult = { missed: 0, skippedPaused: 0, steps: 0, ackTimeouts: 0, reminders: 0, deliveries: 0 };
   // Batches until nothing is due (after an outage a schedule comes round once per missed
-  // deadline); each batch commits, and is enqueued, on its own. Bounded, whatever happens.
-  for (let i = 0; i < 1000; i += 1) {
-    const batch: string[] = [];
-    const m = await sweepMissed(deps, now, batch);
-    result.missed += m.missed;
-    result.skippedPaused += m.paused;
-    await enqueueDeliveries(deps.queues, batch, deps.log, deps.deliveryJobs);
-    out.push(...batch);
-    if (m.claimed === 0) break;
-  }
+  // deadline); each batch commits, and is enqueued, on its own, so the first alerts leave while
+  // later ones are still being written. A few lanes work side by side (SKIP LOCKED keeps them
+  // apart, as it keeps other sweeper processes apart). Bounded, whatever happens.
+  const lane = async () => {
+    for (let i = 0; i < 1000; i += 1) {
+      const batch: string[] = [];
+      const m = await sweepMissed(deps, now, batch);
+      result.missed += m.missed;
+      result.skippedPaused += m.paused;
+      await enqueueDeliveries(deps.queues, batch, deps.log, deps.deliveryJobs);
+      out.push(...batch);
+      if (m.claimed === 0) break;
+    }
+  };
+  await Promise.all(Array.from({ length: deps.lanes ?? SWEEP_LANES }, lane));
   for (const kind of ['ack', 'steps'] as const) {
     for (;;) {
       const batch: string[] = [];
