@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { member } from '../auth/plugin.js';
 import { AppError, validation } from '../http/errors.js';
 import { escapeHtml, page, sendHtml, wantsHtml } from '../http/html.js';
-import { authErrors, ErrorEnvelopeSchema, iso, Timestamp } from '../http/schemas.js';
+import { authErrors, ErrorEnvelopeSchema, iso, listOf, Timestamp } from '../http/schemas.js';
 import { LinkError, verifyLink } from '../links/tokens.js';
 import * as repo from './repo.js';
 import { checkIn, requestHash, type CheckInDeps } from './service.js';
@@ -81,7 +81,7 @@ export function checkInRoutes(app: FastifyInstance, deps: CheckInDeps & { linkSe
     ...secured,
     schema: {
       tags, security, summary: 'Check-in history, newest first', querystring: HistoryQuery,
-      response: { 200: z.object({ data: z.array(HistoryItem), pagination: z.object({ next_cursor: z.string().nullable(), has_more: z.boolean() }) }), ...authErrors },
+      response: { 200: listOf(HistoryItem), ...authErrors },
     },
   }, async (req) => {
     const { limit, cursor } = req.query;

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { member } from '../auth/plugin.js';
 import { entitlementsFor } from '../billing/entitlements.js';
 import { notFound, validation } from '../http/errors.js';
-import { authErrors, ErrorEnvelopeSchema, IdParams, iso } from '../http/schemas.js';
+import { authErrors, ErrorEnvelopeSchema, IdParams, iso, listOf } from '../http/schemas.js';
 import { Contact, ContactPatchBody, NewContactBody } from './schemas.js';
 import * as repo from './repo.js';
 import { addContact, changeContact, type ContactDeps } from './service.js';
@@ -41,7 +41,7 @@ export function contactRoutes(app: FastifyInstance, deps: ContactDeps): void {
     ...secured,
     schema: {
       tags, security, summary: "The member's emergency contacts",
-      response: { 200: z.object({ data: z.array(Contact), pagination: z.object({ next_cursor: z.string().nullable(), has_more: z.boolean() }) }), ...authErrors },
+      response: { 200: listOf(Contact), ...authErrors },
     },
   }, async (req) => {
     const who = member(req);

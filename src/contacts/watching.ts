@@ -3,7 +3,7 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type pg from 'pg';
 import { member } from '../auth/plugin.js';
-import { authErrors, iso, Timestamp } from '../http/schemas.js';
+import { authErrors, iso, listOf, Timestamp } from '../http/schemas.js';
 
 /** For an app user who is someone's contact: the members they watch and how today is going. */
 const Watched = z
@@ -29,7 +29,7 @@ export function watchingRoutes(app: FastifyInstance, deps: { pool: pg.Pool }): v
     preHandler: app.requireMember,
     schema: {
       tags: ['contacts'], security: [{ bearerAuth: [] }], summary: 'Members the caller watches as an active, linked contact',
-      response: { 200: z.object({ data: z.array(Watched), pagination: z.object({ next_cursor: z.string().nullable(), has_more: z.boolean() }) }), ...authErrors },
+      response: { 200: listOf(Watched), ...authErrors },
     },
   }, async (req) => {
     const now = app.clock();

@@ -24,3 +24,7 @@ export const authErrors = {
 } as const;
 
 export const iso = (d: Date): string => d.toISOString();
+
+/** A list in the API's shape: `{"data": […], "pagination": {"next_cursor", "has_more"}}`. */
+export const listOf = <T extends z.ZodType>(item: T) =>
+  z.object({ data: z.array(item), pagination: z.object({ next_cursor: z.string().nullable(), has_more: z.boolean() }) });

@@ -6,7 +6,7 @@ import { member } from '../auth/plugin.js';
 import { withTransaction } from '../db/pool.js';
 import { enqueueDeliveries } from '../delivery/outbox.js';
 import { conflict, notFound } from '../http/errors.js';
-import { authErrors, ErrorEnvelopeSchema, IdParams, iso, Timestamp } from '../http/schemas.js';
+import { authErrors, ErrorEnvelopeSchema, IdParams, iso, listOf, Timestamp } from '../http/schemas.js';
 import { ensureMember } from '../members/repo.js';
 import type { Logger } from '../observability/logger.js';
 import type { QueueSystem } from '../queue/index.js';
@@ -67,7 +67,7 @@ export function incidentRoutes(app: FastifyInstance, deps: IncidentRouteDeps): v
   r.get('/v1/incidents', {
     ...secured,
     schema: { tags, security, summary: "The member's incidents, newest first", querystring: z.strictObject({ limit: z.coerce.number().int().min(1).max(100).default(20) }),
-      response: { 200: z.object({ data: z.array(Incident), pagination: z.object({ next_cursor: z.string().nullable(), has_more: z.boolean() }) }), ...authErrors } },
+      response: { 200: listOf(Incident), ...authErrors } },
   }, async (req) => {
     const { rows } = await deps.pool.query<{ id: string }>('select id from incidents where member_id = $1 order by opened_at desc, id desc limit $2', [member(req).id, req.query.limit + 1]);
     const page = rows.slice(0, req.query.limit);

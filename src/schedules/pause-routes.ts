@@ -5,7 +5,7 @@ import type pg from 'pg';
 import { member } from '../auth/plugin.js';
 import { withTransaction } from '../db/pool.js';
 import { notFound, validation } from '../http/errors.js';
-import { authErrors, IdParams, iso, Timestamp } from '../http/schemas.js';
+import { authErrors, IdParams, iso, listOf, Timestamp } from '../http/schemas.js';
 import { ensureMember } from '../members/repo.js';
 import { recomputeMemberSchedules } from './repo.js';
 
@@ -31,7 +31,7 @@ export function pauseRoutes(app: FastifyInstance, deps: { pool: pg.Pool }): void
 
   r.get('/v1/pauses', {
     ...secured,
-    schema: { tags, security, summary: 'Current and coming pauses', response: { 200: z.object({ data: z.array(Pause), pagination: z.object({ next_cursor: z.string().nullable(), has_more: z.boolean() }) }), ...authErrors } },
+    schema: { tags, security, summary: 'Current and coming pauses', response: { 200: listOf(Pause), ...authErrors } },
   }, async (req) => {
     const { rows } = await deps.pool.query<PauseRow>(
       'select id, starts_at, ends_at, reason, created_at from pauses where member_id = $1 and ends_at > $2 order by starts_at',

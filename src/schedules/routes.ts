@@ -5,7 +5,7 @@ import type pg from 'pg';
 import { member } from '../auth/plugin.js';
 import { withTransaction } from '../db/pool.js';
 import { notFound, validation } from '../http/errors.js';
-import { authErrors, IdParams, iso, Timestamp } from '../http/schemas.js';
+import { authErrors, IdParams, iso, listOf, Timestamp } from '../http/schemas.js';
 import { ensureMember } from '../members/repo.js';
 import { isValidLocalTime, isValidTimeZone } from './deadline.js';
 import * as repo from './repo.js';
@@ -78,7 +78,7 @@ export function scheduleRoutes(app: FastifyInstance, deps: ScheduleDeps): void {
 
   r.get('/v1/schedules', {
     ...secured,
-    schema: { tags, security, summary: "The member's schedules", response: { 200: z.object({ data: z.array(Schedule), pagination: z.object({ next_cursor: z.string().nullable(), has_more: z.boolean() }) }), ...authErrors } },
+    schema: { tags, security, summary: "The member's schedules", response: { 200: listOf(Schedule), ...authErrors } },
   }, async (req) => ({ data: (await repo.listSchedules(deps.pool, member(req).id)).map(scheduleOut), pagination: { next_cursor: null, has_more: false } }));
 
   r.post('/v1/schedules', {
