@@ -1,9 +1,11 @@
 import { hostname } from 'node:os';
+import type { Job } from 'bullmq';
 import type pg from 'pg';
 import { createChannels } from './channels/index.js';
 import type { Channels } from './channels/types.js';
 import type { Clock } from './clock.js';
-import { deliveryProcessor } from './delivery/deliver.js';
+import { DEFAULT_BREAKER_OPTIONS, withBreakers, type BreakerOptions, type ProviderBreaker } from './delivery/breaker.js';
+import { deliveryProcessor, SEND_TIMEOUT_MS } from './delivery/deliver.js';
 import type { DeliveryJobSettings } from './delivery/outbox.js';
 import { reconcileDeliveries, RECONCILE_EVERY_MS, RECONCILE_JOB_NAME } from './delivery/reconciler.js';
 import type { Logger } from './observability/logger.js';
@@ -22,6 +24,12 @@ export type WorkerDeps = {
   metrics: Metrics;
   /** Default: createChannels (the dev outbox wherever no real provider is configured). */
   channels?: Channels;
+  /**
+   * The per-provider circuit breakers around the channels, given or default alike (so tests
+   * exercise the production path). Fields given override DEFAULT_BREAKER_OPTIONS; `false` sends
+   * without breakers. The breakers shut down when the QueueSystem closes the delivery worker.
+   */
+  breakers?: Partial<BreakerOptions> | false;
   /** Attempts and backoff of the delivery jobs the reconciler re-adds (tests shorten the backoff). */
   deliveryJobs?: DeliveryJobSettings;
   deliveryConcurrency?: number;
@@ -62,8 +70,24 @@ export async function upsertSchedulers(deps: Pick<WorkerDeps, 'pool' | 'queues' 
   }
 }
 
-/** Starts this process's queue workers. Closing the QueueSystem drains them. */
-export async function startWorker(deps: WorkerDeps): Promise<{ workerId: string }> {
+/**
+ * A dead worker's in-flight alerts come back when their lock expires and a stalled check runs:
+ * 10 s locks (renewed every 5 s while the process lives) checked every 5 s bring them back in
+ * about 15 s instead of BullMQ's 30 s + 30 s. A job that stalls more often than maxStalledCount
+ * is failed and removed, and the reconciler re-adds its still-pending row.
+ */
+export const DELIVERY_LOCK = Object.freeze({ lockDuration: 10_000, stalledInterval: 5_000, maxStalledCount: 3 });
+
+export type StartedWorker = {
+  workerId: string;
+  /** provider → circuit breaker of the delivery channels (empty with `breakers: false`). */
+  breakers: Map<string, ProviderBreaker>;
+  /** Shuts the breakers down; also done when the QueueSystem closes. Idempotent. */
+  shutdownBreakers: () => void;
+};
+
+/** Starts this process's queue workers. Closing the QueueSystem drains them and shuts the breakers down. */
+export async function startWorker(deps: WorkerDeps): Promise<StartedWorker> {
   const workerId = `${hostname()}:${process.pid}`;
   deps.queues.worker('system', async (job) => {
     if (job.name === 'heartbeat') {
@@ -85,19 +109,26 @@ export async function startWorker(deps: WorkerDeps): Promise<{ workerId: string 
     throw new Error(`unknown system job: ${job.name}`);
   }, { concurrency: 1 });
 
+  const channels = deps.channels ?? createChannels({ pool: deps.pool });
+  const guarded = deps.breakers === false
+    ? { channels, breakers: new Map<string, ProviderBreaker>(), shutdown: () => undefined }
+    : withBreakers(channels, { ...DEFAULT_BREAKER_OPTIONS, timeoutMs: SEND_TIMEOUT_MS, ...deps.breakers }, deps.metrics);
   const deliver = deliveryProcessor({
-    pool: deps.pool, channels: deps.channels ?? createChannels({ pool: deps.pool }), clock: deps.clock, log: deps.log,
+    pool: deps.pool, channels: guarded.channels, clock: deps.clock, log: deps.log, metrics: deps.metrics,
+    ...(deps.breakers === false || deps.breakers?.timeoutMs === undefined ? {} : { sendTimeoutMs: deps.breakers.timeoutMs }),
   });
-  deps.queues.worker('delivery', async (job) => {
+  const deliveryWorker = deps.queues.worker('delivery', async (job: Job, token?: string) => {
     try {
-      const outcome = await deliver(job);
+      const outcome = await deliver(job, token);
       deps.metrics.jobsProcessed.inc({ queue: 'delivery', outcome });
       return outcome;
     } catch (err) {
       deps.metrics.jobsProcessed.inc({ queue: 'delivery', outcome: 'retry' });
       throw err;
     }
-  }, { concurrency: deps.deliveryConcurrency ?? 20 });
+  }, { concurrency: deps.deliveryConcurrency ?? 20, ...DELIVERY_LOCK });
+  // 'closed' comes after the active jobs finished, so no send is cut off by the shutdown.
+  deliveryWorker.on('closed', () => guarded.shutdown());
 
   if (deps.incidents !== undefined) {
     const incidents = deps.incidents;
@@ -118,5 +149,5 @@ export async function startWorker(deps: WorkerDeps): Promise<{ workerId: string 
     deps.log.warn({ err: { message: (err as Error).message } }, 'initial delivery reconciliation failed; the scheduler retries every minute');
   }
   deps.log.info({ worker_id: workerId, queue_backend: deps.queues.backend }, 'worker started');
-  return { workerId };
+  return { workerId, breakers: guarded.breakers, shutdownBreakers: guarded.shutdown };
 }

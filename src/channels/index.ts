@@ -7,6 +7,7 @@ export type ChannelDeps = { pool: Queryable };
 /**
  * The channel for each of push, SMS and email. Real providers (FCM, Twilio, SendGrid) replace
  * the dev outbox per channel once they exist and are configured; until then every channel is it.
+ * Unguarded: startWorker puts them behind one circuit breaker per provider (delivery/breaker.ts).
  */
 export function createChannels(deps: ChannelDeps): Channels {
   const devOutbox = createDevOutboxChannel(deps.pool);

@@ -1,8 +1,10 @@
-import { UnrecoverableError, type Job } from 'bullmq';
+import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type pg from 'pg';
 import { ChannelError, type ChannelName, type Channels, type ErrorClass, type OutboundMessage, type SendResult } from '../channels/types.js';
 import type { Clock } from '../clock.js';
 import { maskAddress, type Logger } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
+import { CircuitOpenError, circuitRetryAfterMs } from './breaker.js';
 import type { DeliveryJobData } from './outbox.js';
 
 /**
@@ -14,7 +16,13 @@ import type { DeliveryJobData } from './outbox.js';
  * it is. BullMQ runs one job per deterministic id at a time; what remains is at-least-once (a
  * crash between the provider accepting and the row being marked sent resends on retry), which
  * is the right side to err on for an alert.
+ *
+ * A try that fails while the provider's circuit breaker is open (failing fast, or the failure
+ * that opened it) is an outage, not this delivery's fault: it is recorded, never counted as
+ * the last try, and the job waits until the breaker lets a trial call through.
  */
+
+export type DeliveryMetrics = Pick<Metrics, 'deliveries' | 'deliveryLatency'>;
 
 export type DeliveryDeps = {
   pool: pg.Pool;
@@ -23,11 +31,32 @@ export type DeliveryDeps = {
   log: Logger;
   /** Per provider call; below BullMQ's lock duration (30 s) so a slow call never looks stalled. */
   sendTimeoutMs?: number;
+  /** Optional: pruuf_deliveries_total and pruuf_delivery_latency_seconds. */
+  metrics?: DeliveryMetrics;
 };
 
 export const SEND_TIMEOUT_MS = 15_000;
 
 export type DeliveryOutcome = 'sent' | 'skipped' | 'failed';
+
+/**
+ * The provider's breaker is open: retry after `retryAfterMs` without spending one of the job's
+ * attempts (deliveryProcessor moves the job to delayed). The try is already recorded.
+ */
+export class DeliveryDeferredError extends Error {
+  constructor(message: string, readonly retryAfterMs: number) {
+    super(message);
+    this.name = 'DeliveryDeferredError';
+  }
+}
+
+/** Floor and jitter of a deferral, so deferred jobs neither spin nor arrive all at once. */
+export const MIN_DEFER_MS = 50;
+export const DEFER_JITTER = 0.25;
+
+export function deferDelayMs(retryAfterMs: number, random: () => number = Math.random): number {
+  return Math.round(Math.max(MIN_DEFER_MS, retryAfterMs) * (1 + DEFER_JITTER * random()));
+}
 
 type DeliveryRow = {
   id: string;
@@ -39,6 +68,7 @@ type DeliveryRow = {
   kind: string;
   incident_id: string | null;
   status: 'pending' | 'sent' | 'failed' | 'cancelled';
+  created_at: Date;
 };
 
 const MAX_ERROR_LENGTH = 500;
@@ -97,18 +127,22 @@ async function markFailedTry(
  * One try at one delivery. `attemptsMade` counts earlier tries of this job (BullMQ's
  * job.attemptsMade); `maxAttempts` is the job's attempts option.
  * Returns 'sent', 'skipped' (not pending, or gone) or 'failed' (permanent error, or the last
- * try). Throws on a retryable failure so that BullMQ retries with backoff.
+ * try). Throws on a retryable failure so that BullMQ retries with backoff: a
+ * DeliveryDeferredError when the provider's circuit is open (never the last try).
  */
 export async function processDelivery(
   deps: DeliveryDeps, deliveryId: string, attemptsMade: number, maxAttempts: number,
 ): Promise<DeliveryOutcome> {
   const { rows } = await deps.pool.query<DeliveryRow>(
-    `select id, channel, address, subject, body, html, kind, incident_id, status from deliveries where id = $1`,
+    `select id, channel, address, subject, body, html, kind, incident_id, status, created_at from deliveries where id = $1`,
     [deliveryId],
   );
   const row = rows[0];
+  const count = (outcome: DeliveryOutcome | 'retry') =>
+    deps.metrics?.deliveries.inc({ channel: row?.channel ?? 'unknown', kind: row?.kind ?? 'unknown', outcome });
   if (row === undefined || row.status !== 'pending') {
     deps.log.debug({ delivery_id: deliveryId, status: row?.status ?? 'missing' }, 'delivery not pending; skipped');
+    count('skipped');
     return 'skipped';
   }
 
@@ -130,30 +164,54 @@ export async function processDelivery(
     const durationMs = Math.round(performance.now() - started);
     const errorClass = classify(err);
     const error = cleanError(err instanceof Error ? err.message : String(err), row.address);
-    const final = errorClass === 'permanent' || attemptsMade + 1 >= maxAttempts;
+    // Read right after the failure: open now means this try failed into (or opened) an outage.
+    const retryAfterMs = err instanceof CircuitOpenError ? (err.retryAfterMs ?? 0)
+      : errorClass === 'permanent' ? undefined : circuitRetryAfterMs(channel);
+    const final = errorClass === 'permanent' || (retryAfterMs === undefined && attemptsMade + 1 >= maxAttempts);
     await markFailedTry(deps.pool, row, channel.provider, error, errorClass, final, attemptedAt, deps.clock(), durationMs);
     if (final) {
       deps.log.warn({ ...logFields, error_class: errorClass, error, duration_ms: durationMs }, 'delivery failed');
+      count('failed');
       return 'failed';
+    }
+    count('retry');
+    if (retryAfterMs !== undefined) {
+      deps.log.info({ ...logFields, error_class: errorClass, error, duration_ms: durationMs, retry_after_ms: retryAfterMs }, 'delivery try failed; provider circuit open, will retry');
+      throw new DeliveryDeferredError(`delivery try failed (${errorClass ?? 'unclassified'}): ${error}`, retryAfterMs);
     }
     deps.log.info({ ...logFields, error_class: errorClass, error, duration_ms: durationMs }, 'delivery try failed; will retry');
     // A fresh error: the original may carry the provider's response (addresses, bodies).
     throw new Error(`delivery try failed (${errorClass ?? 'unclassified'}): ${error}`);
   }
   const durationMs = Math.round(performance.now() - started);
-  const marked = await markSent(deps.pool, row, result, attemptedAt, deps.clock(), durationMs);
+  const sentAt = deps.clock();
+  const marked = await markSent(deps.pool, row, result, attemptedAt, sentAt, durationMs);
+  // Same clock as sent_at, so the metric matches sent_at - created_at in the table.
+  deps.metrics?.deliveryLatency.observe({ channel: row.channel, kind: row.kind }, Math.max(0, sentAt.getTime() - row.created_at.getTime()) / 1000);
+  count('sent');
   if (!marked) deps.log.info({ ...logFields }, 'delivery changed while sending; left as it was');
   else deps.log.info({ ...logFields, provider: result.provider, duration_ms: durationMs }, 'delivery sent');
   return 'sent';
 }
 
-/** The BullMQ processor for the `delivery` queue. */
-export function deliveryProcessor(deps: DeliveryDeps): (job: Job) => Promise<DeliveryOutcome> {
-  return async (job) => {
+/**
+ * The BullMQ processor for the `delivery` queue. A deferred try (provider circuit open) moves
+ * the job to delayed until the breaker lets a trial through, without spending an attempt: an
+ * outage longer than the job's attempts never marks an alert failed. Without a lock token
+ * (called outside a worker) it falls back to an ordinary retry.
+ */
+export function deliveryProcessor(deps: DeliveryDeps): (job: Job, token?: string) => Promise<DeliveryOutcome> {
+  return async (job, token) => {
     const { deliveryId } = (job.data ?? {}) as Partial<DeliveryJobData>;
     if (typeof deliveryId !== 'string' || !/^[0-9a-f-]{36}$/i.test(deliveryId)) {
       throw new UnrecoverableError('delivery job without a valid deliveryId');
     }
-    return processDelivery(deps, deliveryId, job.attemptsMade, job.opts.attempts ?? 1);
+    try {
+      return await processDelivery(deps, deliveryId, job.attemptsMade, job.opts.attempts ?? 1);
+    } catch (err) {
+      if (!(err instanceof DeliveryDeferredError) || token === undefined) throw err;
+      await job.moveToDelayed(Date.now() + deferDelayMs(err.retryAfterMs), token);
+      throw new DelayedError();
+    }
   };
 }

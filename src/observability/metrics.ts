@@ -26,5 +26,24 @@ export function createMetrics() {
       help: 'Unix time of the last heartbeat job this process ran',
       registers: [registry],
     }),
+    breakerState: new Gauge({
+      name: 'pruuf_breaker_state',
+      help: 'Circuit breaker state per provider: 0 closed, 1 half-open, 2 open',
+      labelNames: ['provider'] as const,
+      registers: [registry],
+    }),
+    deliveries: new Counter({
+      name: 'pruuf_deliveries_total',
+      help: 'Delivery tries by channel, kind and outcome (sent, failed, retry, skipped)',
+      labelNames: ['channel', 'kind', 'outcome'] as const,
+      registers: [registry],
+    }),
+    deliveryLatency: new Histogram({
+      name: 'pruuf_delivery_latency_seconds',
+      help: 'Time from a delivery row being created to the provider accepting the message',
+      labelNames: ['channel', 'kind'] as const,
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
+      registers: [registry],
+    }),
   };
 }

@@ -40,3 +40,32 @@ export async function waitFor<T>(fn: () => Promise<T | undefined>, timeoutMs = 1
     await new Promise((r) => setTimeout(r, 25));
   }
 }
+
+/**
+ * A provider that is up or down as the test says: while down, every send fails with a
+ * transient error (a 503), like a provider outage. `calls` counts the sends that reached it.
+ */
+export type OutageProvider = FakeProvider & { setDown: (down: boolean) => void; accepted: (deliveryId: string) => number };
+
+export function createOutageProvider(pool: Queryable, provider = 'flaky'): OutageProvider {
+  const outbox = createDevOutboxChannel(pool);
+  const calls = new Map<string, number>();
+  const accepted = new Map<string, number>();
+  let down = false;
+  const channel: Channel = {
+    provider,
+    async send(msg: OutboundMessage, signal: AbortSignal) {
+      calls.set(msg.deliveryId, (calls.get(msg.deliveryId) ?? 0) + 1);
+      if (down) throw new ChannelError(`${provider} upstream 503`, 'transient');
+      const result = await outbox.send(msg, signal);
+      accepted.set(msg.deliveryId, (accepted.get(msg.deliveryId) ?? 0) + 1);
+      return { ...result, provider };
+    },
+  };
+  return {
+    channels: { push: channel, sms: channel, email: channel },
+    calls: (id) => calls.get(id) ?? 0,
+    accepted: (id) => accepted.get(id) ?? 0,
+    setDown: (d) => { down = d; },
+  };
+}
