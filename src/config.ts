@@ -65,11 +65,26 @@ const schema = z
     STRIPE_API_BASE: optionalUrl,
     FIREBASE_SERVICE_ACCOUNT_JSON: optionalString,
     FIREBASE_SERVICE_ACCOUNT_PATH: optionalString,
+    FIREBASE_PROJECT_ID: optionalString,
     SENDGRID_API_KEY: optionalString,
     SENDGRID_API_BASE: optionalUrl,
+    SENDGRID_FROM_EMAIL: optionalString.pipe(z.email().optional()),
+    SENDGRID_FROM_NAME: z.string().min(1).max(100).default('Pruuf'),
+    /** The event webhook's verification key (base64 DER or PEM of the ECDSA public key). */
+    SENDGRID_WEBHOOK_PUBLIC_KEY: optionalString,
     TWILIO_ACCOUNT_SID: optionalString,
     TWILIO_AUTH_TOKEN: optionalString,
     TWILIO_API_BASE: optionalUrl,
+    TWILIO_FROM_NUMBER: optionalString.pipe(z.string().regex(/^\+[1-9][0-9]{6,14}$/, 'must be an E.164 number like +447700900123').optional()),
+    TWILIO_MESSAGING_SERVICE_SID: optionalString,
+    /** Twilio drops an SMS not delivered within this many seconds: a stale alert is worse than none. */
+    SMS_VALIDITY_SECONDS: int(1800, 60, 36_000),
+    /** Messages per second one sender may hand to Twilio (a long code: 1; a short code: 100). */
+    SMS_RATE_PER_SECOND: int(1, 1, 1000),
+    /** A provider whose breaker stays open this long: its channels count as down in incident timelines. */
+    PROVIDER_FAILOVER_MINUTES: int(5, 1, 120),
+    /** Webhook bodies above this are refused before any signature check. */
+    WEBHOOK_BODY_LIMIT_BYTES: int(256 * 1024, 1024, 5 * 1024 * 1024),
   })
   .superRefine((env, ctx) => {
     if (env.SUPABASE_JWKS !== undefined) {
@@ -98,6 +113,23 @@ const schema = z
       if (env.PUBLIC_BASE_URL === undefined) {
         ctx.addIssue({ code: 'custom', path: ['PUBLIC_BASE_URL'], message: 'is required in production (links in messages)' });
       }
+    }
+    if (env.FIREBASE_SERVICE_ACCOUNT_JSON !== undefined) {
+      try {
+        const sa = JSON.parse(env.FIREBASE_SERVICE_ACCOUNT_JSON) as Record<string, unknown>;
+        if (typeof sa.client_email !== 'string' || typeof sa.private_key !== 'string') throw new Error('incomplete');
+      } catch {
+        ctx.addIssue({ code: 'custom', path: ['FIREBASE_SERVICE_ACCOUNT_JSON'], message: 'must be a service-account JSON document with client_email and private_key' });
+      }
+    }
+    if (env.SENDGRID_API_KEY !== undefined && env.SENDGRID_FROM_EMAIL === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['SENDGRID_FROM_EMAIL'], message: 'is required when SENDGRID_API_KEY is set (the verified sender)' });
+    }
+    if ((env.TWILIO_ACCOUNT_SID === undefined) !== (env.TWILIO_AUTH_TOKEN === undefined)) {
+      ctx.addIssue({ code: 'custom', path: [env.TWILIO_ACCOUNT_SID === undefined ? 'TWILIO_ACCOUNT_SID' : 'TWILIO_AUTH_TOKEN'], message: 'TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN go together' });
+    }
+    if (env.TWILIO_ACCOUNT_SID !== undefined && env.TWILIO_FROM_NUMBER === undefined && env.TWILIO_MESSAGING_SERVICE_SID === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['TWILIO_FROM_NUMBER'], message: 'TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID is required with TWILIO_ACCOUNT_SID' });
     }
     if (env.NODE_ENV === 'production' && env.LINK_SIGNING_SECRET === undefined) {
       ctx.addIssue({ code: 'custom', path: ['LINK_SIGNING_SECRET'], message: 'is required in production (signs the links in messages)' });

@@ -33,6 +33,8 @@ export type WorkerDeps = {
   /** Attempts and backoff of the delivery jobs the reconciler re-adds (tests shorten the backoff). */
   deliveryJobs?: DeliveryJobSettings;
   deliveryConcurrency?: number;
+  /** PROVIDER_FAILOVER_MINUTES in ms. */
+  failoverAfterMs?: number;
   /** Escalation settings; without them this process runs no sweeper. */
   incidents?: IncidentSettings;
   sweepEveryMs?: number;
@@ -114,7 +116,7 @@ export async function startWorker(deps: WorkerDeps): Promise<StartedWorker> {
     ? { channels, breakers: new Map<string, ProviderBreaker>(), shutdown: () => undefined }
     : withBreakers(channels, { ...DEFAULT_BREAKER_OPTIONS, timeoutMs: SEND_TIMEOUT_MS, ...deps.breakers }, deps.metrics);
   const deliver = deliveryProcessor({
-    pool: deps.pool, channels: guarded.channels, clock: deps.clock, log: deps.log, metrics: deps.metrics,
+    pool: deps.pool, channels: guarded.channels, clock: deps.clock, log: deps.log, metrics: deps.metrics, failoverAfterMs: deps.failoverAfterMs,
     ...(deps.breakers === false || deps.breakers?.timeoutMs === undefined ? {} : { sendTimeoutMs: deps.breakers.timeoutMs }),
   });
   const deliveryWorker = deps.queues.worker('delivery', async (job: Job, token?: string) => {

@@ -24,10 +24,35 @@ export type SendResult = { provider: string; providerMessageId: string };
  */
 export type ErrorClass = 'permanent' | 'transient' | 'configuration';
 
+/**
+ * `retryAfterMs` on a transient or configuration error is the provider's own "come back in"
+ * (Retry-After, X-RateLimit-Reset): the delivery waits that long without spending an attempt.
+ */
 export class ChannelError extends Error {
-  constructor(message: string, readonly errorClass: ErrorClass, readonly retryAfterMs?: number) {
+  constructor(
+    message: string,
+    readonly errorClass: ErrorClass,
+    readonly retryAfterMs?: number,
+    /**
+     * A permanent error that says the address itself is dead (an invalid or landline number, an
+     * email that bounced): the contact's channel is turned off with this reason, shown to the
+     * member. Push tokens are the push channel's own business (it deletes dead devices).
+     */
+    readonly deadAddress?: string,
+  ) {
     super(message);
     this.name = 'ChannelError';
+  }
+}
+
+/**
+ * Not tried at all: a local throughput limit (SMS per-sender rate) says "not yet". The delivery
+ * job comes back after `retryAfterMs` without recording a try or spending an attempt.
+ */
+export class ThrottledError extends ChannelError {
+  constructor(message: string, retryAfterMs: number) {
+    super(message, 'transient', retryAfterMs);
+    this.name = 'ThrottledError';
   }
 }
 

@@ -34,7 +34,7 @@ export function invitationDeliveries(
         `You do not need an account. If you do not know ${who}, ignore this message.`,
     });
   }
-  if (contact.phone !== null && !contact.sms_opted_out && allowed.includes('sms')) {
+  if (contact.phone !== null && !contact.sms_opted_out && !contact.sms_disabled && allowed.includes('sms')) {
     out.push({
       ...base,
       channel: 'sms',

@@ -13,7 +13,10 @@ export type ContactRow = {
   notify_on_check_in: boolean;
   status: ContactStatus;
   sms_opted_out: boolean;
+  sms_disabled: boolean;
+  sms_disabled_reason: string | null;
   email_disabled: boolean;
+  email_disabled_reason: string | null;
   linked_user_id: string | null;
   invited_at: Date;
   responded_at: Date | null;
@@ -23,7 +26,7 @@ export type ContactRow = {
 };
 
 const COLUMNS = `c.id, c.member_id, c.name, c.email, c.phone, c.tier, c.notify_on_check_in, c.status, c.sms_opted_out,
-  c.email_disabled, c.linked_user_id, c.invited_at, c.responded_at, c.created_at, c.updated_at,
+  c.sms_disabled, c.sms_disabled_reason, c.email_disabled, c.email_disabled_reason, c.linked_user_id, c.invited_at, c.responded_at, c.created_at, c.updated_at,
   exists (select 1 from devices d where c.linked_user_id is not null and d.member_id = c.linked_user_id) as has_devices`;
 
 /**
@@ -31,11 +34,13 @@ const COLUMNS = `c.id, c.member_id, c.name, c.email, c.phone, c.tier, c.notify_o
  * active contacts on everything they have; invited ones by email only (no SMS without consent);
  * declined ones nothing.
  */
-export function contactChannels(c: Pick<ContactRow, 'status' | 'email' | 'phone' | 'sms_opted_out' | 'email_disabled' | 'linked_user_id' | 'has_devices'>): ChannelName[] {
+export function contactChannels(
+  c: Pick<ContactRow, 'status' | 'email' | 'phone' | 'sms_opted_out' | 'email_disabled' | 'linked_user_id' | 'has_devices'> & { sms_disabled?: boolean },
+): ChannelName[] {
   if (c.status === 'declined') return [];
   const out: ChannelName[] = [];
   if (c.status === 'active' && c.linked_user_id !== null && c.has_devices) out.push('push');
-  if (c.status === 'active' && c.phone !== null && !c.sms_opted_out) out.push('sms');
+  if (c.status === 'active' && c.phone !== null && !c.sms_opted_out && c.sms_disabled !== true) out.push('sms');
   if (c.email !== null && !c.email_disabled) out.push('email');
   return out;
 }
@@ -92,7 +97,10 @@ export async function updateContact(db: Queryable, memberId: string, id: string,
        status = case when (($4 and $5 is distinct from old.email) or ($6 and $7 is distinct from old.phone)) then 'invited' else c.status end,
        invited_at = case when (($4 and $5 is distinct from old.email) or ($6 and $7 is distinct from old.phone)) then $10 else c.invited_at end,
        sms_opted_out = case when $6 and $7 is distinct from old.phone then false else c.sms_opted_out end,
+       sms_disabled = case when $6 and $7 is distinct from old.phone then false else c.sms_disabled end,
+       sms_disabled_reason = case when $6 and $7 is distinct from old.phone then null else c.sms_disabled_reason end,
        email_disabled = case when $4 and $5 is distinct from old.email then false else c.email_disabled end,
+       email_disabled_reason = case when $4 and $5 is distinct from old.email then null else c.email_disabled_reason end,
        updated_at = $10
      from old where c.id = old.id
      returning c.id, (($4 and $5 is distinct from old.email) or ($6 and $7 is distinct from old.phone)) as reinvite`,

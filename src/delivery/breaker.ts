@@ -1,5 +1,5 @@
 import CircuitBreaker from 'opossum';
-import { CHANNEL_NAMES, ChannelError, type Channel, type Channels, type OutboundMessage, type SendResult } from '../channels/types.js';
+import { CHANNEL_NAMES, ChannelError, ThrottledError, type Channel, type Channels, type OutboundMessage, type SendResult } from '../channels/types.js';
 import type { Metrics } from '../observability/metrics.js';
 
 /**
@@ -57,7 +57,8 @@ export type ProviderBreaker = CircuitBreaker<SendArgs, SendResult>;
 export type BreakerState = 'closed' | 'half_open' | 'open';
 const STATE_VALUE: Record<BreakerState, number> = { closed: 0, half_open: 1, open: 2 };
 
-type Circuit = { provider: string; breaker: ProviderBreaker; openedAt: number; resetTimeoutMs: number };
+/** downSince: when the breaker first opened after being closed (half-open trials that fail keep it). */
+type Circuit = { provider: string; breaker: ProviderBreaker; openedAt: number; downSince: number | undefined; resetTimeoutMs: number };
 
 /** The wrapped channel → its provider's circuit, for circuitRetryAfterMs. */
 const circuits = new WeakMap<Channel, Circuit>();
@@ -77,6 +78,13 @@ export function circuitRetryAfterMs(channel: Channel): number | undefined {
   const c = circuits.get(channel);
   if (c === undefined || c.breaker.closed || c.breaker.isShutdown) return undefined;
   return retryAfter(c);
+}
+
+/** How long this (wrapped) channel's provider has been down (open or half-open since it last closed); undefined while closed. */
+export function circuitDownForMs(channel: Channel): number | undefined {
+  const c = circuits.get(channel);
+  if (c === undefined || c.downSince === undefined || c.breaker.closed) return undefined;
+  return Date.now() - c.downSince;
 }
 
 export function breakerState(breaker: ProviderBreaker): BreakerState {
@@ -122,17 +130,22 @@ export function withBreakers(
         volumeThreshold: opts.volumeThreshold,
         rollingCountTimeout: opts.rollingCountTimeout,
         // A permanent error is about one address, not about the provider.
-        errorFilter: (err: unknown) => err instanceof ChannelError && err.errorClass === 'permanent',
+        // A throttled send never reached the provider.
+        errorFilter: (err: unknown) => err instanceof ThrottledError || (err instanceof ChannelError && err.errorClass === 'permanent'),
       },
     );
-    const c: Circuit = { provider, breaker, openedAt: 0, resetTimeoutMs: opts.resetTimeoutMs };
+    const c: Circuit = { provider, breaker, openedAt: 0, downSince: undefined, resetTimeoutMs: opts.resetTimeoutMs };
     const report = (state: BreakerState) => metrics?.breakerState.set({ provider }, STATE_VALUE[state]);
     breaker.on('open', () => {
       c.openedAt = Date.now();
+      c.downSince ??= c.openedAt;
       report('open');
     });
     breaker.on('halfOpen', () => report('half_open'));
-    breaker.on('close', () => report('closed'));
+    breaker.on('close', () => {
+      c.downSince = undefined;
+      report('closed');
+    });
     report('closed');
     byProvider.set(provider, c);
     return c;

@@ -1,10 +1,11 @@
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type pg from 'pg';
-import { ChannelError, type ChannelName, type Channels, type ErrorClass, type OutboundMessage, type SendResult } from '../channels/types.js';
+import { ChannelError, ThrottledError, type ChannelName, type Channels, type ErrorClass, type OutboundMessage, type SendResult } from '../channels/types.js';
 import type { Clock } from '../clock.js';
 import { maskAddress, type Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { CircuitOpenError, circuitRetryAfterMs } from './breaker.js';
+import { circuitDownForMs, circuitRetryAfterMs } from './breaker.js';
+import { disableContactChannel, recordFailover } from './feedback.js';
 import type { DeliveryJobData } from './outbox.js';
 
 /**
@@ -33,7 +34,11 @@ export type DeliveryDeps = {
   sendTimeoutMs?: number;
   /** Optional: pruuf_deliveries_total and pruuf_delivery_latency_seconds. */
   metrics?: DeliveryMetrics;
+  /** A provider circuit open this long: the incident timeline records the channel as down (PROVIDER_FAILOVER_MINUTES). */
+  failoverAfterMs?: number;
 };
+
+export const FAILOVER_AFTER_MS = 5 * 60_000;
 
 export const SEND_TIMEOUT_MS = 15_000;
 
@@ -67,6 +72,7 @@ type DeliveryRow = {
   html: string | null;
   kind: string;
   incident_id: string | null;
+  contact_id: string | null;
   status: 'pending' | 'sent' | 'failed' | 'cancelled';
   created_at: Date;
 };
@@ -123,6 +129,25 @@ async function markFailedTry(
   );
 }
 
+const deliveryRef = (row: DeliveryRow) => ({ id: row.id, incident_id: row.incident_id, contact_id: row.contact_id, channel: row.channel });
+
+/**
+ * A delivery is failed for good: a dead address turns that channel off for the contact, and an
+ * alert's incident timeline records which of the contact's channels still carry it.
+ */
+async function afterFinalFailure(deps: DeliveryDeps, row: DeliveryRow, err: unknown, error: string): Promise<void> {
+  const now = deps.clock();
+  try {
+    if (err instanceof ChannelError && err.deadAddress !== undefined && row.contact_id !== null && (row.channel === 'email' || row.channel === 'sms')) {
+      await disableContactChannel(deps.pool, row.contact_id, row.channel, err.deadAddress, now);
+    }
+    if (row.kind === 'alert') await recordFailover(deps.pool, deliveryRef(row), error, now);
+  } catch (e) {
+    // The failure itself is recorded; this is bookkeeping on top of it.
+    deps.log.error({ delivery_id: row.id, err: { message: (e as Error).message } }, 'could not record the consequences of a failed delivery');
+  }
+}
+
 /**
  * One try at one delivery. `attemptsMade` counts earlier tries of this job (BullMQ's
  * job.attemptsMade); `maxAttempts` is the job's attempts option.
@@ -134,7 +159,7 @@ export async function processDelivery(
   deps: DeliveryDeps, deliveryId: string, attemptsMade: number, maxAttempts: number,
 ): Promise<DeliveryOutcome> {
   const { rows } = await deps.pool.query<DeliveryRow>(
-    `select id, channel, address, subject, body, html, kind, incident_id, status, created_at from deliveries where id = $1`,
+    `select id, channel, address, subject, body, html, kind, incident_id, contact_id, status, created_at from deliveries where id = $1`,
     [deliveryId],
   );
   const row = rows[0];
@@ -161,22 +186,34 @@ export async function processDelivery(
   try {
     result = await channel.send(msg, AbortSignal.timeout(deps.sendTimeoutMs ?? SEND_TIMEOUT_MS));
   } catch (err) {
+    if (err instanceof ThrottledError) {
+      // Never reached the provider: not a try, and not an attempt.
+      deps.log.debug({ ...logFields, retry_after_ms: err.retryAfterMs }, 'delivery throttled; will come back');
+      throw new DeliveryDeferredError(err.message, err.retryAfterMs ?? 0);
+    }
     const durationMs = Math.round(performance.now() - started);
     const errorClass = classify(err);
     const error = cleanError(err instanceof Error ? err.message : String(err), row.address);
     // Read right after the failure: open now means this try failed into (or opened) an outage.
-    const retryAfterMs = err instanceof CircuitOpenError ? (err.retryAfterMs ?? 0)
-      : errorClass === 'permanent' ? undefined : circuitRetryAfterMs(channel);
+    // The provider's own Retry-After counts the same way: it asked us to wait, not to give up.
+    const retryAfterMs = errorClass === 'permanent' ? undefined
+      : err instanceof ChannelError && err.retryAfterMs !== undefined ? err.retryAfterMs
+        : circuitRetryAfterMs(channel);
     const final = errorClass === 'permanent' || (retryAfterMs === undefined && attemptsMade + 1 >= maxAttempts);
     await markFailedTry(deps.pool, row, channel.provider, error, errorClass, final, attemptedAt, deps.clock(), durationMs);
     if (final) {
       deps.log.warn({ ...logFields, error_class: errorClass, error, duration_ms: durationMs }, 'delivery failed');
       count('failed');
+      await afterFinalFailure(deps, row, err, error);
       return 'failed';
+    }
+    const downForMs = circuitDownForMs(channel);
+    if (downForMs !== undefined && downForMs >= (deps.failoverAfterMs ?? FAILOVER_AFTER_MS)) {
+      await recordFailover(deps.pool, deliveryRef(row), `${channel.provider} down for ${Math.round(downForMs / 60_000)} min`, deps.clock());
     }
     count('retry');
     if (retryAfterMs !== undefined) {
-      deps.log.info({ ...logFields, error_class: errorClass, error, duration_ms: durationMs, retry_after_ms: retryAfterMs }, 'delivery try failed; provider circuit open, will retry');
+      deps.log.info({ ...logFields, error_class: errorClass, error, duration_ms: durationMs, retry_after_ms: retryAfterMs }, 'delivery try failed; provider asked to wait or its circuit is open, will retry');
       throw new DeliveryDeferredError(`delivery try failed (${errorClass ?? 'unclassified'}): ${error}`, retryAfterMs);
     }
     deps.log.info({ ...logFields, error_class: errorClass, error, duration_ms: durationMs }, 'delivery try failed; will retry');

@@ -1,0 +1,109 @@
+import type { ChannelName } from '../channels/types.js';
+import type { Queryable } from '../db/pool.js';
+
+/**
+ * What providers tell us after a message left: status webhooks (SendGrid events, Twilio status
+ * callbacks) and permanent send errors. Shared by every provider's webhook and by the delivery
+ * job, so "this address is dead" means the same thing whichever way we learn it.
+ */
+
+/**
+ * Claims a provider event id: true the first time, false for a replay (already applied).
+ * Call inside the transaction that applies the event, so a failure mid-way frees the id again.
+ */
+export async function claimProviderEvent(db: Queryable, provider: string, eventId: string, now: Date): Promise<boolean> {
+  const { rowCount } = await db.query(
+    'insert into provider_events (provider, event_id, received_at) values ($1, $2, $3) on conflict do nothing',
+    [provider, eventId, now],
+  );
+  return (rowCount ?? 0) > 0;
+}
+
+export type ProviderStatus = {
+  provider: string;
+  /** Our delivery id when the provider echoes it back (SendGrid custom_args), else the provider's message id. */
+  deliveryId?: string | undefined;
+  providerMessageId?: string | undefined;
+  /** The provider's own status word, stored as it is (lower case). */
+  status: string;
+  errorCode?: string | null | undefined;
+  /** When the provider says it happened: an older event never overwrites a newer one. */
+  at: Date;
+};
+
+export type DeliveryRef = {
+  id: string;
+  member_id: string | null;
+  contact_id: string | null;
+  incident_id: string | null;
+  channel: ChannelName;
+  kind: string;
+  address: string;
+};
+
+/**
+ * Records the provider's latest word on a delivery. Returns the delivery, or undefined when no
+ * delivery matches (an event for a message of another system, or for a purged row). Events
+ * arrive out of order: one older than the stored status is kept out.
+ */
+export async function applyProviderStatus(db: Queryable, s: ProviderStatus): Promise<DeliveryRef | undefined> {
+  if (s.deliveryId === undefined && s.providerMessageId === undefined) return undefined;
+  const byId = s.deliveryId !== undefined && /^[0-9a-f-]{36}$/i.test(s.deliveryId);
+  const { rows } = await db.query<DeliveryRef & { applied: boolean }>(
+    `with target as (
+       select id from deliveries
+        where ${byId ? 'id = $1::uuid' : 'provider = $2 and provider_message_id = $3'}
+        limit 1
+     ), upd as (
+       update deliveries d set provider_status = $4, provider_status_at = $5, provider_error_code = $6, updated_at = now()
+         from target t
+        where d.id = t.id and (d.provider_status_at is null or d.provider_status_at <= $5)
+        returning d.id
+     )
+     select d.id, d.member_id, d.contact_id, d.incident_id, d.channel, d.kind, d.address, exists (select 1 from upd) as applied
+       from deliveries d join target t on t.id = d.id`,
+    [byId ? s.deliveryId : null, s.provider, s.providerMessageId ?? null, s.status.toLowerCase(), s.at, s.errorCode ?? null],
+  );
+  const row = rows[0];
+  if (row === undefined) return undefined;
+  const { applied: _applied, ...ref } = row;
+  return ref;
+}
+
+export type DisabledChannel = 'email' | 'sms';
+
+/**
+ * Turns a channel off for a contact because its address can never work (hard bounce, invalid
+ * number, landline), with the reason the member sees on the contact. Future alerts skip it;
+ * alerts in flight keep their other channels. Returns true when it was on.
+ */
+export async function disableContactChannel(
+  db: Queryable, contactId: string, channel: DisabledChannel, reason: string, now: Date,
+): Promise<boolean> {
+  const sql = channel === 'email'
+    ? `update contacts set email_disabled = true, email_disabled_reason = left($2, 200), updated_at = $3 where id = $1 and not email_disabled`
+    : `update contacts set sms_disabled = true, sms_disabled_reason = left($2, 200), updated_at = $3 where id = $1 and not sms_disabled`;
+  const { rowCount } = await db.query(sql, [contactId, reason, now]);
+  return (rowCount ?? 0) > 0;
+}
+
+/**
+ * The incident timeline says that one channel of a contact is down for this alert and which of
+ * the contact's channels still carry it (empty: none; the escalation's next tier is the backstop).
+ */
+export async function recordFailover(
+  db: Queryable, d: Pick<DeliveryRef, 'id' | 'incident_id' | 'contact_id' | 'channel'>, reason: string, now: Date,
+): Promise<void> {
+  if (d.incident_id === null || d.contact_id === null) return;
+  await db.query(
+    `insert into incident_events (incident_id, at, type, contact_id, detail)
+     select $1, $3, 'failover', $2, jsonb_build_object(
+       'delivery_id', $5::uuid, 'channel', $4::text, 'reason', left($6, 200),
+       'carried_by', coalesce((select jsonb_agg(distinct o.channel) from deliveries o
+                                where o.incident_id = $1 and o.contact_id = $2 and o.channel <> $4
+                                  and o.kind = 'alert' and o.status in ('pending', 'sent')), '[]'::jsonb))
+     where not exists (select 1 from incident_events e where e.incident_id = $1 and e.type = 'failover'
+                         and e.contact_id = $2 and e.detail->>'channel' = $4)`,
+    [d.incident_id, d.contact_id, now, d.channel, d.id, reason],
+  );
+}
