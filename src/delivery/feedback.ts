@@ -52,17 +52,18 @@ export async function applyProviderStatus(db: Queryable, s: ProviderStatus): Pro
   const { rows } = await db.query<DeliveryRef & { applied: boolean }>(
     `with target as (
        select id from deliveries
-        where ${byId ? 'id = $1::uuid' : 'provider = $2 and provider_message_id = $3'}
+        -- each branch names both parameters, so PostgreSQL can type them
+        where ${byId ? 'id = $1::uuid and $2::text is null' : 'provider = $1 and provider_message_id = $2::text'}
         limit 1
      ), upd as (
-       update deliveries d set provider_status = $4, provider_status_at = $5, provider_error_code = $6, updated_at = now()
+       update deliveries d set provider_status = $3, provider_status_at = $4, provider_error_code = $5, updated_at = now()
          from target t
-        where d.id = t.id and (d.provider_status_at is null or d.provider_status_at <= $5)
+        where d.id = t.id and (d.provider_status_at is null or d.provider_status_at <= $4)
         returning d.id
      )
      select d.id, d.member_id, d.contact_id, d.incident_id, d.channel, d.kind, d.address, exists (select 1 from upd) as applied
        from deliveries d join target t on t.id = d.id`,
-    [byId ? s.deliveryId : null, s.provider, s.providerMessageId ?? null, s.status.toLowerCase(), s.at, s.errorCode ?? null],
+    [...(byId ? [s.deliveryId, null] : [s.provider, s.providerMessageId ?? null]), s.status.toLowerCase(), s.at, s.errorCode ?? null],
   );
   const row = rows[0];
   if (row === undefined) return undefined;

@@ -1,3 +1,4 @@
+import { entitlementsFor } from '../billing/entitlements.js';
 import type pg from 'pg';
 import type { Clock } from '../clock.js';
 import { withTransaction } from '../db/pool.js';
@@ -144,8 +145,8 @@ export async function sweepOnce(deps: SweepDeps): Promise<SweepResult> {
  */
 export async function sweepReminders(deps: SweepDeps, now: Date, out: string[]): Promise<number> {
   return withTransaction(deps.pool, async (tx) => {
-    const { rows } = await tx.query<{ id: string; member_id: string; next_deadline_at: Date; grace_minutes: number; reminder_minutes: number[]; email: string | null; member_name: string | null; time_zone: string; has_devices: boolean }>(
-      `select s.id, s.member_id, s.next_deadline_at, s.grace_minutes, s.reminder_minutes, m.email, m.display_name as member_name, m.time_zone,
+    const { rows } = await tx.query<{ id: string; member_id: string; next_deadline_at: Date; grace_minutes: number; reminder_minutes: number[]; email: string | null; phone: string | null; member_name: string | null; time_zone: string; has_devices: boolean }>(
+      `select s.id, s.member_id, s.next_deadline_at, s.grace_minutes, s.reminder_minutes, m.email, m.phone, m.display_name as member_name, m.time_zone,
          exists (select 1 from devices d where d.member_id = s.member_id) as has_devices
        from schedules s join members m on m.id = s.member_id
        where s.active and s.next_reminder_at <= $1 order by s.next_reminder_at limit $2 for update of s skip locked`,
@@ -163,6 +164,10 @@ export async function sweepReminders(deps: SweepDeps, now: Date, out: string[]):
       const base = { memberId: s.member_id, contactId: null, kind: 'reminder' as const };
       if (s.has_devices) rowsOut.push({ ...base, channel: 'push', address: pushAddress(s.member_id), subject: r.push.title, body: r.push.body });
       if (s.email !== null) rowsOut.push({ ...base, channel: 'email', address: s.email, subject: r.email.subject, body: r.email.text, html: r.email.html });
+      // An SMS reminder the member can answer with "OK" (webhooks/twilio/inbound), on plans with SMS.
+      if (s.phone !== null && (await entitlementsFor(tx, s.member_id, deps.settings.plans)).channels.includes('sms')) {
+        rowsOut.push({ ...base, channel: 'sms', address: s.phone, subject: null, body: r.sms });
+      }
       out.push(...(await insertDeliveries(tx, rowsOut)));
     }
     return rows.length;

@@ -227,6 +227,29 @@ describe('reminders and check-in notes', () => {
     expect(rows[0].next_reminder_at.toISOString()).toBe('2026-11-24T09:00:00.000Z');
   });
 
+  it('reminds a member with a phone by SMS, with "Reply OK", only on a plan with SMS', async () => {
+    clock.set('2026-11-23T08:00:00Z');
+    const free = await memberWithContacts(t, []);
+    await t.db.pool.query(`update members set phone = '+447700900301' where id = $1`, [free.sub]);
+    clock.set('2026-11-23T09:00:00Z');
+    await sweepOnce(sweepDeps(t, clock));
+    const sent = async (memberId: string) =>
+      (await t.db.pool.query<{ channel: string; address: string; body: string }>(`select channel, address, body from deliveries where member_id = $1 and kind = 'reminder' order by channel`, [memberId])).rows;
+    expect((await sent(free.sub)).map((d) => d.channel)).not.toContain('sms');
+
+    const plus = { ...sweepDeps(t, clock) };
+    plus.settings = { ...plus.settings, plans: { ...plus.settings.plans, freePlanChannels: ['push', 'sms', 'email'] } };
+    clock.set('2026-11-23T08:00:00Z');
+    const paid = await memberWithContacts(t, []);
+    await t.db.pool.query(`update members set phone = '+447700900302' where id = $1`, [paid.sub]);
+    clock.set('2026-11-23T09:00:00Z');
+    await sweepOnce(plus);
+    const sms = (await sent(paid.sub)).filter((d) => d.channel === 'sms');
+    expect(sms).toHaveLength(1);
+    expect(sms[0]).toMatchObject({ address: '+447700900302' });
+    expect(sms[0]!.body).toContain('Reply OK');
+  });
+
   it('sends a short "checked in" note to contacts who asked, never by SMS', async () => {
     clock.set('2026-11-23T08:00:00Z');
     const m = await memberWithContacts(t, [1, 1]);
