@@ -20,13 +20,17 @@ import { contactRoutes } from './contacts/routes.js';
 import { devOutboxRoutes } from './delivery/routes.js';
 import { invitationRoutes } from './contacts/invitation-routes.js';
 import { memberRoutes } from './members/routes.js';
+import { billingRoutes } from './billing/routes.js';
+import { planSettings } from './billing/entitlements.js';
 import { ackRoutes } from './incidents/ack-routes.js';
+import { sendgridWebhookRoutes } from './channels/email-sendgrid/webhook.js';
 import { incidentRoutes } from './incidents/routes.js';
 import { incidentSettings } from './incidents/settings.js';
 import { checkInRoutes } from './checkins/routes.js';
 import { pauseRoutes } from './schedules/pause-routes.js';
 import { scheduleRoutes } from './schedules/routes.js';
 import { watchingRoutes } from './contacts/watching.js';
+import { twilioWebhookRoutes } from './channels/sms-twilio/webhook-routes.js';
 import type { AuthUserDeleter } from './members/supabase-admin.js';
 import { loggerOptions, type Logger } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
@@ -46,7 +50,7 @@ export type AppDeps = {
   /** A ready logger (server) or none (tests: silent unless LOG_LEVEL says otherwise). */
   logger?: Logger;
   deleteAuthUser?: AuthUserDeleter;
-  /** Serve GET /dev/outbox. Default: when some channel has no real provider (today: always). */
+  /** Serve GET /dev/outbox. Default: when some channel has no real provider configured. */
   devOutbox?: boolean;
 };
 
@@ -119,8 +123,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.get('/openapi.json', { schema: { hide: true }, config: { rateLimit: false } }, async () => app.swagger());
   opsRoutes(app, { pool: deps.pool, queues: deps.queues, metrics, migrations: deps.migrations });
   memberRoutes(app, { pool: deps.pool, deleteAuthUser: deps.deleteAuthUser });
+  await billingRoutes(app, { pool: deps.pool, config });
   const links = { publicBaseUrl: config.publicBaseUrl, linkSecret: deps.linkSecret, invitationTtlDays: config.INVITATION_TTL_DAYS };
-  const plans = { freePlanContacts: config.FREE_PLAN_CONTACTS, freePlanChannels: config.FREE_PLAN_CHANNELS };
+  const plans = planSettings(config);
   const appLog = app.log as unknown as Logger;
   contactRoutes(app, { pool: deps.pool, queues: deps.queues, log: appLog, links, plans });
   invitationRoutes(app, { pool: deps.pool, linkSecret: deps.linkSecret });
@@ -128,11 +133,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   pauseRoutes(app, { pool: deps.pool });
   checkInRoutes(app, { pool: deps.pool, queues: deps.queues, log: appLog, linkSecret: deps.linkSecret });
   watchingRoutes(app, { pool: deps.pool });
+  twilioWebhookRoutes(app, { pool: deps.pool, queues: deps.queues, log: appLog, config });
   const incidents = { pool: deps.pool, queues: deps.queues, log: appLog, settings: incidentSettings(config, deps.linkSecret) };
   incidentRoutes(app, incidents);
   ackRoutes(app, { ...incidents, linkSecret: deps.linkSecret });
+  await sendgridWebhookRoutes(app, { pool: deps.pool, publicKey: config.SENDGRID_WEBHOOK_PUBLIC_KEY, bodyLimit: config.WEBHOOK_BODY_LIMIT_BYTES, log: appLog });
   // Never in production: the outbox shows every message, acknowledgement links included.
-  if (config.NODE_ENV !== 'production' && (deps.devOutbox ?? devOutboxChannels().length > 0)) devOutboxRoutes(app, { pool: deps.pool });
+  if (config.NODE_ENV !== 'production' && (deps.devOutbox ?? devOutboxChannels(config).length > 0)) devOutboxRoutes(app, { pool: deps.pool });
 
   return app;
 }

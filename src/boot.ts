@@ -67,7 +67,7 @@ export async function boot(roles: Roles): Promise<void> {
       await startWorker({
         pool: runtime.pool, queues: runtime.queues, clock: systemClock, log, metrics,
         incidents: incidentSettings(config, linkSecret), sweepEveryMs: config.SWEEP_EVERY_MS,
-        failoverAfterMs: config.PROVIDER_FAILOVER_MINUTES * 60_000,
+        failoverAfterMs: config.PROVIDER_FAILOVER_MINUTES * 60_000, config,
       });
     }
     if (roles.api) {

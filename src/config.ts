@@ -15,6 +15,11 @@ const optionalString = z
   .optional()
   .transform((v) => (v === undefined || v.trim() === '' ? undefined : v));
 const optionalUrl = optionalString.pipe(z.url().optional());
+const priceIds = z
+  .string()
+  .default('')
+  .transform((v) => v.split(',').map((x) => x.trim()).filter(Boolean))
+  .pipe(z.array(z.string().regex(/^[A-Za-z0-9_]{1,255}$/, 'must be Stripe price ids (price_…), comma-separated')));
 
 const schema = z
   .object({
@@ -63,6 +68,18 @@ const schema = z
     STRIPE_SECRET_KEY: optionalString,
     STRIPE_WEBHOOK_SECRET: optionalString,
     STRIPE_API_BASE: optionalUrl,
+    /** Stripe price ids per plan, comma-separated (e.g. monthly,yearly); the first is offered at checkout. */
+    STRIPE_PRICE_PLUS: priceIds,
+    STRIPE_PRICE_FAMILY: priceIds,
+    /** Where Stripe sends the payer back after checkout and the portal (default: our own return page). */
+    BILLING_SUCCESS_URL: optionalUrl,
+    BILLING_CANCEL_URL: optionalUrl,
+    BILLING_PORTAL_RETURN_URL: optionalUrl,
+    PLUS_PLAN_CONTACTS: int(5, 1, 100),
+    FAMILY_PLAN_CONTACTS: int(10, 1, 100),
+    /** Members a subscription covers besides the payer: members the payer watches, earliest link first. */
+    PLUS_PLAN_COVERED_MEMBERS: int(1, 0, 100),
+    FAMILY_PLAN_COVERED_MEMBERS: int(5, 0, 100),
     FIREBASE_SERVICE_ACCOUNT_JSON: optionalString,
     FIREBASE_SERVICE_ACCOUNT_PATH: optionalString,
     FIREBASE_PROJECT_ID: optionalString,
@@ -136,6 +153,18 @@ const schema = z
     }
     if (env.LINK_SIGNING_SECRET !== undefined && env.LINK_SIGNING_SECRET.length < 32) {
       ctx.addIssue({ code: 'custom', path: ['LINK_SIGNING_SECRET'], message: 'must be at least 32 characters' });
+    }
+    const shared = env.STRIPE_PRICE_PLUS.filter((id) => env.STRIPE_PRICE_FAMILY.includes(id));
+    if (shared.length > 0) {
+      ctx.addIssue({ code: 'custom', path: ['STRIPE_PRICE_FAMILY'], message: `a price cannot belong to two plans: ${shared.join(', ')}` });
+    }
+    if (env.NODE_ENV === 'production' && env.STRIPE_SECRET_KEY !== undefined) {
+      if (env.STRIPE_WEBHOOK_SECRET === undefined) {
+        ctx.addIssue({ code: 'custom', path: ['STRIPE_WEBHOOK_SECRET'], message: 'is required with STRIPE_SECRET_KEY in production (subscriptions arrive by webhook)' });
+      }
+      if (env.STRIPE_PRICE_PLUS.length === 0 && env.STRIPE_PRICE_FAMILY.length === 0) {
+        ctx.addIssue({ code: 'custom', path: ['STRIPE_PRICE_PLUS'], message: 'STRIPE_PRICE_PLUS or STRIPE_PRICE_FAMILY is required with STRIPE_SECRET_KEY in production' });
+      }
     }
     if (env.SUPABASE_JWT_SECRET !== undefined && env.SUPABASE_JWT_SECRET.length < 32) {
       ctx.addIssue({ code: 'custom', path: ['SUPABASE_JWT_SECRET'], message: 'must be at least 32 characters' });

@@ -4,6 +4,7 @@ import type pg from 'pg';
 import { createChannels } from './channels/index.js';
 import type { Channels } from './channels/types.js';
 import type { Clock } from './clock.js';
+import type { Config } from './config.js';
 import { DEFAULT_BREAKER_OPTIONS, withBreakers, type BreakerOptions, type ProviderBreaker } from './delivery/breaker.js';
 import { deliveryProcessor, SEND_TIMEOUT_MS } from './delivery/deliver.js';
 import type { DeliveryJobSettings } from './delivery/outbox.js';
@@ -22,8 +23,10 @@ export type WorkerDeps = {
   clock: Clock;
   log: Logger;
   metrics: Metrics;
-  /** Default: createChannels (the dev outbox wherever no real provider is configured). */
+  /** Default: createChannels from `config` (the dev outbox wherever no real provider is configured). */
   channels?: Channels;
+  /** Provider credentials for the default channels; without it every channel is the dev outbox. */
+  config?: Config;
   /**
    * The per-provider circuit breakers around the channels, given or default alike (so tests
    * exercise the production path). Fields given override DEFAULT_BREAKER_OPTIONS; `false` sends
@@ -111,7 +114,8 @@ export async function startWorker(deps: WorkerDeps): Promise<StartedWorker> {
     throw new Error(`unknown system job: ${job.name}`);
   }, { concurrency: 1 });
 
-  const channels = deps.channels ?? createChannels({ pool: deps.pool });
+  const own = deps.channels === undefined ? createChannels({ pool: deps.pool, config: deps.config, log: deps.log }) : undefined;
+  const channels = deps.channels ?? own!.channels;
   const guarded = deps.breakers === false
     ? { channels, breakers: new Map<string, ProviderBreaker>(), shutdown: () => undefined }
     : withBreakers(channels, { ...DEFAULT_BREAKER_OPTIONS, timeoutMs: SEND_TIMEOUT_MS, ...deps.breakers }, deps.metrics);
@@ -130,7 +134,10 @@ export async function startWorker(deps: WorkerDeps): Promise<StartedWorker> {
     }
   }, { concurrency: deps.deliveryConcurrency ?? 20, ...DELIVERY_LOCK });
   // 'closed' comes after the active jobs finished, so no send is cut off by the shutdown.
-  deliveryWorker.on('closed', () => guarded.shutdown());
+  deliveryWorker.on('closed', () => {
+    guarded.shutdown();
+    void own?.close().catch((err: unknown) => deps.log.warn({ err: { message: (err as Error).message } }, 'closing provider clients failed'));
+  });
 
   if (deps.incidents !== undefined) {
     const incidents = deps.incidents;

@@ -23,7 +23,7 @@ export async function addContact(deps: ContactDeps, who: Principal, input: repo.
     const contact = await withTransaction(deps.pool, async (tx) => {
       const member = await ensureMember(tx, who);
       const count = await repo.lockAndCountContacts(tx, who.id);
-      const ent = await entitlementsFor(tx, who.id, deps.plans);
+      const ent = await entitlementsFor(tx, who.id, deps.plans, now);
       if (count >= ent.maxContacts) {
         throw planLimit(`the ${ent.plan} plan allows ${ent.maxContacts} contacts`, { plan: ent.plan, max_contacts: ent.maxContacts });
       }
@@ -47,7 +47,7 @@ export async function changeContact(deps: ContactDeps, who: Principal, id: strin
       if (result === undefined) throw notFound('contact');
       if (result.reinvite) {
         const member = await ensureMember(tx, who);
-        const ent = await entitlementsFor(tx, who.id, deps.plans);
+        const ent = await entitlementsFor(tx, who.id, deps.plans, now);
         deliveryIds = await insertDeliveries(tx, invitationDeliveries(deps.links, result.contact, member.display_name, ent.channels));
       }
       return result.contact;

@@ -23,7 +23,7 @@ import type { DeliveryJobData } from './outbox.js';
  * the last try, and the job waits until the breaker lets a trial call through.
  */
 
-export type DeliveryMetrics = Pick<Metrics, 'deliveries' | 'deliveryLatency'>;
+export type DeliveryMetrics = Pick<Metrics, 'deliveries' | 'deliveryLatency' | 'providerCalls' | 'providerCallSeconds'>;
 
 export type DeliveryDeps = {
   pool: pg.Pool;
@@ -139,7 +139,7 @@ async function afterFinalFailure(deps: DeliveryDeps, row: DeliveryRow, err: unkn
   const now = deps.clock();
   try {
     if (err instanceof ChannelError && err.deadAddress !== undefined && row.contact_id !== null && (row.channel === 'email' || row.channel === 'sms')) {
-      await disableContactChannel(deps.pool, row.contact_id, row.channel, err.deadAddress, now);
+      await disableContactChannel(deps.pool, row.contact_id, row.channel, err.deadAddress, now, row.address);
     }
     if (row.kind === 'alert') await recordFailover(deps.pool, deliveryRef(row), error, now);
   } catch (e) {
@@ -200,6 +200,8 @@ export async function processDelivery(
       : err instanceof ChannelError && err.retryAfterMs !== undefined ? err.retryAfterMs
         : circuitRetryAfterMs(channel);
     const final = errorClass === 'permanent' || (retryAfterMs === undefined && attemptsMade + 1 >= maxAttempts);
+    deps.metrics?.providerCalls.inc({ provider: channel.provider, outcome: 'failed', error_class: errorClass ?? 'unclassified' });
+    deps.metrics?.providerCallSeconds.observe({ provider: channel.provider, outcome: 'failed' }, durationMs / 1000);
     await markFailedTry(deps.pool, row, channel.provider, error, errorClass, final, attemptedAt, deps.clock(), durationMs);
     if (final) {
       deps.log.warn({ ...logFields, error_class: errorClass, error, duration_ms: durationMs }, 'delivery failed');
@@ -221,6 +223,8 @@ export async function processDelivery(
     throw new Error(`delivery try failed (${errorClass ?? 'unclassified'}): ${error}`);
   }
   const durationMs = Math.round(performance.now() - started);
+  deps.metrics?.providerCalls.inc({ provider: result.provider, outcome: 'accepted', error_class: 'none' });
+  deps.metrics?.providerCallSeconds.observe({ provider: result.provider, outcome: 'accepted' }, durationMs / 1000);
   const sentAt = deps.clock();
   const marked = await markSent(deps.pool, row, result, attemptedAt, sentAt, durationMs);
   // Same clock as sent_at, so the metric matches sent_at - created_at in the table.

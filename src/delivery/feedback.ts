@@ -79,12 +79,16 @@ export type DisabledChannel = 'email' | 'sms';
  * alerts in flight keep their other channels. Returns true when it was on.
  */
 export async function disableContactChannel(
-  db: Queryable, contactId: string, channel: DisabledChannel, reason: string, now: Date,
+  db: Queryable, contactId: string, channel: DisabledChannel, reason: string, now: Date, address?: string,
 ): Promise<boolean> {
+  // With `address`: only while it is still the contact's address (a late bounce for an old
+  // address must not turn off the new one).
   const sql = channel === 'email'
-    ? `update contacts set email_disabled = true, email_disabled_reason = left($2, 200), updated_at = $3 where id = $1 and not email_disabled`
-    : `update contacts set sms_disabled = true, sms_disabled_reason = left($2, 200), updated_at = $3 where id = $1 and not sms_disabled`;
-  const { rowCount } = await db.query(sql, [contactId, reason, now]);
+    ? `update contacts set email_disabled = true, email_disabled_reason = left($2, 200), updated_at = $3
+        where id = $1 and not email_disabled and ($4::text is null or lower(email) = lower($4))`
+    : `update contacts set sms_disabled = true, sms_disabled_reason = left($2, 200), updated_at = $3
+        where id = $1 and not sms_disabled and ($4::text is null or phone = $4)`;
+  const { rowCount } = await db.query(sql, [contactId, reason, now, address ?? null]);
   return (rowCount ?? 0) > 0;
 }
 

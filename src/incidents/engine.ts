@@ -1,9 +1,9 @@
 import type pg from 'pg';
-import { entitlementsFor, type PlanSettings } from '../billing/entitlements.js';
-import { insertDeliveries } from '../delivery/outbox.js';
+import { entitlementsForMany, type PlanSettings } from '../billing/entitlements.js';
+import { insertDeliveries, type NewDelivery } from '../delivery/outbox.js';
 import { remainingStep, stepAt, type Step } from './escalation.js';
 import { ackNoticeDeliveries, alertDeliveries, allClearDeliveries, planContact, type LinkSettings } from './outbound.js';
-import { buildPlan } from './plan.js';
+import { buildPlans } from './plan.js';
 import * as repo from './repo.js';
 
 /**
@@ -23,37 +23,75 @@ const MINUTE = 60_000;
 /** Sends a step: outbox rows for its contacts, the incident's position, the next step's time. */
 async function applyStep(tx: pg.PoolClient, s: IncidentSettings, inc: repo.IncidentRow, step: Step, now: Date, reason: string): Promise<string[]> {
   const ids = await insertDeliveries(tx, alertDeliveries(s.links, inc, step.step_no, step.round, step.contacts));
-  const nextAt = step.more ? new Date(now.getTime() + inc.escalation_minutes * MINUTE) : null;
-  await tx.query(
-    `update incidents set step_no = $2, round = $3, tier_index = $4, next_step_at = $5 where id = $1`,
-    [inc.id, step.step_no, step.next.round, step.next.tier_index, nextAt],
-  );
-  await repo.addEvent(tx, inc.id, now, 'step', { step_no: step.step_no, round: step.round, detail: { reason, tiers: step.tiers, contacts: step.contacts.length, deliveries: ids.length } });
-  if (!step.more) await repo.addEvent(tx, inc.id, now, 'last_step', { step_no: step.step_no });
+  await moveIncidents(tx, [{ id: inc.id, step, nextAt: step.more ? new Date(now.getTime() + inc.escalation_minutes * MINUTE) : null }]);
+  await repo.addEvents(tx, stepEvents(inc.id, step, now, reason, ids.length));
   return ids;
+}
+
+function stepEvents(incidentId: string, step: Step, now: Date, reason: string, deliveries: number): repo.NewEvent[] {
+  const out: repo.NewEvent[] = [{ incident_id: incidentId, at: now, type: 'step', step_no: step.step_no, round: step.round, detail: { reason, tiers: step.tiers, contacts: step.contacts.length, deliveries } }];
+  if (!step.more) out.push({ incident_id: incidentId, at: now, type: 'last_step', step_no: step.step_no });
+  return out;
+}
+
+/** Each incident's position after its step, and when its next step is due: ONE statement. */
+async function moveIncidents(tx: pg.PoolClient, moves: { id: string; step: Step; nextAt: Date | null }[]): Promise<void> {
+  if (moves.length === 0) return;
+  await tx.query(
+    `update incidents i set step_no = u.step_no, round = u.round, tier_index = u.tier_index, next_step_at = u.next_at
+       from unnest($1::uuid[], $2::int[], $3::int[], $4::int[], $5::timestamptz[]) as u(id, step_no, round, tier_index, next_at)
+      where i.id = u.id`,
+    [moves.map((m) => m.id), moves.map((m) => m.step.step_no), moves.map((m) => m.step.next.round), moves.map((m) => m.step.next.tier_index), moves.map((m) => m.nextAt)],
+  );
 }
 
 export type OpenIncident = { member_id: string; schedule_id: string | null; kind: 'missed' | 'sos'; deadline_at: Date | null; alert_at: Date | null; note?: string | null; latitude?: number | null; longitude?: number | null };
 
 /** Opens an incident with a snapshot of the plan and sends its first step (an SOS: every tier at once). */
 export async function openIncident(tx: pg.PoolClient, s: IncidentSettings, o: OpenIncident, now: Date): Promise<{ incident: repo.IncidentRow | undefined; deliveryIds: string[] }> {
-  const ent = await entitlementsFor(tx, o.member_id, s.plans);
-  const plan = await buildPlan(tx, o.member_id, ent.channels);
-  const delayed = o.alert_at === null ? 0 : Math.max(0, Math.floor((now.getTime() - o.alert_at.getTime()) / 1000));
-  const inc = await repo.insertIncident(tx, {
-    member_id: o.member_id, schedule_id: o.schedule_id, kind: o.kind, deadline_at: o.deadline_at, alert_at: o.alert_at,
-    opened_at: now, delayed_by_seconds: delayed > 60 ? delayed : 0, plan,
-    escalation_minutes: s.escalationMinutes, max_rounds: s.maxRounds, ack_timeout_minutes: s.ackTimeoutMinutes,
-    note: o.note ?? null, latitude: o.latitude ?? null, longitude: o.longitude ?? null,
-  });
-  if (inc === undefined) return { incident: undefined, deliveryIds: [] };
-  await repo.addEvent(tx, inc.id, now, 'opened', { detail: { kind: o.kind, deadline_at: o.deadline_at, delayed_by_seconds: inc.delayed_by_seconds, contacts: plan.tiers.reduce((n, t) => n + t.contacts.length, 0) } });
-  const step = o.kind === 'sos' ? remainingStep(plan, inc, s.maxRounds) : stepAt(plan, inc, s.maxRounds);
-  if (step === null) {
-    await repo.addEvent(tx, inc.id, now, 'no_contacts');
-    return { incident: inc, deliveryIds: [] };
+  const opened = await openIncidents(tx, s, [o], now);
+  return { incident: opened.incidents[0], deliveryIds: opened.deliveryIds };
+}
+
+/**
+ * Opens many incidents in a fixed number of statements, whatever their number: plans, incidents,
+ * timeline, first steps and outbox rows each go in one statement. An incident that already exists
+ * for its (schedule, deadline) is skipped. Returns the incidents opened and their outbox rows.
+ */
+export async function openIncidents(tx: pg.PoolClient, s: IncidentSettings, list: OpenIncident[], now: Date): Promise<{ incidents: repo.IncidentRow[]; deliveryIds: string[] }> {
+  if (list.length === 0) return { incidents: [], deliveryIds: [] };
+  const memberIds = [...new Set(list.map((o) => o.member_id))];
+  const entitlements = await entitlementsForMany(tx, memberIds, s.plans, now);
+  const plans = await buildPlans(tx, memberIds, (id) => entitlements.get(id)!.channels);
+  const incidents = await repo.insertIncidents(tx, list.map((o) => {
+    const delayed = o.alert_at === null ? 0 : Math.max(0, Math.floor((now.getTime() - o.alert_at.getTime()) / 1000));
+    return {
+      member_id: o.member_id, schedule_id: o.schedule_id, kind: o.kind, deadline_at: o.deadline_at, alert_at: o.alert_at,
+      opened_at: now, delayed_by_seconds: delayed > 60 ? delayed : 0, plan: plans.get(o.member_id)!,
+      escalation_minutes: s.escalationMinutes, max_rounds: s.maxRounds, ack_timeout_minutes: s.ackTimeoutMinutes,
+      note: o.note ?? null, latitude: o.latitude ?? null, longitude: o.longitude ?? null,
+    };
+  }));
+  const events: repo.NewEvent[] = [];
+  const deliveries: NewDelivery[] = [];
+  const moves: { id: string; step: Step; nextAt: Date | null }[] = [];
+  for (const inc of incidents) {
+    const contacts = inc.plan.tiers.reduce((n, t) => n + t.contacts.length, 0);
+    events.push({ incident_id: inc.id, at: now, type: 'opened', detail: { kind: inc.kind, deadline_at: inc.deadline_at, delayed_by_seconds: inc.delayed_by_seconds, contacts } });
+    const step = inc.kind === 'sos' ? remainingStep(inc.plan, inc, s.maxRounds) : stepAt(inc.plan, inc, s.maxRounds);
+    if (step === null) {
+      events.push({ incident_id: inc.id, at: now, type: 'no_contacts' });
+      continue;
+    }
+    const rows = alertDeliveries(s.links, inc, step.step_no, step.round, step.contacts);
+    deliveries.push(...rows);
+    events.push(...stepEvents(inc.id, step, now, inc.kind === 'sos' ? 'sos' : 'deadline', rows.length));
+    moves.push({ id: inc.id, step, nextAt: step.more ? new Date(now.getTime() + inc.escalation_minutes * MINUTE) : null });
   }
-  return { incident: inc, deliveryIds: await applyStep(tx, s, inc, step, now, o.kind === 'sos' ? 'sos' : 'deadline') };
+  const deliveryIds = await insertDeliveries(tx, deliveries);
+  await moveIncidents(tx, moves);
+  await repo.addEvents(tx, events);
+  return { incidents, deliveryIds };
 }
 
 /** The next escalation step of an open incident whose next_step_at has come. */

@@ -14,20 +14,29 @@ export type Plan = { member_name: string; time_zone: string; tiers: PlanTier[] }
 export const pushAddress = (userId: string) => `user:${userId}`;
 
 export async function buildPlan(db: Queryable, memberId: string, allowed: ChannelName[]): Promise<Plan> {
-  const { rows } = await db.query<ContactRow & { member_name: string | null; time_zone: string }>(
-    `select c.*, m.display_name as member_name, m.time_zone,
+  return (await buildPlans(db, [memberId], () => allowed)).get(memberId)!;
+}
+
+/** The plans of many members in ONE query; `allowed` gives each member's channels (entitlements). */
+export async function buildPlans(db: Queryable, memberIds: string[], allowed: (memberId: string) => ChannelName[]): Promise<Map<string, Plan>> {
+  const { rows } = await db.query<ContactRow & { member: string; member_name: string | null; time_zone: string }>(
+    `select c.*, m.id as member, m.display_name as member_name, m.time_zone,
        exists (select 1 from devices d where c.linked_user_id is not null and d.member_id = c.linked_user_id) as has_devices
      from members m left join contacts c on c.member_id = m.id
-     where m.id = $1
-     order by c.tier, c.created_at, c.id`,
-    [memberId],
+     where m.id = any($1::uuid[])
+     order by m.id, c.tier, c.created_at, c.id`,
+    [memberIds],
   );
-  const first = rows[0];
-  const plan: Plan = { member_name: first?.member_name ?? 'A Pruuf member', time_zone: first?.time_zone ?? 'UTC', tiers: [] };
+  const plans = new Map<string, Plan>();
+  for (const id of memberIds) plans.set(id, { member_name: 'A Pruuf member', time_zone: 'UTC', tiers: [] });
   for (const c of rows) {
+    const plan = plans.get(c.member)!;
+    plan.member_name = c.member_name ?? plan.member_name;
+    plan.time_zone = c.time_zone;
     if (c.id === null) continue; // the member has no contacts (left join)
+    const ok = allowed(c.member);
     const channels = contactChannels(c)
-      .filter((ch) => allowed.includes(ch))
+      .filter((ch) => ok.includes(ch))
       .map((channel) => ({ channel, address: channel === 'push' ? pushAddress(c.linked_user_id!) : channel === 'sms' ? c.phone! : c.email! }));
     if (channels.length === 0) continue;
     let tier = plan.tiers.find((t) => t.tier === c.tier);
@@ -37,6 +46,6 @@ export async function buildPlan(db: Queryable, memberId: string, allowed: Channe
     }
     tier.contacts.push({ id: c.id, name: c.name, channels });
   }
-  plan.tiers.sort((a, b) => a.tier - b.tier);
-  return plan;
+  for (const plan of plans.values()) plan.tiers.sort((a, b) => a.tier - b.tier);
+  return plans;
 }

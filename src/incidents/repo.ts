@@ -50,29 +50,56 @@ export type NewIncident = {
   note: string | null; latitude: number | null; longitude: number | null;
 };
 
-/** Inserts the incident with the member's last check-in; undefined when one exists for this deadline already. */
-export async function insertIncident(db: Queryable, n: NewIncident): Promise<IncidentRow | undefined> {
-  const { rows } = await db.query<{ id: string }>(
+/**
+ * Inserts incidents in ONE statement, each with its member's last check-in, and returns those
+ * inserted (in input order): one whose (schedule, deadline) already has an incident is skipped.
+ */
+export async function insertIncidents(db: Queryable, list: NewIncident[]): Promise<IncidentRow[]> {
+  if (list.length === 0) return [];
+  const col = <K extends keyof NewIncident>(k: K) => list.map((n) => n[k]);
+  const { rows } = await db.query<{ id: string; ord: number }>(
     `insert into incidents (member_id, schedule_id, kind, deadline_at, alert_at, opened_at, delayed_by_seconds, plan,
        escalation_minutes, max_rounds, ack_timeout_minutes, note, latitude, longitude, last_check_in_at, last_latitude, last_longitude, created_at)
-     select $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, last.checked_in_at, last.latitude, last.longitude, $6
-     from (select 1) one
-     left join lateral (select checked_in_at, latitude, longitude from check_ins where member_id = $1 order by checked_in_at desc limit 1) last on true
+     select n.member_id, n.schedule_id, n.kind, n.deadline_at, n.alert_at, n.opened_at, n.delayed_by_seconds, n.plan::jsonb,
+            n.escalation_minutes, n.max_rounds, n.ack_timeout_minutes, n.note, n.latitude, n.longitude,
+            last.checked_in_at, last.latitude, last.longitude, n.opened_at
+       from unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::timestamptz[], $7::int[], $8::text[],
+                   $9::int[], $10::int[], $11::int[], $12::text[], $13::float8[], $14::float8[])
+              with ordinality as n(member_id, schedule_id, kind, deadline_at, alert_at, opened_at, delayed_by_seconds, plan,
+                                   escalation_minutes, max_rounds, ack_timeout_minutes, note, latitude, longitude, ord)
+       left join lateral (select checked_in_at, latitude, longitude from check_ins c where c.member_id = n.member_id
+                           order by checked_in_at desc limit 1) last on true
+      order by n.ord
      on conflict (schedule_id, deadline_at) where schedule_id is not null do nothing
      returning id`,
-    [n.member_id, n.schedule_id, n.kind, n.deadline_at, n.alert_at, n.opened_at, n.delayed_by_seconds, JSON.stringify(n.plan),
-      n.escalation_minutes, n.max_rounds, n.ack_timeout_minutes, n.note, n.latitude, n.longitude],
+    [col('member_id'), col('schedule_id'), col('kind'), col('deadline_at'), col('alert_at'), col('opened_at'), col('delayed_by_seconds'),
+      list.map((n) => JSON.stringify(n.plan)), col('escalation_minutes'), col('max_rounds'), col('ack_timeout_minutes'), col('note'),
+      col('latitude'), col('longitude')],
   );
-  return rows[0] === undefined ? undefined : getIncident(db, rows[0].id);
+  if (rows.length === 0) return [];
+  const { rows: full } = await db.query<IncidentRow>(`select ${COLUMNS} from incidents where id = any($1::uuid[])`, [rows.map((r) => r.id)]);
+  // Identity inserts follow the select's order; order by (member, schedule) anyway rather than trust it.
+  const key = (r: { member_id: string; schedule_id: string | null }) => `${r.member_id}|${r.schedule_id ?? ''}`;
+  const rank = new Map(list.map((n, i) => [key(n), i]));
+  return full.sort((a, b) => (rank.get(key(a)) ?? 0) - (rank.get(key(b)) ?? 0));
 }
 
-export async function addEvent(
-  db: Queryable, incidentId: string, at: Date, type: string, e: { step_no?: number; tier?: number; round?: number; contact_id?: string; detail?: object } = {},
-): Promise<void> {
+export type NewEvent = { incident_id: string; at: Date; type: string; step_no?: number; tier?: number; round?: number; contact_id?: string; detail?: object };
+
+/** Timeline events in ONE statement. */
+export async function addEvents(db: Queryable, events: NewEvent[]): Promise<void> {
+  if (events.length === 0) return;
   await db.query(
-    'insert into incident_events (incident_id, at, type, step_no, tier, round, contact_id, detail) values ($1, $2, $3, $4, $5, $6, $7, $8)',
-    [incidentId, at, type, e.step_no ?? null, e.tier ?? null, e.round ?? null, e.contact_id ?? null, e.detail === undefined ? null : JSON.stringify(e.detail)],
+    `insert into incident_events (incident_id, at, type, step_no, tier, round, contact_id, detail)
+     select * from unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::int[], $5::int[], $6::int[], $7::uuid[], $8::jsonb[])`,
+    [events.map((e) => e.incident_id), events.map((e) => e.at), events.map((e) => e.type), events.map((e) => e.step_no ?? null),
+      events.map((e) => e.tier ?? null), events.map((e) => e.round ?? null), events.map((e) => e.contact_id ?? null),
+      events.map((e) => (e.detail === undefined ? null : JSON.stringify(e.detail)))],
   );
+}
+
+export async function addEvent(db: Queryable, incidentId: string, at: Date, type: string, e: Omit<NewEvent, 'incident_id' | 'at' | 'type'> = {}): Promise<void> {
+  await addEvents(db, [{ incident_id: incidentId, at, type, ...e }]);
 }
 
 /** Contacts and channels an alert of this incident has reached (or may have: a try was made). */

@@ -1,3 +1,4 @@
+import { planSettings } from '../billing/entitlements.js';
 import type { Config } from '../config.js';
 import type { IncidentSettings } from './engine.js';
 
@@ -7,6 +8,6 @@ export function incidentSettings(config: Config, linkSecret: string): IncidentSe
     maxRounds: config.MAX_ESCALATION_ROUNDS,
     ackTimeoutMinutes: config.ACK_TIMEOUT_MINUTES,
     links: { publicBaseUrl: config.publicBaseUrl, linkSecret, ackLinkTtlDays: config.ACK_LINK_TTL_DAYS },
-    plans: { freePlanContacts: config.FREE_PLAN_CONTACTS, freePlanChannels: config.FREE_PLAN_CHANNELS },
+    plans: planSettings(config),
   };
 }

@@ -6,9 +6,9 @@ import { enqueueDeliveries, insertDeliveries, type DeliveryJobSettings, type New
 import { signLink } from '../links/tokens.js';
 import type { Logger } from '../observability/logger.js';
 import type { QueueSystem } from '../queue/index.js';
-import { timerContext, type ScheduleRow } from '../schedules/repo.js';
+import { timerContexts, type ScheduleRow } from '../schedules/repo.js';
 import { computeTimers, followingDeadline } from '../schedules/timers.js';
-import { ackTimedOut, escalate, openIncident, type IncidentSettings } from './engine.js';
+import { ackTimedOut, escalate, openIncidents, type IncidentSettings, type OpenIncident } from './engine.js';
 import { renderReminder } from './messages.js';
 import { pushAddress } from './plan.js';
 import { claimIncidents } from './repo.js';
@@ -31,6 +31,8 @@ export type SweepDeps = {
 };
 
 export const SWEEP_LANES = 3;
+/** Missed deadlines claimed per transaction: big enough that a burst is a few big writes, small enough that the first alerts leave within a second. */
+export const MISSED_BATCH = 250;
 
 export type SweepResult = { missed: number; skippedPaused: number; steps: number; ackTimeouts: number; reminders: number; deliveries: number };
 
@@ -38,47 +40,59 @@ const SCHEDULE_COLUMNS = `s.id, s.member_id, s.kind, s.local_time, s.days::int[]
   s.reminder_minutes, s.active, s.next_deadline_at, s.alert_at, s.window_start_at, s.following_deadline_at,
   s.created_at, s.updated_at, m.time_zone as member_time_zone`;
 
-/** Deadlines whose grace has run out: an incident each (unless paused), and the schedule moves on. */
+/**
+ * Deadlines whose grace has run out: an incident each (unless paused), and the schedule moves on.
+ * A claimed batch costs a fixed number of statements (claim, context, plans, incidents, outbox,
+ * timeline, schedule moves), not a number per schedule: a burst of misses is a few big writes.
+ */
 async function sweepMissed(deps: SweepDeps, now: Date, out: string[]): Promise<{ missed: number; paused: number; claimed: number }> {
   return withTransaction(deps.pool, async (tx) => {
     const { rows } = await tx.query<ScheduleRow>(
       `select ${SCHEDULE_COLUMNS} from schedules s join members m on m.id = s.member_id
        where s.active and s.alert_at <= $1 order by s.alert_at limit $2 for update of s skip locked`,
-      [now, deps.batchSize ?? 50],
+      [now, deps.batchSize ?? MISSED_BATCH],
     );
-    let missed = 0;
-    let paused = 0;
+    if (rows.length === 0) return { missed: 0, paused: 0, claimed: 0 };
+    const contexts = await timerContexts(tx, [...new Set(rows.map((s) => s.member_id))], now);
+    const toOpen: OpenIncident[] = [];
+    const moves: { id: string; next: Date | null; following: Date | null }[] = [];
+    const restarts: { id: string; t: ReturnType<typeof computeTimers> }[] = [];
     for (const s of rows) {
-      const ctx = await timerContext(tx, s.member_id, now);
+      const ctx = contexts.get(s.member_id) ?? { pauses: [], lastCheckInAt: null, timeZone: 'UTC' };
       const deadline = s.next_deadline_at!;
       const inPause = ctx.pauses.some((p) => (p.from <= deadline && deadline < p.until) || (p.from <= now && now < p.until));
       if (inPause) {
         // Paused after the deadline was set: no miss; the schedule starts again after the pause.
-        const t = computeTimers(s, ctx.timeZone, now, ctx.pauses, null);
-        await tx.query(
-          'update schedules set next_deadline_at = $2, alert_at = $3, window_start_at = $4, following_deadline_at = $5, updated_at = $6 where id = $1',
-          [s.id, t.next_deadline_at, t.alert_at, t.window_start_at, t.following_deadline_at, now],
-        );
-        paused += 1;
+        restarts.push({ id: s.id, t: computeTimers(s, ctx.timeZone, now, ctx.pauses, null) });
         continue;
       }
-      const opened = await openIncident(tx, deps.settings, {
-        member_id: s.member_id, schedule_id: s.id, kind: 'missed', deadline_at: deadline, alert_at: s.alert_at,
-      }, now);
-      if (opened.incident !== undefined) missed += 1;
-      out.push(...opened.deliveryIds);
+      toOpen.push({ member_id: s.member_id, schedule_id: s.id, kind: 'missed', deadline_at: deadline, alert_at: s.alert_at });
       // The next deadline is the one after the missed one (never one already past: those were real misses too,
       // but each sweep takes the oldest first, so a long outage alerts them in order).
       const next = s.kind === 'daily' ? (s.following_deadline_at ?? followingDeadline(s, ctx.timeZone, deadline, ctx.pauses)) : null;
-      const following = next === null ? null : followingDeadline(s, ctx.timeZone, next, ctx.pauses);
+      moves.push({ id: s.id, next, following: next === null ? null : followingDeadline(s, ctx.timeZone, next, ctx.pauses) });
+    }
+    const opened = await openIncidents(tx, deps.settings, toOpen, now);
+    out.push(...opened.deliveryIds);
+    if (moves.length > 0) {
       await tx.query(
-        `update schedules set window_start_at = next_deadline_at, next_deadline_at = $2::timestamptz,
-           alert_at = $2 + make_interval(mins => grace_minutes), following_deadline_at = $3, updated_at = $4
-         where id = $1`,
-        [s.id, next, following, now],
+        `update schedules s set window_start_at = s.next_deadline_at, next_deadline_at = u.next,
+           alert_at = u.next + make_interval(mins => s.grace_minutes), following_deadline_at = u.following, updated_at = $4
+           from unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[]) as u(id, next, following)
+          where s.id = u.id`,
+        [moves.map((m) => m.id), moves.map((m) => m.next), moves.map((m) => m.following), now],
       );
     }
-    return { missed, paused, claimed: rows.length };
+    if (restarts.length > 0) {
+      await tx.query(
+        `update schedules s set next_deadline_at = u.next, alert_at = u.alert, window_start_at = u.window_start, following_deadline_at = u.following, updated_at = $6
+           from unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[]) as u(id, next, alert, window_start, following)
+          where s.id = u.id`,
+        [restarts.map((r) => r.id), restarts.map((r) => r.t.next_deadline_at), restarts.map((r) => r.t.alert_at),
+          restarts.map((r) => r.t.window_start_at), restarts.map((r) => r.t.following_deadline_at), now],
+      );
+    }
+    return { missed: opened.incidents.length, paused: restarts.length, claimed: rows.length };
   });
 }
 
@@ -95,6 +109,21 @@ async function sweepIncidents(deps: SweepDeps, now: Date, out: string[], kind: '
   });
 }
 
+/**
+ * Which kinds of timer have anything due: ONE round trip, each part answered by the partial index
+ * its sweep uses. Most ticks find nothing, and cost only this.
+ */
+async function dueTimers(pool: pg.Pool, now: Date): Promise<{ missed: boolean; steps: boolean; ack: boolean; reminders: boolean }> {
+  const { rows } = await pool.query<{ missed: boolean; steps: boolean; ack: boolean; reminders: boolean }>(
+    `select exists (select 1 from schedules where active and alert_at <= $1) as missed,
+            exists (select 1 from incidents where state = 'open' and next_step_at <= $1) as steps,
+            exists (select 1 from incidents where state = 'acknowledged' and ack_expires_at <= $1) as ack,
+            exists (select 1 from schedules where active and next_reminder_at <= $1) as reminders`,
+    [now],
+  );
+  return rows[0]!;
+}
+
 export async function sweepOnce(deps: SweepDeps): Promise<SweepResult> {
   const now = deps.clock();
   const limit = deps.batchSize ?? 200;
@@ -104,8 +133,9 @@ export async function sweepOnce(deps: SweepDeps): Promise<SweepResult> {
   // deadline); each batch commits, and is enqueued, on its own, so the first alerts leave while
   // later ones are still being written. A few lanes work side by side (SKIP LOCKED keeps them
   // apart, as it keeps other sweeper processes apart). Bounded, whatever happens.
+  const due = await dueTimers(deps.pool, now);
   const lane = async () => {
-    for (let i = 0; i < 1000; i += 1) {
+    for (let i = 0; due.missed && i < 1000; i += 1) {
       const batch: string[] = [];
       const m = await sweepMissed(deps, now, batch);
       result.missed += m.missed;
@@ -117,7 +147,7 @@ export async function sweepOnce(deps: SweepDeps): Promise<SweepResult> {
   };
   await Promise.all(Array.from({ length: deps.lanes ?? SWEEP_LANES }, lane));
   for (const kind of ['ack', 'steps'] as const) {
-    for (;;) {
+    while (due[kind]) {
       const batch: string[] = [];
       const n = await sweepIncidents(deps, now, batch, kind);
       if (kind === 'ack') result.ackTimeouts += n;
@@ -127,7 +157,7 @@ export async function sweepOnce(deps: SweepDeps): Promise<SweepResult> {
       if (n < limit) break;
     }
   }
-  for (;;) {
+  while (due.reminders) {
     const batch: string[] = [];
     const n = await sweepReminders(deps, now, batch);
     result.reminders += n;
@@ -145,8 +175,8 @@ export async function sweepOnce(deps: SweepDeps): Promise<SweepResult> {
  */
 export async function sweepReminders(deps: SweepDeps, now: Date, out: string[]): Promise<number> {
   return withTransaction(deps.pool, async (tx) => {
-    const { rows } = await tx.query<{ id: string; member_id: string; next_deadline_at: Date; grace_minutes: number; reminder_minutes: number[]; email: string | null; phone: string | null; member_name: string | null; time_zone: string; has_devices: boolean }>(
-      `select s.id, s.member_id, s.next_deadline_at, s.grace_minutes, s.reminder_minutes, m.email, m.phone, m.display_name as member_name, m.time_zone,
+    const { rows } = await tx.query<{ id: string; member_id: string; next_deadline_at: Date; grace_minutes: number; reminder_minutes: number[]; email: string | null; phone: string | null; sms_opted_out: boolean; member_name: string | null; time_zone: string; has_devices: boolean }>(
+      `select s.id, s.member_id, s.next_deadline_at, s.grace_minutes, s.reminder_minutes, m.email, m.phone, m.sms_opted_out, m.display_name as member_name, m.time_zone,
          exists (select 1 from devices d where d.member_id = s.member_id) as has_devices
        from schedules s join members m on m.id = s.member_id
        where s.active and s.next_reminder_at <= $1 order by s.next_reminder_at limit $2 for update of s skip locked`,
@@ -165,7 +195,7 @@ export async function sweepReminders(deps: SweepDeps, now: Date, out: string[]):
       if (s.has_devices) rowsOut.push({ ...base, channel: 'push', address: pushAddress(s.member_id), subject: r.push.title, body: r.push.body });
       if (s.email !== null) rowsOut.push({ ...base, channel: 'email', address: s.email, subject: r.email.subject, body: r.email.text, html: r.email.html });
       // An SMS reminder the member can answer with "OK" (webhooks/twilio/inbound), on plans with SMS.
-      if (s.phone !== null && (await entitlementsFor(tx, s.member_id, deps.settings.plans)).channels.includes('sms')) {
+      if (s.phone !== null && !s.sms_opted_out && (await entitlementsFor(tx, s.member_id, deps.settings.plans, now)).channels.includes('sms')) {
         rowsOut.push({ ...base, channel: 'sms', address: s.phone, subject: null, body: r.sms });
       }
       out.push(...(await insertDeliveries(tx, rowsOut)));

@@ -6,13 +6,15 @@ export type MemberRow = {
   email: string | null;
   display_name: string | null;
   time_zone: string;
+  phone: string | null;
+  sms_opted_out: boolean;
   created_at: Date;
   updated_at: Date;
 };
 
 export type DeviceRow = { id: string; member_id: string; token: string; platform: string; created_at: Date; last_seen_at: Date };
 
-const MEMBER_COLUMNS = 'id, email, display_name, time_zone, created_at, updated_at';
+const MEMBER_COLUMNS = 'id, email, display_name, time_zone, phone, sms_opted_out, created_at, updated_at';
 
 /** The member row for a verified token, created on first sight from its claims (one statement). */
 export async function ensureMember(db: Queryable, who: Principal): Promise<MemberRow> {
@@ -35,20 +37,37 @@ export async function ensureMember(db: Queryable, who: Principal): Promise<Membe
   return again.rows[0];
 }
 
-export type MemberPatch = { display_name?: string | null | undefined; time_zone?: string | undefined };
+export type MemberPatch = { display_name?: string | null | undefined; time_zone?: string | undefined; phone?: string | null | undefined };
+
+/** Another member already has this phone: replies to our texts are matched to one member by it. */
+export class PhoneTakenError extends Error {
+  constructor() {
+    super('phone number already belongs to another member');
+    this.name = 'PhoneTakenError';
+  }
+}
 
 export async function updateMember(db: Queryable, who: Principal, patch: MemberPatch): Promise<MemberRow> {
   await ensureMember(db, who);
-  const { rows } = await db.query<MemberRow>(
-    `update members set
-       display_name = case when $2::boolean then $3 else display_name end,
-       time_zone = coalesce($4, time_zone),
-       updated_at = now()
-     where id = $1
-     returning ${MEMBER_COLUMNS}`,
-    [who.id, 'display_name' in patch, patch.display_name ?? null, patch.time_zone ?? null],
-  );
-  return rows[0]!;
+  try {
+    // A new number has not said STOP: its opt-out belonged to the old one.
+    const { rows } = await db.query<MemberRow>(
+      `update members set
+         display_name = case when $2::boolean then $3 else display_name end,
+         time_zone = coalesce($4, time_zone),
+         sms_opted_out = case when $5::boolean and $6::text is distinct from phone then false else sms_opted_out end,
+         phone = case when $5::boolean then $6 else phone end,
+         updated_at = now()
+       where id = $1
+       returning ${MEMBER_COLUMNS}`,
+      [who.id, 'display_name' in patch, patch.display_name ?? null, patch.time_zone ?? null, 'phone' in patch, patch.phone ?? null],
+    );
+    return rows[0]!;
+  } catch (err) {
+    const e = err as { code?: string; constraint?: string };
+    if (e.code === '23505' && e.constraint === 'members_phone_uidx') throw new PhoneTakenError();
+    throw err;
+  }
 }
 
 /** Deletes the member and, by cascade, every row that belongs to them. */

@@ -4,7 +4,8 @@ import { z } from 'zod';
 import type pg from 'pg';
 import { member } from '../auth/plugin.js';
 import { withTransaction } from '../db/pool.js';
-import { notFound, unavailable } from '../http/errors.js';
+import { Phone } from '../contacts/schemas.js';
+import { conflict, notFound, unavailable } from '../http/errors.js';
 import { authErrors, ErrorEnvelopeSchema, IdParams, iso, Timestamp } from '../http/schemas.js';
 import { isValidTimeZone } from '../schedules/deadline.js';
 import { recomputeMemberSchedules } from '../schedules/repo.js';
@@ -17,6 +18,8 @@ const Member = z
     email: z.string().nullable(),
     display_name: z.string().nullable(),
     time_zone: z.string(),
+    phone: z.string().nullable().describe('E.164; SMS reminders go here, and a reply of OK from it checks in'),
+    sms_opted_out: z.boolean().describe('the phone texted STOP: no SMS until it texts START; cleared when the phone changes'),
     created_at: Timestamp,
     updated_at: Timestamp,
   })
@@ -26,8 +29,9 @@ const MemberPatch = z
   .strictObject({
     display_name: z.string().trim().min(1).max(100).nullable().optional(),
     time_zone: z.string().max(64).refine(isValidTimeZone, 'must be an IANA time zone such as Europe/London').optional(),
+    phone: Phone.nullable().optional().describe('E.164 (spaces, dots, dashes and brackets are removed); null removes it'),
   })
-  .refine((b) => Object.keys(b).length > 0, 'give at least one of display_name, time_zone');
+  .refine((b) => Object.keys(b).length > 0, 'give at least one of display_name, time_zone, phone');
 
 const Device = z
   .object({ id: z.uuid(), platform: z.enum(['ios', 'android', 'web']), created_at: Timestamp, last_seen_at: Timestamp })
@@ -56,7 +60,7 @@ export function memberRoutes(app: FastifyInstance, deps: MemberRouteDeps): void 
 
   r.patch('/v1/me', {
     ...secured,
-    schema: { tags: ['members'], summary: 'Change display name or time zone', security, body: MemberPatch, response: { 200: Member, ...authErrors } },
+    schema: { tags: ['members'], summary: 'Change display name, time zone or phone', security, body: MemberPatch, response: { 200: Member, ...authErrors, 409: ErrorEnvelopeSchema } },
   }, async (req) => {
     const who = member(req);
     // A new time zone moves every schedule that follows the member's zone, in the same transaction.
@@ -65,6 +69,9 @@ export function memberRoutes(app: FastifyInstance, deps: MemberRouteDeps): void 
       const after = await repo.updateMember(tx, who, req.body);
       if (after.time_zone !== before.time_zone) await recomputeMemberSchedules(tx, who.id, app.clock());
       return after;
+    }).catch((err: unknown) => {
+      if (err instanceof repo.PhoneTakenError) throw conflict('this phone number is already used by another account', { field: 'phone' });
+      throw err;
     });
     return memberOut(updated);
   });

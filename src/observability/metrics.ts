@@ -38,6 +38,19 @@ export function createMetrics() {
       labelNames: ['channel', 'kind', 'outcome'] as const,
       registers: [registry],
     }),
+    providerCalls: new Counter({
+      name: 'pruuf_provider_calls_total',
+      help: 'Calls to a provider (tries that reached its breaker) by outcome (accepted, failed) and error class',
+      labelNames: ['provider', 'outcome', 'error_class'] as const,
+      registers: [registry],
+    }),
+    providerCallSeconds: new Histogram({
+      name: 'pruuf_provider_call_seconds',
+      help: 'Duration of one provider call, accepted or failed',
+      labelNames: ['provider', 'outcome'] as const,
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15],
+      registers: [registry],
+    }),
     deliveryLatency: new Histogram({
       name: 'pruuf_delivery_latency_seconds',
       help: 'Time from a delivery row being created to the provider accepting the message',

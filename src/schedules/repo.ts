@@ -37,20 +37,26 @@ export async function getSchedule(db: Queryable, memberId: string, id: string, l
 }
 
 /** What timers depend on besides the schedule itself: pauses still to come and the last check-in. */
-export async function timerContext(db: Queryable, memberId: string, now: Date): Promise<{ pauses: Interval[]; lastCheckInAt: Date | null; timeZone: string }> {
-  const { rows } = await db.query<{ pauses: { from: string; until: string }[] | null; last: Date | null; tz: string }>(
-    `select
-       (select json_agg(json_build_object('from', starts_at, 'until', ends_at)) from pauses where member_id = $1 and ends_at > $2) as pauses,
-       (select max(checked_in_at) from check_ins where member_id = $1) as last,
-       (select time_zone from members where id = $1) as tz`,
-    [memberId, now],
+export type TimerContext = { pauses: Interval[]; lastCheckInAt: Date | null; timeZone: string };
+
+export async function timerContext(db: Queryable, memberId: string, now: Date): Promise<TimerContext> {
+  return (await timerContexts(db, [memberId], now)).get(memberId) ?? { pauses: [], lastCheckInAt: null, timeZone: 'UTC' };
+}
+
+/** timerContext of many members in ONE query. */
+export async function timerContexts(db: Queryable, memberIds: string[], now: Date): Promise<Map<string, TimerContext>> {
+  const { rows } = await db.query<{ id: string; pauses: { from: string; until: string }[] | null; last: Date | null; tz: string }>(
+    `select m.id, m.time_zone as tz,
+       (select json_agg(json_build_object('from', starts_at, 'until', ends_at)) from pauses p where p.member_id = m.id and p.ends_at > $2) as pauses,
+       (select max(checked_in_at) from check_ins c where c.member_id = m.id) as last
+     from members m where m.id = any($1::uuid[])`,
+    [memberIds, now],
   );
-  const r = rows[0]!;
-  return {
+  return new Map(rows.map((r) => [r.id, {
     pauses: (r.pauses ?? []).map((p) => ({ from: new Date(p.from), until: new Date(p.until) })),
     lastCheckInAt: r.last,
     timeZone: r.tz ?? 'UTC',
-  };
+  }]));
 }
 
 export type ScheduleInput = ScheduleShape & { reminder_minutes: number[]; active: boolean };

@@ -62,6 +62,15 @@ describe('provider feedback on deliveries', () => {
     expect(events[0]).toMatchObject({ contact_id: m.contacts[0]!.id, detail: { channel: 'email', carried_by: ['sms'] } });
   });
 
+  it('leaves a changed address on when a failure for the old address comes in late', async () => {
+    const { m, byChannel } = await sos();
+    await t.app.inject({ method: 'PATCH', url: `/v1/contacts/${m.contacts[0]!.id}`, headers: m.headers, payload: { email: 'new-address@example.test' } });
+    const dead = channelOf('mailer', async () => { throw new ChannelError('550 user unknown', 'permanent', undefined, 'bounced'); });
+    expect(await processDelivery(deps(allOf(dead)), byChannel('email').id, 0, 5)).toBe('failed');
+    const contact = (await t.app.inject({ method: 'GET', url: `/v1/contacts/${m.contacts[0]!.id}`, headers: m.headers })).json();
+    expect(contact).toMatchObject({ email: 'new-address@example.test', email_disabled: false, email_disabled_reason: null });
+  });
+
   it('keeps the address on for a permanent error that does not say the address is dead, and records no second failover', async () => {
     const { m, incidentId, byChannel } = await sos();
     const broken = channelOf('texter', async () => { throw new ChannelError('body too long', 'permanent'); });

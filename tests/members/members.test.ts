@@ -17,7 +17,7 @@ describe('GET and PATCH /v1/me', () => {
     const headers = { authorization: `Bearer ${await t.token({ sub, email: 'ann@example.test' })}` };
     const first = await t.app.inject({ method: 'GET', url: '/v1/me', headers });
     expect(first.statusCode).toBe(200);
-    expect(first.json()).toMatchObject({ id: sub, email: 'ann@example.test', display_name: null, time_zone: 'UTC' });
+    expect(first.json()).toMatchObject({ id: sub, email: 'ann@example.test', display_name: null, time_zone: 'UTC', phone: null, sms_opted_out: false });
     const again = await t.app.inject({ method: 'GET', url: '/v1/me', headers });
     expect(again.json().created_at).toBe(first.json().created_at);
     const { rows } = await t.db.pool.query('select count(*)::int as n from members where id = $1', [sub]);
@@ -33,7 +33,44 @@ describe('GET and PATCH /v1/me', () => {
     expect(cleared.json()).toMatchObject({ display_name: null, time_zone: 'Asia/Kolkata' });
   });
 
+  it('stores the phone in E.164 from what people type, returns it, and clears it with null', async () => {
+    const headers = await t.as(randomUUID());
+    const res = await t.app.inject({ method: 'PATCH', url: '/v1/me', headers, payload: { phone: '+44 (7700) 900-123' } });
+    expect(res.statusCode).toBe(200);
+    expect(res.json().phone).toBe('+447700900123');
+    expect((await t.app.inject({ method: 'GET', url: '/v1/me', headers })).json().phone).toBe('+447700900123');
+    const other = await t.app.inject({ method: 'PATCH', url: '/v1/me', headers, payload: { display_name: 'Ann' } });
+    expect(other.json()).toMatchObject({ display_name: 'Ann', phone: '+447700900123' });
+    const cleared = await t.app.inject({ method: 'PATCH', url: '/v1/me', headers, payload: { phone: null } });
+    expect(cleared.json()).toMatchObject({ display_name: 'Ann', phone: null });
+  });
+
+  it("refuses another member's phone with 409 and keeps both profiles as they were", async () => {
+    const a = await t.as(randomUUID());
+    const b = await t.as(randomUUID());
+    await t.app.inject({ method: 'PATCH', url: '/v1/me', headers: a, payload: { phone: '+447700900200' } });
+    await t.app.inject({ method: 'PATCH', url: '/v1/me', headers: b, payload: { phone: '+447700900201', display_name: 'Bo' } });
+    const res = await t.app.inject({ method: 'PATCH', url: '/v1/me', headers: b, payload: { phone: '+44 7700 900200', display_name: 'Bob' } });
+    expect(res.statusCode).toBe(409);
+    expect(errorOf(res.body)).toMatchObject({ code: 'CONFLICT', details: { field: 'phone' } });
+    expect((await t.app.inject({ method: 'GET', url: '/v1/me', headers: b })).json()).toMatchObject({ phone: '+447700900201', display_name: 'Bo' });
+    expect((await t.app.inject({ method: 'GET', url: '/v1/me', headers: a })).json().phone).toBe('+447700900200');
+  });
+
+  it('forgets an SMS opt-out when the phone changes, and keeps it when the same phone is set again', async () => {
+    const sub = randomUUID();
+    const headers = await t.as(sub);
+    await t.app.inject({ method: 'PATCH', url: '/v1/me', headers, payload: { phone: '+447700900300' } });
+    await t.db.pool.query('update members set sms_opted_out = true where id = $1', [sub]);
+    const same = await t.app.inject({ method: 'PATCH', url: '/v1/me', headers, payload: { phone: '+447700900300' } });
+    expect(same.json().sms_opted_out).toBe(true);
+    const changed = await t.app.inject({ method: 'PATCH', url: '/v1/me', headers, payload: { phone: '+447700900301' } });
+    expect(changed.json()).toMatchObject({ phone: '+447700900301', sms_opted_out: false });
+  });
+
   it.each([
+    ['a phone without the country code', { phone: '07700 900123' }],
+    ['a phone with letters', { phone: '+44 7700 CALLME' }],
     ['an unknown time zone', { time_zone: 'Mars/Olympus' }],
     ['an offset instead of a zone', { time_zone: 'UTC+2' }],
     ['an empty body', {}],

@@ -1,0 +1,147 @@
+import type { KeyObject } from 'node:crypto';
+import type { FastifyInstance } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import type pg from 'pg';
+import { z } from 'zod';
+import { withTransaction, type Queryable } from '../../db/pool.js';
+import { applyProviderStatus, claimProviderEvent, disableContactChannel, recordFailover } from '../../delivery/feedback.js';
+import { AppError, validation } from '../../http/errors.js';
+import { rawBodyRoutes } from '../../http/raw-body.js';
+import { ErrorEnvelopeSchema } from '../../http/schemas.js';
+import type { Logger } from '../../observability/logger.js';
+import { SENDGRID_PROVIDER } from './index.js';
+import { deadAddressReason, DELIVERY_EVENTS, SendGridEventBatch, toProviderStatus, type SendGridEvent } from './events.js';
+import { loadSendGridPublicKey, SIGNATURE_HEADER, TIMESTAMP_HEADER, verifySendGridSignature } from './signature.js';
+
+/**
+ * POST /webhooks/sendgrid/events: SendGrid's signed event webhook.
+ *
+ * Refusals are 401 (no key configured, missing or wrong signature, timestamp outside the window)
+ * and change nothing; a body that is signed but not a batch of events is 400; an oversized body
+ * is 413 before any signature work. Each event is applied in its own transaction and at most
+ * once (sg_event_id), so when the database fails mid-batch the 5xx makes SendGrid resend the
+ * batch and only the events not yet applied take effect.
+ */
+
+export type SendGridWebhookDeps = {
+  pool: pg.Pool;
+  /** SENDGRID_WEBHOOK_PUBLIC_KEY; unset refuses every request. */
+  publicKey: string | undefined;
+  /** WEBHOOK_BODY_LIMIT_BYTES. */
+  bodyLimit: number;
+  log?: Logger;
+};
+
+/** SendGrid's timestamp is the time it sent this request; older than this is a replay (or lost). */
+export const MAX_EVENT_AGE_MS = 10 * 60_000;
+/** Clocks drift: a timestamp this far ahead of ours is still believed. */
+export const MAX_CLOCK_SKEW_MS = 60_000;
+
+const Summary = z.object({
+  received: z.number().int().describe('events in the batch'),
+  applied: z.number().int().describe('delivery events recorded on a delivery'),
+  duplicates: z.number().int().describe('events already applied earlier (SendGrid retries)'),
+  ignored: z.number().int().describe('engagement events, and events for no delivery of ours'),
+  email_disabled: z.number().int().describe('contacts whose email was turned off (hard bounce, invalid address)'),
+});
+type Summary = z.infer<typeof Summary>;
+
+const refused = (message: string) => new AppError(401, 'UNAUTHENTICATED', message);
+
+function headerOf(value: string | string[] | undefined): string | undefined {
+  return typeof value === 'string' ? value : undefined;
+}
+
+/** Signature, then freshness; throws the refusal. */
+function authenticate(key: KeyObject | undefined, headers: Record<string, string | string[] | undefined>, body: Buffer, now: Date): void {
+  if (key === undefined) {
+    throw refused('the SendGrid event webhook is not configured: set SENDGRID_WEBHOOK_PUBLIC_KEY to the verification key SendGrid shows');
+  }
+  const signature = headerOf(headers[SIGNATURE_HEADER]);
+  const timestamp = headerOf(headers[TIMESTAMP_HEADER]);
+  if (signature === undefined || timestamp === undefined) {
+    throw refused('missing X-Twilio-Email-Event-Webhook-Signature or X-Twilio-Email-Event-Webhook-Timestamp header');
+  }
+  if (!/^\d{1,12}$/.test(timestamp) || !verifySendGridSignature(key, timestamp, body, signature)) {
+    throw refused('the SendGrid event webhook signature does not match this request');
+  }
+  const ageMs = now.getTime() - Number(timestamp) * 1000;
+  if (ageMs > MAX_EVENT_AGE_MS || ageMs < -MAX_CLOCK_SKEW_MS) {
+    throw refused('the SendGrid event webhook timestamp is outside the accepted 10-minute window (a replayed or delayed request)');
+  }
+}
+
+function parseBatch(body: Buffer): SendGridEvent[] {
+  let json: unknown;
+  try {
+    json = JSON.parse(body.toString('utf8'));
+  } catch {
+    throw validation('request body is not valid JSON');
+  }
+  if (!Array.isArray(json)) throw validation('request body must be a JSON array of SendGrid events');
+  const parsed = SendGridEventBatch.safeParse(json);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.slice(0, 20).map((i) => ({ path: ['body', ...i.path].join('.'), message: i.message }));
+    throw validation(`${issues[0]!.path}: ${issues[0]!.message}`, { issues });
+  }
+  return parsed.data;
+}
+
+/** A bounce can arrive after the member changed the address; it says nothing about the new one. */
+async function stillTheContactsEmail(db: Queryable, contactId: string, address: string): Promise<boolean> {
+  const { rows } = await db.query<{ same: boolean }>('select lower(email) = lower($2) as same from contacts where id = $1', [contactId, address]);
+  return rows[0]?.same === true;
+}
+
+type EventOutcome = 'applied' | 'duplicate' | 'ignored' | 'disabled';
+
+async function applyEvent(deps: SendGridWebhookDeps, e: SendGridEvent, now: Date): Promise<EventOutcome> {
+  if (!DELIVERY_EVENTS.has(e.event)) return 'ignored';
+  return withTransaction(deps.pool, async (tx) => {
+    if (!(await claimProviderEvent(tx, SENDGRID_PROVIDER, e.sg_event_id, now))) return 'duplicate';
+    const ref = await applyProviderStatus(tx, toProviderStatus(e, SENDGRID_PROVIDER));
+    if (ref === undefined) return 'ignored';
+    const reason = deadAddressReason(e);
+    if (reason === undefined || ref.channel !== 'email' || ref.contact_id === null) return 'applied';
+    if (!(await stillTheContactsEmail(tx, ref.contact_id, ref.address))) return 'applied';
+    const disabled = await disableContactChannel(tx, ref.contact_id, 'email', reason, now);
+    if (ref.kind === 'alert') await recordFailover(tx, ref, reason, now);
+    if (disabled) deps.log?.info({ provider: SENDGRID_PROVIDER, contact_id: ref.contact_id, delivery_id: ref.id, event: e.event }, 'email turned off for a contact: the address cannot receive mail');
+    return disabled ? 'disabled' : 'applied';
+  });
+}
+
+export async function sendgridWebhookRoutes(app: FastifyInstance, deps: SendGridWebhookDeps): Promise<void> {
+  // A malformed key stops the start, naming the variable, rather than refusing every event later.
+  const key = deps.publicKey === undefined ? undefined : loadSendGridPublicKey(deps.publicKey);
+  if (key === undefined) deps.log?.warn('SENDGRID_WEBHOOK_PUBLIC_KEY is not set: SendGrid events will be refused');
+
+  await rawBodyRoutes(app, { bodyLimit: deps.bodyLimit }, (scope) => {
+    scope.withTypeProvider<ZodTypeProvider>().post('/webhooks/sendgrid/events', {
+      schema: {
+        tags: ['webhooks'],
+        summary: 'SendGrid signed event webhook: delivery events for our email',
+        response: { 200: Summary, 400: ErrorEnvelopeSchema, 401: ErrorEnvelopeSchema, 413: ErrorEnvelopeSchema, 415: ErrorEnvelopeSchema },
+      },
+    }, async (req) => {
+      if (!Buffer.isBuffer(req.body)) throw new AppError(415, 'UNSUPPORTED_MEDIA_TYPE', 'SendGrid events arrive as application/json');
+      const body = req.body;
+      authenticate(key, req.headers, body, scope.clock());
+      const events = parseBatch(body);
+      const summary: Summary = { received: events.length, applied: 0, duplicates: 0, ignored: 0, email_disabled: 0 };
+      // One at a time: events of one message come in order within a batch, and a failure stops
+      // the batch so SendGrid's retry resumes it.
+      for (const e of events) {
+        const outcome = await applyEvent(deps, e, scope.clock());
+        if (outcome === 'duplicate') summary.duplicates += 1;
+        else if (outcome === 'ignored') summary.ignored += 1;
+        else {
+          summary.applied += 1;
+          if (outcome === 'disabled') summary.email_disabled += 1;
+        }
+      }
+      req.log.info({ provider: SENDGRID_PROVIDER, ...summary }, 'SendGrid events received');
+      return summary;
+    });
+  });
+}

@@ -1,0 +1,225 @@
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { Duplex } from 'node:stream';
+import { cert, deleteApp, initializeApp, type App, type Credential } from 'firebase-admin/app';
+import { getMessaging, type BatchResponse, type TokenMessage } from 'firebase-admin/messaging';
+import { ConfigError, type Config } from '../../config.js';
+import type { Queryable } from '../../db/pool.js';
+import type { Logger } from '../../observability/logger.js';
+import { ChannelError, type Channel, type OutboundMessage, type SendResult } from '../types.js';
+import { classifyDeviceError, errorCodeOf, withoutToken, type DeviceFailure } from './errors.js';
+import { CallWire, FcmAgent, withWire } from './wire.js';
+
+/**
+ * Push through Firebase Cloud Messaging: one delivery goes to every device of the member named
+ * by its address (`user:<uuid>`, see pushAddress). Accepted once any device accepted.
+ *
+ * The SDK runs on its HTTP/1.1 transport (`enableLegacyHttpTransport`), in production too: its
+ * HTTP/2 transport opens a new session per sendEach call (nothing to reuse for our one- to
+ * three-device sends), takes no agent, and could not be cut short by the delivery's deadline nor
+ * watched for Retry-After (see wire.ts). The tests therefore run the transport production runs.
+ */
+
+export const FCM_PROVIDER = 'fcm';
+
+/** sendEach's own limit; a member with more devices than this is not a real member. */
+const MAX_DEVICES = 500;
+
+export type FcmChannelOptions = {
+  pool: Queryable;
+  log: Logger;
+  projectId: string;
+  /** Production: cert(serviceAccount). Tests: any `{ getAccessToken }`, no network needed. */
+  credential: Credential;
+  /** Tests and benchmarks only: where each HTTP/1.1 connection goes instead of TLS to fcm.googleapis.com. */
+  connect?: () => Duplex;
+};
+
+export type FcmChannel = Channel & {
+  /** The channel's own named firebase-admin App. */
+  readonly app: App;
+  /** Deletes the App and closes the agent's connections; later sends fail as transient. */
+  close(): Promise<void>;
+};
+
+type Device = { id: string; token: string; platform: string };
+
+const MEMBER_ADDRESS = /^user:([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/i;
+
+export function buildFcmMessage(msg: OutboundMessage, token: string): TokenMessage {
+  // One incident, one notification on the phone: the all clear replaces the alert it answers.
+  const collapseKey = msg.incidentId ?? msg.deliveryId;
+  return {
+    token,
+    notification: { title: msg.subject ?? 'Pruuf', body: msg.body },
+    data: { delivery_id: msg.deliveryId, kind: msg.kind, ...(msg.incidentId === null ? {} : { incident_id: msg.incidentId }) },
+    android: { priority: 'high', collapseKey, notification: { sound: 'default' } },
+    apns: {
+      headers: { 'apns-priority': '10', 'apns-collapse-id': collapseKey, 'apns-push-type': 'alert' },
+      // Time-sensitive breaks through Focus modes and scheduled summaries (iOS 15+).
+      payload: { aps: { sound: 'default', 'interruption-level': 'time-sensitive' } },
+    },
+    webpush: { headers: { Urgency: 'high' } },
+  };
+}
+
+/** Rejects as soon as `signal` aborts, after stopping every request of the call. */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal, wire: CallWire): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const abort = () => {
+      const reason = new ChannelError('fcm did not answer before the delivery deadline', 'transient', wire.retryAfterMs());
+      wire.abort(reason);
+      reject(reason);
+    };
+    if (signal.aborted) {
+      abort();
+      return;
+    }
+    signal.addEventListener('abort', abort, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', abort));
+  });
+}
+
+export function createFcmChannel(opts: FcmChannelOptions): FcmChannel {
+  const agent = new FcmAgent(opts.connect);
+  const app = initializeApp({ credential: opts.credential, projectId: opts.projectId, httpAgent: agent }, `pruuf-fcm-${randomUUID()}`);
+  const messaging = getMessaging(app);
+  messaging.enableLegacyHttpTransport();
+  let closed = false;
+
+  async function devicesOf(msg: OutboundMessage): Promise<Device[]> {
+    const memberId = MEMBER_ADDRESS.exec(msg.to)?.[1];
+    if (memberId === undefined) throw new ChannelError('fcm: a push address must be user:<member id>', 'permanent');
+    const { rows } = await opts.pool.query<Device>(
+      'select id, token, platform from devices where member_id = $1 order by last_seen_at desc, id limit $2',
+      [memberId, MAX_DEVICES],
+    );
+    return rows;
+  }
+
+  async function forget(msg: OutboundMessage, dead: Device[]): Promise<void> {
+    if (dead.length === 0) return;
+    try {
+      await opts.pool.query('delete from devices where id = any($1::uuid[])', [dead.map((d) => d.id)]);
+      opts.log.info({ delivery_id: msg.deliveryId, device_ids: dead.map((d) => d.id) }, 'fcm: deleted devices whose push token is dead');
+    } catch (err) {
+      // The send's outcome stands; the next send finds the same dead tokens and tries again.
+      opts.log.warn({ delivery_id: msg.deliveryId, err: { message: (err as Error).message } }, 'fcm: could not delete dead devices');
+    }
+  }
+
+  type Outcome = { messageId: string | undefined; failures: DeviceFailure[]; dead: Device[]; codes: string[] };
+
+  function outcome(msg: OutboundMessage, devices: Device[], batch: BatchResponse, wire: CallWire): Outcome {
+    const out: Outcome = { messageId: undefined, failures: [], dead: [], codes: [] };
+    batch.responses.forEach((r, i) => {
+      const device = devices[i]!;
+      if (r.success) {
+        out.messageId ??= r.messageId ?? `${FCM_PROVIDER}-accepted-${msg.deliveryId}`;
+        return;
+      }
+      const failure = classifyDeviceError(r.error, wire);
+      const code = errorCodeOf(r.error);
+      out.failures.push(failure);
+      out.codes.push(code);
+      if (failure === 'dead') out.dead.push(device);
+      if (failure === 'bug') {
+        opts.log.error(
+          { delivery_id: msg.deliveryId, device_id: device.id, platform: device.platform, code, error: withoutToken(r.error?.message ?? '', device.token) },
+          'fcm refused the message we built (a bug, not a bad token)',
+        );
+      }
+    });
+    return out;
+  }
+
+  return {
+    provider: FCM_PROVIDER,
+    app,
+    async send(msg: OutboundMessage, signal: AbortSignal): Promise<SendResult> {
+      if (closed) throw new ChannelError('fcm channel is closed', 'transient');
+      const devices = await devicesOf(msg);
+      if (devices.length === 0) throw new ChannelError('fcm: the member has no registered devices', 'permanent');
+
+      const wire = new CallWire();
+      let batch: BatchResponse;
+      try {
+        batch = await untilAborted(withWire(wire, () => messaging.sendEach(devices.map((d) => buildFcmMessage(msg, d.token)))), signal, wire);
+      } catch (err) {
+        if (err instanceof ChannelError) throw err;
+        // The whole call failed before any device was tried (credentials, project id).
+        const failure = classifyDeviceError(err, wire);
+        const errorClass = failure === 'bug' || failure === 'dead' ? 'permanent' : failure;
+        throw new ChannelError(`fcm: ${errorCodeOf(err)}`, errorClass, errorClass === 'permanent' ? undefined : wire.retryAfterMs());
+      }
+
+      const result = outcome(msg, devices, batch, wire);
+      await forget(msg, result.dead);
+      if (result.messageId !== undefined) return { provider: FCM_PROVIDER, providerMessageId: result.messageId };
+
+      const summary = `fcm: no device accepted (${devices.length} tried: ${[...new Set(result.codes)].join(', ')})`;
+      if (result.failures.every((f) => f === 'dead')) {
+        throw new ChannelError(`fcm: every push token of the member is dead (${devices.length} device(s), now forgotten)`, 'permanent');
+      }
+      if (result.failures.includes('transient')) throw new ChannelError(summary, 'transient', wire.retryAfterMs());
+      if (result.failures.includes('configuration')) throw new ChannelError(summary, 'configuration', wire.retryAfterMs());
+      throw new ChannelError(summary, 'permanent');
+    },
+    async close(): Promise<void> {
+      if (closed) return;
+      closed = true;
+      await deleteApp(app);
+      agent.destroy();
+    },
+  };
+}
+
+type ServiceAccountJson = { project_id?: unknown; client_email?: unknown; private_key?: unknown };
+
+function readServiceAccount(config: FcmConfig): ServiceAccountJson | undefined {
+  if (config.FIREBASE_SERVICE_ACCOUNT_JSON !== undefined) {
+    try {
+      return JSON.parse(config.FIREBASE_SERVICE_ACCOUNT_JSON) as ServiceAccountJson;
+    } catch {
+      // JSON.parse quotes the text around the error: it could be part of the private key.
+      throw new ConfigError(['FIREBASE_SERVICE_ACCOUNT_JSON: is not a service-account JSON document']);
+    }
+  }
+  if (config.FIREBASE_SERVICE_ACCOUNT_PATH === undefined) return undefined;
+  let text: string;
+  try {
+    text = readFileSync(config.FIREBASE_SERVICE_ACCOUNT_PATH, 'utf8');
+  } catch (err) {
+    throw new ConfigError([`FIREBASE_SERVICE_ACCOUNT_PATH: cannot read the file (${(err as NodeJS.ErrnoException).code ?? 'error'})`]);
+  }
+  try {
+    return JSON.parse(text) as ServiceAccountJson;
+  } catch {
+    throw new ConfigError(['FIREBASE_SERVICE_ACCOUNT_PATH: the file is not a service-account JSON document']);
+  }
+}
+
+export type FcmConfig = Pick<Config, 'FIREBASE_SERVICE_ACCOUNT_JSON' | 'FIREBASE_SERVICE_ACCOUNT_PATH' | 'FIREBASE_PROJECT_ID'>;
+
+/**
+ * The FCM channel when a service account is configured (its JSON, or the path of its file),
+ * undefined otherwise. FIREBASE_PROJECT_ID overrides the account's project_id. Throws a
+ * ConfigError naming the variable (never its content) when the account is unusable.
+ */
+export function fcmChannelFromConfig(config: FcmConfig, pool: Queryable, log: Logger): FcmChannel | undefined {
+  const account = readServiceAccount(config);
+  if (account === undefined) return undefined;
+  const variable = config.FIREBASE_SERVICE_ACCOUNT_JSON === undefined ? 'FIREBASE_SERVICE_ACCOUNT_PATH' : 'FIREBASE_SERVICE_ACCOUNT_JSON';
+  const projectId = config.FIREBASE_PROJECT_ID ?? (typeof account.project_id === 'string' ? account.project_id : undefined);
+  if (projectId === undefined || projectId === '') {
+    throw new ConfigError([`FIREBASE_PROJECT_ID: is required when the service account (${variable}) has no project_id`]);
+  }
+  let credential: Credential;
+  try {
+    credential = cert({ ...account, project_id: projectId } as Parameters<typeof cert>[0]);
+  } catch (err) {
+    // The SDK's messages name the missing field or the key's parse error, never the key.
+    throw new ConfigError([`${variable}: ${(err as Error).message}`]);
+  }
+  return createFcmChannel({ pool, log, projectId, credential });
+}
