@@ -13,6 +13,8 @@ export type OutboundMessage = {
   html: string | null;
   kind: string;
   incidentId: string | null;
+  /** Push only: the rendered data payload (the link to open, the incident), when there is one. */
+  data?: Record<string, string> | null;
 };
 
 export type SendResult = { provider: string; providerMessageId: string };

@@ -73,6 +73,7 @@ type DeliveryRow = {
   kind: string;
   incident_id: string | null;
   contact_id: string | null;
+  data: Record<string, string> | null;
   status: 'pending' | 'sent' | 'failed' | 'cancelled';
   created_at: Date;
 };
@@ -159,7 +160,7 @@ export async function processDelivery(
   deps: DeliveryDeps, deliveryId: string, attemptsMade: number, maxAttempts: number,
 ): Promise<DeliveryOutcome> {
   const { rows } = await deps.pool.query<DeliveryRow>(
-    `select id, channel, address, subject, body, html, kind, incident_id, contact_id, status, created_at from deliveries where id = $1`,
+    `select id, channel, address, subject, body, html, data, kind, incident_id, contact_id, status, created_at from deliveries where id = $1`,
     [deliveryId],
   );
   const row = rows[0];
@@ -174,7 +175,7 @@ export async function processDelivery(
   const channel = deps.channels[row.channel];
   const msg: OutboundMessage = {
     deliveryId: row.id, channel: row.channel, to: row.address, subject: row.subject, body: row.body,
-    html: row.html, kind: row.kind, incidentId: row.incident_id,
+    html: row.html, kind: row.kind, incidentId: row.incident_id, data: row.data,
   };
   const logFields = {
     delivery_id: row.id, channel: row.channel, kind: row.kind, to: maskAddress(row.address),

@@ -25,6 +25,8 @@ export type NewDelivery = {
   incidentId?: string | null;
   /** The incident step an alert belongs to; with the kind, contact and channel it is unique per incident. */
   stepNo?: number | null;
+  /** Push only: the data payload (string values) sent beside the title and body. */
+  data?: Record<string, string> | null;
 };
 
 export const DELIVERY_JOB_NAME = 'deliver';
@@ -63,8 +65,8 @@ export async function insertDeliveries(db: Queryable, rows: NewDelivery[]): Prom
   if (rows.length === 0) return [];
   const ids = rows.map(() => randomUUID());
   const { rows: inserted } = await db.query<{ id: string }>(
-    `insert into deliveries (id, member_id, contact_id, kind, channel, address, subject, body, html, incident_id, step_no)
-     select * from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::uuid[], $11::int[])
+    `insert into deliveries (id, member_id, contact_id, kind, channel, address, subject, body, html, incident_id, step_no, data)
+     select * from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::uuid[], $11::int[], $12::jsonb[])
      on conflict do nothing
      returning id`,
     [
@@ -79,6 +81,7 @@ export async function insertDeliveries(db: Queryable, rows: NewDelivery[]): Prom
       rows.map((r) => r.html ?? null),
       rows.map((r) => r.incidentId ?? null),
       rows.map((r) => r.stepNo ?? null),
+      rows.map((r) => (r.data == null ? null : JSON.stringify(r.data))),
     ],
   );
   if (inserted.length === ids.length) return ids;

@@ -33,7 +33,7 @@ function rows(
   return channels.map(({ channel, address }) => {
     if (channel === 'sms') return { ...base, channel, address, subject: null, body: r.sms, html: null };
     if (channel === 'email') return { ...base, channel, address, subject: r.email.subject, body: r.email.text, html: r.email.html };
-    return { ...base, channel, address, subject: r.push.title, body: r.push.body, html: null };
+    return { ...base, channel, address, subject: r.push.title, body: r.push.body, html: null, data: r.push.data };
   });
 }
 

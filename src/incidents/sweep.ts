@@ -192,7 +192,7 @@ export async function sweepReminders(deps: SweepDeps, now: Date, out: string[]):
       const r = renderReminder({ memberName: s.member_name ?? 'there', deadlineAt: s.next_deadline_at, timeZone: s.time_zone, checkInUrl: link, minutesLeft: Math.max(0, Math.round((deadline - now.getTime()) / 60_000)) });
       const rowsOut: NewDelivery[] = [];
       const base = { memberId: s.member_id, contactId: null, kind: 'reminder' as const };
-      if (s.has_devices) rowsOut.push({ ...base, channel: 'push', address: pushAddress(s.member_id), subject: r.push.title, body: r.push.body });
+      if (s.has_devices) rowsOut.push({ ...base, channel: 'push', address: pushAddress(s.member_id), subject: r.push.title, body: r.push.body, data: r.push.data });
       if (s.email !== null) rowsOut.push({ ...base, channel: 'email', address: s.email, subject: r.email.subject, body: r.email.text, html: r.email.html });
       // An SMS reminder the member can answer with "OK" (webhooks/twilio/inbound), on plans with SMS.
       if (s.phone !== null && !s.sms_opted_out && (await entitlementsFor(tx, s.member_id, deps.settings.plans, now)).channels.includes('sms')) {

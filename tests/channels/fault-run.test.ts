@@ -102,6 +102,8 @@ describe('a burst of alerts through faulty providers', () => {
     expect(sgFake.accepted.map((a) => a.messageId).sort()).toEqual(ids('email'));
     expect(twFake.accepted.map((a) => a.sid).sort()).toEqual(ids('sms'));
     expect(new Set(rows.map((r) => `${r.channel}:${r.provider}`))).toEqual(new Set(['push:fcm', 'sms:twilio', 'email:sendgrid']));
+    // A push carries the acknowledgement link to open, as rendered with the alert.
+    for (const a of fcmFake.accepted) expect(a.message.data).toMatchObject({ type: 'alert', url: expect.stringMatching(/^http:\/\/pruuf\.test\/a\/[\w-]+$/), kind: 'alert' });
 
     const text = await metrics.registry.metrics();
     for (const provider of ['fcm', 'twilio', 'sendgrid']) {

@@ -46,13 +46,19 @@ type Device = { id: string; token: string; platform: string };
 
 const MEMBER_ADDRESS = /^user:([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/i;
 
+/** FCM data values must be strings; anything else in a stored payload is left out. */
+function stringValues(data: Record<string, unknown> | null | undefined): Record<string, string> {
+  return Object.fromEntries(Object.entries(data ?? {}).filter((e): e is [string, string] => typeof e[1] === 'string'));
+}
+
 export function buildFcmMessage(msg: OutboundMessage, token: string): TokenMessage {
   // One incident, one notification on the phone: the all clear replaces the alert it answers.
   const collapseKey = msg.incidentId ?? msg.deliveryId;
   return {
     token,
     notification: { title: msg.subject ?? 'Pruuf', body: msg.body },
-    data: { delivery_id: msg.deliveryId, kind: msg.kind, ...(msg.incidentId === null ? {} : { incident_id: msg.incidentId }) },
+    // The rendered payload (the link to open, its type), then our ids, which always win.
+    data: { ...stringValues(msg.data), delivery_id: msg.deliveryId, kind: msg.kind, ...(msg.incidentId === null ? {} : { incident_id: msg.incidentId }) },
     android: { priority: 'high', collapseKey, notification: { sound: 'default' } },
     apns: {
       headers: { 'apns-priority': '10', 'apns-collapse-id': collapseKey, 'apns-push-type': 'alert' },
