@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import cors from '@fastify/cors';
 import formbody from '@fastify/formbody';
 import helmet from '@fastify/helmet';
@@ -14,7 +14,8 @@ import type { TokenVerifier } from './auth/jwt.js';
 import { systemClock, type Clock } from './clock.js';
 import type { Migration } from './db/migrate.js';
 import { installErrorHandlers } from './http/errors-install.js';
-import { AppError } from './http/errors.js';
+import { rejectNulCharacters } from './http/input-guards.js';
+import { AppError, envelope } from './http/errors.js';
 import { devOutboxChannels } from './channels/index.js';
 import { contactRoutes } from './contacts/routes.js';
 import { devOutboxRoutes } from './delivery/routes.js';
@@ -35,6 +36,7 @@ import type { AuthUserDeleter } from './members/supabase-admin.js';
 import { loggerOptions, type Logger } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
 import { opsRoutes } from './ops/routes.js';
+import { auditRoutes } from './audit/routes.js';
 import type { QueueSystem } from './queue/index.js';
 
 export type AppDeps = {
@@ -67,6 +69,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     bodyLimit: config.BODY_LIMIT_BYTES,
     requestTimeout: config.REQUEST_TIMEOUT_MS,
     connectionTimeout: config.REQUEST_TIMEOUT_MS,
+    // Node enforces requestTimeout/headersTimeout only when it sweeps its connections (every 30 s
+    // by default), so a client dribbling a byte at a time would hold a socket for up to 30 s more.
+    http: {
+      connectionsCheckingInterval: Math.max(250, Math.min(5000, Math.floor(config.REQUEST_TIMEOUT_MS / 4))),
+      headersTimeout: Math.min(10_000, config.REQUEST_TIMEOUT_MS),
+      requestTimeout: config.REQUEST_TIMEOUT_MS,
+    },
     keepAliveTimeout: 72_000,
     trustProxy: config.TRUST_PROXY,
     return503OnClosing: true,
@@ -76,6 +85,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
     },
     routerOptions: { maxParamLength: 500, ignoreTrailingSlash: true },
+    // The router's own refusals (a malformed percent-escape, an over-long parameter) come before
+    // any route and its error handler: they leave in the envelope too, without echoing the path,
+    // which may hold a signed link.
+    frameworkErrors: (err, _req, reply) => {
+      const tooLong = err.code === 'FST_ERR_MAX_PARAM_LENGTH';
+      void (reply as FastifyReply).code(tooLong ? 414 : 400).send(tooLong ? envelope('URI_TOO_LONG', 'a path parameter is too long') : envelope('VALIDATION_ERROR', 'the URL is not valid (a malformed percent-escape)'));
+    },
   });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
@@ -98,7 +114,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
   // HTML forms on the contact pages post urlencoded bodies (and Twilio webhooks will).
   await app.register(formbody, { bodyLimit: 16 * 1024 });
-  await app.register(cors, { origin: config.corsOrigins, methods: ['GET', 'POST', 'PATCH', 'DELETE'], maxAge: 600 });
   await app.register(rateLimit, {
     global: true,
     max: config.RATE_LIMIT_IP_PER_MINUTE,
@@ -107,6 +122,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     errorResponseBuilder: (_req, ctx) => new AppError(429, 'RATE_LIMITED', `too many requests from this address; retry in ${Math.ceil(ctx.ttl / 1000)} s`),
   });
   installErrorHandlers(app);
+  rejectNulCharacters(app);
+  // After the error handler: a route keeps the handler in force when it is added, and the CORS
+  // preflight route must answer malformed requests in the envelope like every other route.
+  await app.register(cors, { origin: config.corsOrigins, methods: ['GET', 'POST', 'PATCH', 'DELETE'], maxAge: 600 });
   await app.register(swagger, {
     openapi: {
       openapi: '3.1.0',
@@ -123,6 +142,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.get('/openapi.json', { schema: { hide: true }, config: { rateLimit: false } }, async () => app.swagger());
   opsRoutes(app, { pool: deps.pool, queues: deps.queues, metrics, migrations: deps.migrations });
   memberRoutes(app, { pool: deps.pool, deleteAuthUser: deps.deleteAuthUser });
+  auditRoutes(app, { pool: deps.pool });
   await billingRoutes(app, { pool: deps.pool, config });
   const links = { publicBaseUrl: config.publicBaseUrl, linkSecret: deps.linkSecret, invitationTtlDays: config.INVITATION_TTL_DAYS };
   const plans = planSettings(config);

@@ -102,6 +102,17 @@ const schema = z
     PROVIDER_FAILOVER_MINUTES: int(5, 1, 120),
     /** Webhook bodies above this are refused before any signature check. */
     WEBHOOK_BODY_LIMIT_BYTES: int(256 * 1024, 1024, 5 * 1024 * 1024),
+
+    /** Message bodies and delivery payloads older than this are purged (the facts stay). */
+    RETENTION_DAYS: int(90, 1, 3650),
+    /** Shared locations (check-ins, resolved incidents and the alerts quoting them) are purged after this. */
+    LOCATION_RETENTION_HOURS: int(24, 1, 24 * 365),
+    /** Called (GET) after every audit that finds all timers on schedule: an outside dead man's switch. */
+    HEARTBEAT_URL: optionalUrl,
+    /** A timer this late past its due time counts as overdue for the auditor. */
+    AUDITOR_LATE_SECONDS: int(30, 5, 3600),
+    /** A delivery still pending this long is overdue (its whole retry plan, deferrals included, fits well within). */
+    AUDITOR_DELIVERY_MAX_MINUTES: int(15, 1, 1440),
   })
   .superRefine((env, ctx) => {
     if (env.SUPABASE_JWKS !== undefined) {

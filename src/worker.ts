@@ -16,6 +16,9 @@ import type { IncidentSettings } from './incidents/engine.js';
 import { sweepOnce } from './incidents/sweep.js';
 import { refillFollowing } from './schedules/repo.js';
 import { recordHeartbeat } from './system/heartbeat.js';
+import { AUDIT_EVERY_MS, AUDIT_JOB_NAME, auditorSettings, DEFAULT_AUDITOR_SETTINGS, runAudit, type AuditorSettings } from './ops/auditor.js';
+import { collectQueueMetrics } from './ops/queue-metrics.js';
+import { DEFAULT_RETENTION_SETTINGS, RETENTION_EVERY_MS, RETENTION_JOB_NAME, retentionSettings, runRetention, type RetentionSettings } from './retention/retention.js';
 
 export type WorkerDeps = {
   pool: pg.Pool;
@@ -41,6 +44,12 @@ export type WorkerDeps = {
   /** Escalation settings; without them this process runs no sweeper. */
   incidents?: IncidentSettings;
   sweepEveryMs?: number;
+  /** Default: from `config` (AUDITOR_*, HEARTBEAT_URL), else DEFAULT_AUDITOR_SETTINGS. */
+  auditor?: AuditorSettings;
+  /** How often the auditor runs (default every minute; tests run it faster). */
+  auditEveryMs?: number;
+  /** Default: from `config` (RETENTION_DAYS, LOCATION_RETENTION_HOURS), else DEFAULT_RETENTION_SETTINGS. */
+  retention?: RetentionSettings;
 };
 
 const SCHEDULER_LOCK = 7_301_117_002;
@@ -55,7 +64,7 @@ export const REFILL_EVERY_MS = 30_000;
  */
 export const SWEEP_JOB_NAME = 'sweep';
 
-export async function upsertSchedulers(deps: Pick<WorkerDeps, 'pool' | 'queues' | 'sweepEveryMs'>): Promise<void> {
+export async function upsertSchedulers(deps: Pick<WorkerDeps, 'pool' | 'queues' | 'sweepEveryMs' | 'auditEveryMs'>): Promise<void> {
   const client = await deps.pool.connect();
   try {
     await client.query('select pg_advisory_lock($1)', [SCHEDULER_LOCK]);
@@ -64,6 +73,8 @@ export async function upsertSchedulers(deps: Pick<WorkerDeps, 'pool' | 'queues' 
       await system.upsertJobScheduler('heartbeat', { every: HEARTBEAT_EVERY_MS }, { name: 'heartbeat', data: {} });
       await system.upsertJobScheduler(RECONCILE_JOB_NAME, { every: RECONCILE_EVERY_MS }, { name: RECONCILE_JOB_NAME, data: {} });
       await system.upsertJobScheduler(REFILL_JOB_NAME, { every: REFILL_EVERY_MS }, { name: REFILL_JOB_NAME, data: {} });
+      await system.upsertJobScheduler(AUDIT_JOB_NAME, { every: deps.auditEveryMs ?? AUDIT_EVERY_MS }, { name: AUDIT_JOB_NAME, data: {}, opts: { removeOnComplete: true, removeOnFail: 100 } });
+      await system.upsertJobScheduler(RETENTION_JOB_NAME, { every: RETENTION_EVERY_MS }, { name: RETENTION_JOB_NAME, data: {}, opts: { removeOnComplete: true, removeOnFail: 100 } });
       if (deps.sweepEveryMs !== undefined) {
         await deps.queues.queue('sweep').upsertJobScheduler(SWEEP_JOB_NAME, { every: deps.sweepEveryMs }, { name: SWEEP_JOB_NAME, data: {}, opts: { removeOnComplete: true, removeOnFail: 100 } });
       }
@@ -94,6 +105,8 @@ export type StartedWorker = {
 /** Starts this process's queue workers. Closing the QueueSystem drains them and shuts the breakers down. */
 export async function startWorker(deps: WorkerDeps): Promise<StartedWorker> {
   const workerId = `${hostname()}:${process.pid}`;
+  const auditor = deps.auditor ?? (deps.config === undefined ? DEFAULT_AUDITOR_SETTINGS : auditorSettings(deps.config));
+  const retention = deps.retention ?? (deps.config === undefined ? DEFAULT_RETENTION_SETTINGS : retentionSettings(deps.config));
   deps.queues.worker('system', async (job) => {
     if (job.name === 'heartbeat') {
       const at = await recordHeartbeat(deps.pool, workerId, deps.queues.backend, deps.clock);
@@ -110,6 +123,19 @@ export async function startWorker(deps: WorkerDeps): Promise<StartedWorker> {
       const refilled = await refillFollowing(deps.pool, deps.clock());
       deps.metrics.jobsProcessed.inc({ queue: 'system', outcome: 'completed' });
       return { refilled };
+    }
+    if (job.name === AUDIT_JOB_NAME) {
+      const [result] = await Promise.all([
+        runAudit({ pool: deps.pool, clock: deps.clock, log: deps.log, metrics: deps.metrics, settings: auditor }),
+        collectQueueMetrics(deps.queues, deps.metrics),
+      ]);
+      deps.metrics.jobsProcessed.inc({ queue: 'system', outcome: 'completed' });
+      return result;
+    }
+    if (job.name === RETENTION_JOB_NAME) {
+      const purged = await runRetention({ pool: deps.pool, clock: deps.clock, log: deps.log, metrics: deps.metrics, settings: retention });
+      deps.metrics.jobsProcessed.inc({ queue: 'system', outcome: 'completed' });
+      return purged;
     }
     throw new Error(`unknown system job: ${job.name}`);
   }, { concurrency: 1 });
@@ -143,8 +169,13 @@ export async function startWorker(deps: WorkerDeps): Promise<StartedWorker> {
     const incidents = deps.incidents;
     // One sweep at a time per process; other processes sweep side by side (SKIP LOCKED).
     deps.queues.worker('sweep', async () => {
+      const started = performance.now();
       const r = await sweepOnce({ pool: deps.pool, queues: deps.queues, log: deps.log, clock: deps.clock, settings: incidents, ...(deps.deliveryJobs === undefined ? {} : { deliveryJobs: deps.deliveryJobs }) });
       if (r.missed + r.steps + r.ackTimeouts > 0) deps.log.info({ ...r }, 'sweep');
+      deps.metrics.sweepDuration.observe((performance.now() - started) / 1000);
+      deps.metrics.sweepClaimed.observe(r.missed + r.skippedPaused + r.steps + r.ackTimeouts + r.reminders);
+      const rows = { missed: r.missed, skipped_paused: r.skippedPaused, step: r.steps, ack_timeout: r.ackTimeouts, reminder: r.reminders, delivery: r.deliveries };
+      for (const [kind, n] of Object.entries(rows)) if (n > 0) deps.metrics.sweepRows.inc({ kind }, n);
       deps.metrics.jobsProcessed.inc({ queue: 'sweep', outcome: 'completed' });
       return r;
     }, { concurrency: 1 });

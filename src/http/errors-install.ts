@@ -28,6 +28,16 @@ const FASTIFY_MESSAGES: Record<string, string> = {
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'content-length does not match the body',
 };
 
+/**
+ * PostgreSQL data exceptions a value from a request can cause when it slips past its schema
+ * (a float too small for `real`, a string with a NUL): the request is at fault, never a 5xx.
+ */
+const INPUT_DATA_ERRORS = new Set(['22001', '22003', '22007', '22008', '22021', '22P02', '22P05']);
+function isInputDataError(err: unknown): boolean {
+  const e = err as { code?: unknown; severity?: unknown };
+  return typeof e.code === 'string' && typeof e.severity === 'string' && INPUT_DATA_ERRORS.has(e.code);
+}
+
 type Issue = { path?: (string | number)[]; instancePath?: string; message?: string; code?: string };
 
 function issuesFrom(err: FastifyError): { path: string; message: string }[] {
@@ -66,6 +76,10 @@ export function installErrorHandlers(app: FastifyInstance): void {
       req.log.warn({ err: { message: err.message, code: err.code } }, 'database unavailable');
       void reply.header('retry-after', '5');
       return reply.code(503).send(envelope('SERVICE_UNAVAILABLE', 'temporarily unavailable, retry shortly'));
+    }
+    if (isInputDataError(err)) {
+      req.log.warn({ err: { code: err.code, message: err.message } }, 'database refused a value from the request');
+      return reply.code(400).send(envelope('VALIDATION_ERROR', 'a value in the request is out of range or cannot be stored'));
     }
     const status = err.statusCode ?? 500;
     if (status >= 400 && status < 500) {

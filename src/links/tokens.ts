@@ -54,6 +54,9 @@ export function signLink(secret: string, purpose: LinkPurpose, subject: string, 
 export function verifyLink(secret: string, purpose: LinkPurpose, token: string, now: Date): LinkPayload {
   if (token.length > 200 || !/^[A-Za-z0-9_-]+$/.test(token)) throw new LinkError('malformed');
   const raw = Buffer.from(token, 'base64url');
+  // Node's decoder ignores a dangling character and unused low bits: a link we made has exactly
+  // one spelling, so any other spelling of the same bytes is refused as not ours.
+  if (raw.toString('base64url') !== token) throw new LinkError('malformed');
   const bodyLength = raw.length - MAC_BYTES;
   if (![22, 30, 38].includes(bodyLength)) throw new LinkError('malformed');
   const body = raw.subarray(0, bodyLength);

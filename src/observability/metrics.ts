@@ -58,5 +58,92 @@ export function createMetrics() {
       buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
       registers: [registry],
     }),
+    // What the user feels: from the moment an alert was due (deadline + grace, or the SOS) to a provider accepting it.
+    deadlineToDelivery: new Histogram({
+      name: 'pruuf_deadline_to_delivery_seconds',
+      help: "Time from an incident's first alert being due (alert_at, or the SOS) to the provider accepting that alert, per channel",
+      labelNames: ['channel'] as const,
+      buckets: [1, 2.5, 5, 10, 15, 30, 60, 120, 300, 600, 1800],
+      registers: [registry],
+    }),
+    sweepDuration: new Histogram({
+      name: 'pruuf_sweep_duration_seconds',
+      help: 'Duration of one sweep tick (claiming every due timer and writing its outbox rows)',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    sweepClaimed: new Histogram({
+      name: 'pruuf_sweep_claimed_rows',
+      help: 'Timer rows claimed in one sweep tick (missed deadlines, paused skips, escalation steps, ack timeouts, reminders)',
+      buckets: [0, 1, 5, 25, 100, 250, 1000, 5000, 25000],
+      registers: [registry],
+    }),
+    sweepRows: new Counter({
+      name: 'pruuf_sweep_rows_total',
+      help: 'Timer rows the sweeper claimed, by kind (missed, skipped_paused, step, ack_timeout, reminder) and deliveries it created',
+      labelNames: ['kind'] as const,
+      registers: [registry],
+    }),
+    queueJobs: new Gauge({
+      name: 'pruuf_queue_jobs',
+      help: 'Jobs per queue and state (waiting, active, delayed, failed, prioritized) at the last collection',
+      labelNames: ['queue', 'state'] as const,
+      registers: [registry],
+    }),
+    queueOldestWaiting: new Gauge({
+      name: 'pruuf_queue_oldest_waiting_seconds',
+      help: 'Age of the oldest job waiting to be picked up, per queue (0: none waiting)',
+      labelNames: ['queue'] as const,
+      registers: [registry],
+    }),
+    overdueTimers: new Gauge({
+      name: 'pruuf_overdue_timers',
+      help: 'Timers overdue by more than the auditor tolerance, by kind (missed_deadline, escalation_step, ack_expiry, reminder, pending_delivery)',
+      labelNames: ['kind'] as const,
+      registers: [registry],
+    }),
+    oldestOverdueSeconds: new Gauge({
+      name: 'pruuf_oldest_overdue_timer_seconds',
+      help: 'How late the most overdue timer of each kind is (0: none overdue)',
+      labelNames: ['kind'] as const,
+      registers: [registry],
+    }),
+    oldestPendingDelivery: new Gauge({
+      name: 'pruuf_oldest_pending_delivery_seconds',
+      help: 'Age of the oldest delivery still pending (0: none)',
+      registers: [registry],
+    }),
+    auditorOk: new Gauge({
+      name: 'pruuf_auditor_ok',
+      help: 'Whether the last auditor run found every timer on schedule (1) or not (0)',
+      registers: [registry],
+    }),
+    auditorLastRun: new Gauge({
+      name: 'pruuf_auditor_last_run_timestamp_seconds',
+      help: 'Unix time of the last auditor run, whatever it found',
+      registers: [registry],
+    }),
+    auditorLastSuccess: new Gauge({
+      name: 'pruuf_auditor_last_success_timestamp_seconds',
+      help: 'Unix time of the last auditor run that found every timer on schedule (0: never)',
+      registers: [registry],
+    }),
+    heartbeatCalls: new Counter({
+      name: 'pruuf_auditor_heartbeat_calls_total',
+      help: 'Calls of HEARTBEAT_URL after a passing audit, by outcome (ok, failed)',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
+    retentionPurged: new Counter({
+      name: 'pruuf_retention_purged_total',
+      help: 'Rows the retention job purged, by what (delivery_payloads, check_in_locations, ...)',
+      labelNames: ['what'] as const,
+      registers: [registry],
+    }),
+    retentionLastRun: new Gauge({
+      name: 'pruuf_retention_last_run_timestamp_seconds',
+      help: 'Unix time the retention job last finished',
+      registers: [registry],
+    }),
   };
 }

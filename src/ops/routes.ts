@@ -5,17 +5,45 @@ import type pg from 'pg';
 import { pendingMigrations, type Migration } from '../db/migrate.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { QueueSystem } from '../queue/index.js';
+import { applyAuditorState, AUDIT_STALE_MS, readAuditorState, TIMER_KINDS, type AuditorState } from './auditor.js';
+import { collectQueueMetrics } from './queue-metrics.js';
 
 const Check = z.object({ ok: z.boolean(), detail: z.string().optional() });
+/**
+ * The auditor's verdict on alerting. Detail only: readiness routes traffic to this API replica,
+ * and taking replicas out because alerts run late (a worker problem) would also stop the
+ * check-ins that resolve them. Late alerts page through pruuf_overdue_timers and the heartbeat.
+ */
+const Alerting = z.object({
+  ok: z.boolean().nullable().describe('null: no audit has run yet'),
+  stale: z.boolean().describe('the last audit is older than 3 minutes: no auditor is running'),
+  checked_at: z.string().nullable(),
+  last_success_at: z.string().nullable(),
+  overdue: z.record(z.enum(TIMER_KINDS), z.number().int()),
+  oldest_pending_delivery_seconds: z.number().int().nullable(),
+});
+
 const Readiness = z
   .object({
     status: z.enum(['ready', 'not_ready']),
     checks: z.object({ database: Check, migrations: Check, queue: Check }),
+    alerting: Alerting.optional(),
     error: z.object({ code: z.string(), message: z.string() }).optional(),
   })
   .meta({ id: 'Readiness' });
 
 export type OpsDeps = { pool: pg.Pool; queues: QueueSystem; metrics: Metrics; migrations: Migration[] };
+
+function alertingDetail(state: AuditorState, now: Date): z.infer<typeof Alerting> {
+  return {
+    ok: state.result?.ok ?? null,
+    stale: state.checkedAt === null || now.getTime() - state.checkedAt.getTime() > AUDIT_STALE_MS,
+    checked_at: state.checkedAt?.toISOString() ?? null,
+    last_success_at: state.lastSuccessAt?.toISOString() ?? null,
+    overdue: Object.fromEntries(TIMER_KINDS.map((k) => [k, state.result?.overdue[k]?.count ?? 0])) as Record<(typeof TIMER_KINDS)[number], number>,
+    oldest_pending_delivery_seconds: state.result?.oldest_pending_delivery_seconds ?? null,
+  };
+}
 
 async function check(fn: () => Promise<string | undefined>): Promise<z.infer<typeof Check>> {
   try {
@@ -43,6 +71,7 @@ export function opsRoutes(app: FastifyInstance, deps: OpsDeps): void {
       response: { 200: Readiness, 503: Readiness },
     },
   }, async (_req, reply) => {
+    const detail: { alerting?: z.infer<typeof Alerting> | undefined } = {};
     const [database, migrations, queue] = await Promise.all([
       check(async () => {
         await deps.pool.query('select 1');
@@ -50,7 +79,10 @@ export function opsRoutes(app: FastifyInstance, deps: OpsDeps): void {
       }),
       check(async () => {
         const pending = await pendingMigrations(deps.pool, deps.migrations);
-        return pending.length === 0 ? undefined : `pending: ${pending.join(', ')}`;
+        if (pending.length > 0) return `pending: ${pending.join(', ')}`;
+        // Detail only: not being able to read it never makes the process unready.
+        detail.alerting = await readAuditorState(deps.pool).then((state) => alertingDetail(state, app.clock()), () => undefined);
+        return undefined;
       }),
       check(async () => {
         await deps.queues.ping();
@@ -58,13 +90,19 @@ export function opsRoutes(app: FastifyInstance, deps: OpsDeps): void {
       }),
     ]);
     const ready = database.ok && migrations.ok && queue.ok;
-    const body = { status: ready ? ('ready' as const) : ('not_ready' as const), checks: { database, migrations, queue } };
+    const body = { status: ready ? ('ready' as const) : ('not_ready' as const), checks: { database, migrations, queue }, ...(detail.alerting === undefined ? {} : { alerting: detail.alerting }) };
     if (ready) return body;
     void reply.header('retry-after', '5');
     return reply.code(503).send({ ...body, error: { code: 'NOT_READY', message: 'a dependency is unavailable' } });
   });
 
   app.get('/metrics', { ...noLimit, schema: { tags: ['operations'], summary: 'Prometheus metrics', produces: ['text/plain'] } }, async (_req, reply) => {
+    // The auditor and the queues are shared by every process: each scrape of any replica shows
+    // their current state (bounded: a backend that is down leaves the last values).
+    await Promise.all([
+      collectQueueMetrics(deps.queues, deps.metrics),
+      readAuditorState(deps.pool).then((state) => applyAuditorState(deps.metrics, state), () => undefined),
+    ]);
     void reply.header('content-type', deps.metrics.registry.contentType);
     return deps.metrics.registry.metrics();
   });

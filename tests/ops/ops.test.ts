@@ -25,7 +25,15 @@ describe.each(['redis', 'postgres'] as const)('operations endpoints on the %s qu
   it('is ready when database, migrations and queue are', async () => {
     const res = await t.app.inject({ method: 'GET', url: '/readyz' });
     expect(res.statusCode).toBe(200);
-    expect(res.json()).toEqual({ status: 'ready', checks: { database: { ok: true }, migrations: { ok: true }, queue: { ok: true } } });
+    expect(res.json()).toEqual({
+      status: 'ready',
+      checks: { database: { ok: true }, migrations: { ok: true }, queue: { ok: true } },
+      // No worker runs here: no audit yet, which the detail says without making the API unready.
+      alerting: {
+        ok: null, stale: true, checked_at: null, last_success_at: null, oldest_pending_delivery_seconds: null,
+        overdue: { missed_deadline: 0, escalation_step: 0, ack_expiry: 0, reminder: 0, pending_delivery: 0 },
+      },
+    });
   });
 
   it('is not ready while a migration is missing from the ledger', async () => {

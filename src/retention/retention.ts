@@ -1,0 +1,159 @@
+import type pg from 'pg';
+import type { Clock } from '../clock.js';
+import type { Config } from '../config.js';
+import { withTransaction } from '../db/pool.js';
+import type { Logger } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
+
+/**
+ * Data retention. Keeps the facts statistics need (ids, channel, kind, status, timestamps,
+ * attempts) and drops what people wrote or where they were:
+ * - message bodies and delivery payloads (subject, body, html, address, provider error text,
+ *   the dev outbox copy), check-in notes, incident notes and the addresses in incident plans:
+ *   after RETENTION_DAYS;
+ * - shared locations: check-ins' after LOCATION_RETENTION_HOURS; an incident's (and the alerts
+ *   quoting it) that long after it was resolved (contacts may need it while it is open);
+ * - deleted members: their rows go with the member (foreign keys cascade); what outlives the
+ *   member (the audit trail, links to them as someone's contact) goes at the next run. Queue
+ *   jobs carry delivery ids only, and a job whose row is gone is skipped by its handler.
+ *
+ * Runs every hour (so "after 24 h" means within 25 h), in batches, each its own short
+ * transaction, so it never holds locks the sweeper or the check-in path wait on.
+ */
+
+export const RETENTION_JOB_NAME = 'retention';
+export const RETENTION_EVERY_MS = 60 * 60_000;
+export const RETENTION_BATCH = 1000;
+/** Bound per kind per run: a backlog drains over a few runs rather than in one long job. */
+const MAX_BATCHES = 500;
+
+export type RetentionSettings = { retentionDays: number; locationRetentionHours: number; batchSize?: number };
+
+export function retentionSettings(config: Config): RetentionSettings {
+  return { retentionDays: config.RETENTION_DAYS, locationRetentionHours: config.LOCATION_RETENTION_HOURS };
+}
+
+export const DEFAULT_RETENTION_SETTINGS: RetentionSettings = { retentionDays: 90, locationRetentionHours: 24 };
+
+export type RetentionResult = Record<
+  'delivery_payloads' | 'check_in_notes' | 'incident_payloads' | 'check_in_locations' | 'incident_locations' | 'provider_events'
+  | 'deleted_members' | 'deleted_member_audit_rows' | 'stale_heartbeats',
+  number
+>;
+
+const PURGE_DELIVERY = `set subject = null, body = '', html = null, address = '', last_error = null, payload_purged_at = $2`;
+
+/** Blanks deliveries' payloads (and their attempts' error texts and dev outbox copies). */
+async function purgeDeliveries(tx: pg.PoolClient, ids: string[], now: Date): Promise<number> {
+  if (ids.length === 0) return 0;
+  const { rowCount } = await tx.query(`update deliveries ${PURGE_DELIVERY} where id = any($1::uuid[])`, [ids, now]);
+  await tx.query('update delivery_attempts set error = null where delivery_id = any($1::uuid[]) and error is not null', [ids]);
+  await tx.query('delete from dev_outbox where delivery_id = any($1::uuid[])', [ids]);
+  return rowCount ?? 0;
+}
+
+/** Repeats one batch until it touches fewer rows than a batch. */
+async function drain(batch: () => Promise<number>, size: number): Promise<number> {
+  let total = 0;
+  for (let i = 0; i < MAX_BATCHES; i += 1) {
+    const n = await batch();
+    total += n;
+    if (n < size) break;
+  }
+  return total;
+}
+
+// The plan keeps who was alerted and in which tiers; only the addresses go.
+const STRIP_PLAN_ADDRESSES = `jsonb_set(plan, '{tiers}', coalesce((
+  select jsonb_agg(jsonb_set(t, '{contacts}', coalesce((
+    select jsonb_agg(case when jsonb_typeof(c -> 'channels') = 'array' then jsonb_set(c, '{channels}', coalesce((
+      select jsonb_agg(ch - 'address') from jsonb_array_elements(c -> 'channels') ch), '[]'::jsonb)) else c end)
+    from jsonb_array_elements(t -> 'contacts') c), '[]'::jsonb)))
+  from jsonb_array_elements(plan -> 'tiers') t), '[]'::jsonb))`;
+
+export type RetentionDeps = { pool: pg.Pool; clock: Clock; log: Logger; metrics?: Pick<Metrics, 'retentionPurged' | 'retentionLastRun'>; settings: RetentionSettings };
+
+export async function runRetention(deps: RetentionDeps): Promise<RetentionResult> {
+  const { pool } = deps;
+  const now = deps.clock();
+  const size = deps.settings.batchSize ?? RETENTION_BATCH;
+  const old = new Date(now.getTime() - deps.settings.retentionDays * 86_400_000);
+  const located = new Date(now.getTime() - deps.settings.locationRetentionHours * 3_600_000);
+  const tx = <T>(fn: (c: pg.PoolClient) => Promise<T>) => withTransaction(pool, fn);
+
+  const deliveryPayloads = await drain(() => tx(async (c) => {
+    const { rows } = await c.query<{ id: string }>(
+      `select id from deliveries where payload_purged_at is null and status <> 'pending' and created_at < $1
+        order by created_at limit $2 for update skip locked`, [old, size]);
+    return purgeDeliveries(c, rows.map((r) => r.id), now);
+  }), size);
+
+  const checkInNotes = await drain(async () => (await pool.query(
+    `update check_ins set note = null where id in (
+       select id from check_ins where note is not null and checked_in_at < $1 limit $2 for update skip locked)`, [old, size])).rowCount ?? 0, size);
+
+  const incidentPayloads = await drain(async () => (await pool.query(
+    `update incidents set note = null, plan = ${STRIP_PLAN_ADDRESSES}, payload_purged_at = $3 where id in (
+       select id from incidents where payload_purged_at is null and state = 'resolved' and opened_at < $1 limit $2 for update skip locked)`,
+    [old, size, now])).rowCount ?? 0, size);
+
+  const checkInLocations = await drain(async () => (await pool.query(
+    `update check_ins set latitude = null, longitude = null, accuracy_m = null where id in (
+       select id from check_ins where latitude is not null and checked_in_at < $1 limit $2 for update skip locked)`, [located, size])).rowCount ?? 0, size);
+
+  // Alerts quote the location as a map link: their bodies go with it.
+  const incidentLocations = await drain(() => tx(async (c) => {
+    const { rows } = await c.query<{ id: string }>(
+      `update incidents set latitude = null, longitude = null, last_latitude = null, last_longitude = null where id in (
+         select id from incidents where state = 'resolved' and (latitude is not null or last_latitude is not null) and resolved_at < $1
+          limit $2 for update skip locked)
+       returning id`, [located, size]);
+    if (rows.length > 0) {
+      const { rows: quoting } = await c.query<{ id: string }>(
+        `select id from deliveries where incident_id = any($1::uuid[]) and status <> 'pending' and payload_purged_at is null for update skip locked`,
+        [rows.map((r) => r.id)]);
+      await purgeDeliveries(c, quoting.map((r) => r.id), now);
+    }
+    return rows.length;
+  }), size);
+
+  const providerEvents = await drain(async () => (await pool.query(
+    `delete from provider_events where ctid in (select ctid from provider_events where received_at < $1 limit $2)`, [old, size])).rowCount ?? 0, size);
+
+  const staleHeartbeats = (await pool.query(`delete from worker_heartbeats where beat_at < $1`, [new Date(now.getTime() - 7 * 86_400_000)])).rowCount ?? 0;
+
+  const deleted = await purgeDeletedMembers(pool, size);
+
+  const result: RetentionResult = {
+    delivery_payloads: deliveryPayloads, check_in_notes: checkInNotes, incident_payloads: incidentPayloads,
+    check_in_locations: checkInLocations, incident_locations: incidentLocations, provider_events: providerEvents,
+    deleted_members: deleted.members, deleted_member_audit_rows: deleted.auditRows, stale_heartbeats: staleHeartbeats,
+  };
+  for (const [what, n] of Object.entries(result)) if (n > 0) deps.metrics?.retentionPurged.inc({ what }, n);
+  deps.metrics?.retentionLastRun.set(deps.clock().getTime() / 1000);
+  if (Object.values(result).some((n) => n > 0)) deps.log.info({ purged: result }, 'retention purged old data');
+  return result;
+}
+
+/**
+ * What outlives a deleted member: their audit trail (found through its member.deleted row,
+ * which a partial index keeps cheap) and other members' contacts linked to their user id.
+ */
+export async function purgeDeletedMembers(pool: pg.Pool, batchSize = RETENTION_BATCH): Promise<{ members: number; auditRows: number }> {
+  const { rows } = await pool.query<{ member_id: string }>(
+    `select distinct a.member_id from audit_log a
+      where a.action = 'member.deleted' and a.member_id is not null
+        and not exists (select 1 from members m where m.id = a.member_id)
+      limit $1`, [batchSize]);
+  let auditRows = 0;
+  for (const { member_id: id } of rows) {
+    auditRows += await withTransaction(pool, async (c) => {
+      // The trail refuses every delete but this one (see the audit_log_append_only trigger).
+      await c.query(`select set_config('pruuf.audit_purge', 'deleted_members', true)`);
+      await c.query('update contacts set linked_user_id = null where linked_user_id = $1', [id]);
+      const { rowCount } = await c.query('delete from audit_log where member_id = $1', [id]);
+      return rowCount ?? 0;
+    });
+  }
+  return { members: rows.length, auditRows };
+}
