@@ -58,13 +58,13 @@ describe.each(['redis', 'postgres'] as const)('the queue on the %s backend', (ba
     });
     expect(beat.queue_backend).toBe(backend);
     const schedulers = await queues.queue('system').getJobSchedulers();
-    expect(schedulers.map((s) => s.key).sort()).toEqual(['heartbeat', 'reconcile-deliveries', 'refill-following-deadlines']);
+    expect(schedulers.map((s) => s.key).sort()).toEqual(['audit', 'heartbeat', 'reconcile-deliveries', 'refill-following-deadlines', 'retention']);
   });
 
   it('keeps one scheduler when several workers start at once', async () => {
     const { upsertSchedulers } = await import('../../src/worker.js');
     await Promise.all([upsertSchedulers({ pool: db.pool, queues }), upsertSchedulers({ pool: db.pool, queues }), upsertSchedulers({ pool: db.pool, queues })]);
-    expect(await queues.queue('system').getJobSchedulersCount()).toBe(3);
+    expect(await queues.queue('system').getJobSchedulersCount()).toBe(5);
   });
 
   it('treats a job id that already exists as a no-op, so re-enqueueing never duplicates', async () => {
