@@ -24,7 +24,19 @@ const cleanName = (raw: string, fallback: string): string => truncate(oneLine(ra
 // luxon builds a fresh Intl formatter for each zone name it prints; there are few (zone, offset) pairs.
 const zoneNames = new Map<string, [string, string]>();
 /** clock "09:30 EST"; day "09:30 EST on Thu 15 Jan"; long "09:30 EST on Thursday 15 January 2026 (Eastern Standard Time)" */
+// A burst of alerts shares a few deadlines: the same (instant, zone, style) is formatted once.
+const formatted = new Map<string, string>();
+const FORMATTED_MAX = 5000;
 function fmt(at: Date, timeZone: string, style: 'clock' | 'day' | 'long'): string {
+  const key = `${at.getTime()}|${timeZone}|${style}`;
+  const hit = formatted.get(key);
+  if (hit !== undefined) return hit;
+  if (formatted.size >= FORMATTED_MAX) formatted.clear();
+  const out = format(at, timeZone, style);
+  formatted.set(key, out);
+  return out;
+}
+function format(at: Date, timeZone: string, style: 'clock' | 'day' | 'long'): string {
   const z = DateTime.fromJSDate(at, { zone: timeZone });
   // en-US names zones by abbreviation ("EST"); a bad zone must not stop an alert
   const d = (z.isValid ? z : DateTime.fromJSDate(at, { zone: 'UTC' })).setLocale('en-US');

@@ -57,7 +57,11 @@ export function smsSegments(text: string): number {
 
 const segmenter = new Intl.Segmenter('en', { granularity: 'grapheme' });
 
+/** Printable ASCII: every character is its own grapheme, no segmenter needed (the common case, and a hot one). */
+const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
+
 export function graphemes(text: string): string[] {
+  if (PRINTABLE_ASCII.test(text)) return text.split('');
   return Array.from(segmenter.segment(text), (s) => s.segment);
 }
 
@@ -65,6 +69,7 @@ export function graphemes(text: string): string[] {
 export function truncate(text: string, max: number): string {
   if (text.length <= max) return text; // a grapheme is at least one UTF-16 unit
   const keep = Math.max(1, max);
+  if (PRINTABLE_ASCII.test(text)) return text.length <= keep ? text : `${text.slice(0, keep).trimEnd()}…`;
   let n = 0;
   for (const { index } of segmenter.segment(text)) {
     if (n++ === keep) return `${text.slice(0, index).trimEnd()}…`; // stops early: notes can be long
