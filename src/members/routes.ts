@@ -3,6 +3,7 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type pg from 'pg';
 import { member } from '../auth/plugin.js';
+import { subscriptionsOf } from '../billing/repo.js';
 import { withTransaction } from '../db/pool.js';
 import { Phone } from '../contacts/schemas.js';
 import { conflict, notFound, unavailable } from '../http/errors.js';
@@ -46,6 +47,9 @@ const memberOut = (m: repo.MemberRow) => ({ ...m, created_at: iso(m.created_at),
 // The push token itself is never echoed back: it is a credential for reaching the phone.
 const deviceOut = (d: repo.DeviceRow) => ({ id: d.id, platform: d.platform as 'ios', created_at: iso(d.created_at), last_seen_at: iso(d.last_seen_at) });
 
+/** Subscription states in which Stripe will charge again at the next period. */
+const STILL_CHARGING = new Set(['active', 'trialing', 'past_due', 'unpaid']);
+
 export type MemberRouteDeps = { pool: pg.Pool; deleteAuthUser?: AuthUserDeleter | undefined };
 
 export function memberRoutes(app: FastifyInstance, deps: MemberRouteDeps): void {
@@ -82,12 +86,17 @@ export function memberRoutes(app: FastifyInstance, deps: MemberRouteDeps): void 
       tags: ['members'],
       summary: 'Delete the account and all personal data (contacts are told nothing)',
       security,
-      response: { 204: z.null(), ...authErrors, 503: ErrorEnvelopeSchema },
+      response: { 204: z.null(), ...authErrors, 409: ErrorEnvelopeSchema, 503: ErrorEnvelopeSchema },
     },
   }, async (req, reply) => {
     const who = member(req);
     // The data and the auth user go together: if Supabase refuses, nothing is deleted and the client retries.
     await withTransaction(deps.pool, async (tx) => {
+      // Deleting the account would not stop Stripe charging the card: the member cancels first.
+      const charging = (await subscriptionsOf(tx, who.id)).filter((s) => STILL_CHARGING.has(s.status) && !s.cancel_at_period_end);
+      if (charging.length > 0) {
+        throw conflict('cancel your subscription first (POST /v1/billing/portal), then delete the account: deleting it would not stop the payments', { subscriptions: charging.length });
+      }
       await repo.deleteMember(tx, who.id);
       if (deps.deleteAuthUser !== undefined) {
         try {

@@ -196,6 +196,23 @@ describe('DELETE /v1/me', () => {
     expect(call.authorization).toBe('Bearer service-role-key-for-tests');
   });
 
+  it('refuses while a subscription will charge again, and goes ahead once it is set to end', async () => {
+    const sub = randomUUID();
+    const headers = await t.as(sub);
+    await t.app.inject({ method: 'GET', url: '/v1/me', headers });
+    const subId = `sub_${sub.slice(0, 8)}`;
+    await t.db.pool.query(
+      `insert into subscriptions (id, member_id, stripe_customer_id, plan, status, state_at) values ($1, $2, 'cus_del', 'plus', 'active', now())`, [subId, sub],
+    );
+    const refused = await t.app.inject({ method: 'DELETE', url: '/v1/me', headers });
+    expect(refused.statusCode).toBe(409);
+    expect(errorOf(refused.body)).toMatchObject({ code: 'CONFLICT', details: { subscriptions: 1 } });
+    expect((await t.db.pool.query('select count(*)::int as n from members where id = $1', [sub])).rows[0].n).toBe(1);
+
+    await t.db.pool.query(`update subscriptions set cancel_at_period_end = true where id = $1`, [subId]);
+    expect((await t.app.inject({ method: 'DELETE', url: '/v1/me', headers })).statusCode).toBe(204);
+  });
+
   it('keeps everything and answers 503 when Supabase Auth refuses, so the client can retry', async () => {
     const sub = randomUUID();
     const headers = await t.as(sub);
