@@ -1,4 +1,5 @@
-import { createLocalJWKSet, createRemoteJWKSet, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
+import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
+import { createLocalJWKSet, createRemoteJWKSet, decodeProtectedHeader, errors as joseErrors, jwtVerify, UnsecuredJWT, type JWTClaimVerificationOptions, type JWTPayload } from 'jose';
 
 /**
  * Verifies Supabase access tokens locally (no network call per request):
@@ -28,8 +29,28 @@ const ASYMMETRIC = ['ES256', 'RS256'];
 
 export type TokenVerifier = (token: string) => Promise<Principal>;
 
+const HS256_SIGNATURE = /^[A-Za-z0-9_-]{43}$/;
+const NONE_HEADER = Buffer.from(JSON.stringify({ alg: 'none' })).toString('base64url');
+
+/**
+ * HS256 on every request: the MAC is checked with node:crypto (WebCrypto's verify, which jose
+ * uses, costs several times the CPU per call), then jose checks the claims of the verified
+ * payload exactly as jwtVerify would (UnsecuredJWT.decode runs the same claim validation).
+ */
+function verifyHs256(token: string, key: KeyObject, options: JWTClaimVerificationOptions): JWTPayload {
+  const [header, payload, signature, extra] = token.split('.');
+  if (header === undefined || payload === undefined || signature === undefined || extra !== undefined || !HS256_SIGNATURE.test(signature)) {
+    throw new AuthError('token signature or format invalid');
+  }
+  // Compared as text, so only the canonical encoding of the MAC is accepted.
+  const expected = createHmac('sha256', key).update(`${header}.${payload}`).digest('base64url');
+  if (!timingSafeEqual(Buffer.from(signature), Buffer.from(expected))) throw new AuthError('token signature or format invalid');
+  return UnsecuredJWT.decode(`${NONE_HEADER}.${payload}.`, options).payload;
+}
+
 export function createTokenVerifier(keys: AuthKeys): TokenVerifier {
-  const secret = keys.hsSecret === undefined ? undefined : new TextEncoder().encode(keys.hsSecret);
+  // Made once: handed raw bytes, jose would import the HMAC key again on every request.
+  const secret = keys.hsSecret === undefined ? undefined : createSecretKey(Buffer.from(keys.hsSecret, 'utf8'));
   const jwks =
     keys.jwks !== undefined
       ? createLocalJWKSet(JSON.parse(keys.jwks) as Parameters<typeof createLocalJWKSet>[0])
@@ -40,16 +61,20 @@ export function createTokenVerifier(keys: AuthKeys): TokenVerifier {
   const common = { audience: 'authenticated', ...(keys.issuer === undefined ? {} : { issuer: keys.issuer }), requiredClaims: ['sub', 'exp'] };
 
   return async (token: string) => {
-    let alg: string | undefined;
+    let header: ReturnType<typeof decodeProtectedHeader>;
     try {
-      alg = decodeProtectedHeader(token).alg;
+      header = decodeProtectedHeader(token);
     } catch {
       throw new AuthError('malformed token');
     }
+    const alg = header.alg;
     try {
       let payload: JWTPayload;
       if (alg === 'HS256' && secret !== undefined) {
-        ({ payload } = await jwtVerify(token, secret, { ...common, algorithms: ['HS256'] }));
+        // Critical extensions or an unencoded payload change what is signed: jose handles (and refuses) those.
+        payload = header.crit === undefined && header.b64 === undefined
+          ? verifyHs256(token, secret, common)
+          : (await jwtVerify(token, secret, { ...common, algorithms: ['HS256'] })).payload;
       } else if (alg !== undefined && ASYMMETRIC.includes(alg) && jwks !== undefined) {
         ({ payload } = await jwtVerify(token, jwks, { ...common, algorithms: ASYMMETRIC }));
       } else {

@@ -24,34 +24,47 @@ export type CheckInRow = {
  * (or the one whose grace it is in). So it does not satisfy schedule s when another schedule has a
  * deadline between the check-in and s's deadline: a morning check-in leaves the evening one
  * pending, and a double tap never satisfies tomorrow. window_start_at is the deadline a schedule
- * last passed (or when it was created).
+ * last passed (or when it was created). `at` is the check-in's instant.
  */
-const OTHER_DEADLINE_BETWEEN = `select 1 from schedules s2
+const otherDeadlineBetween = (at: string) => `select 1 from schedules s2
   where s2.member_id = s.member_id and s2.active and s2.id <> s.id
-    and ((s2.next_deadline_at > $2 and s2.next_deadline_at < s.next_deadline_at)
-      or (s2.window_start_at > $2 and s2.window_start_at < s.next_deadline_at))`;
+    and ((s2.next_deadline_at > ${at} and s2.next_deadline_at < s.next_deadline_at)
+      or (s2.window_start_at > ${at} and s2.window_start_at < s.next_deadline_at))`;
 
 export type CheckInResult = { created: CheckInRow | null; needsRefill: string[]; unresolvedIncidents: string[] };
 
 /**
- * The hot path, in ONE statement: make sure the member row exists, record the check-in, and
- * advance every schedule whose current window it falls in (window_start_at < now) to its
- * precomputed following deadline. With an Idempotency-Key, the check_ins unique index makes a
- * concurrent duplicate wait for the first and then insert nothing, and the schedules are only
- * advanced when the insert happened, so a retried request never advances twice.
+ * The hot path, in ONE statement for any number of check-ins of DISTINCT members (concurrent
+ * requests share it: one round trip and one commit for all of them). Per check-in: make sure the
+ * member row exists, record the check-in, and advance every schedule whose current window it
+ * falls in (window_start_at < its instant) to its precomputed following deadline. With an
+ * Idempotency-Key, the check_ins unique index makes a concurrent duplicate wait for the first and
+ * then insert nothing, and schedules are only advanced for check-ins actually inserted, so a
+ * retried request never advances twice.
  * Schedules whose following deadline is not computed yet are left alone and returned: the
  * caller computes them (rare: only when two check-ins come before the refill).
+ * Results are in the order of `inputs`.
  */
-export async function recordCheckIn(db: Queryable, c: CheckInInput): Promise<CheckInResult> {
-  const { rows } = await db.query<{ created: (Omit<CheckInRow, 'checked_in_at' | 'next_deadline_at'> & { checked_in_at: string; next_deadline_at: string | null }) | null; needs_refill: string[] | null; unresolved: string[] | null }>(
-    `with m as (
-       insert into members (id, email) values ($1, $10) on conflict (id) do nothing
+export async function recordCheckIns(db: Queryable, inputs: CheckInInput[]): Promise<CheckInResult[]> {
+  const { rows } = await db.query<{
+    id: string | null; checked_in_at: Date | null; request_hash: string | null; resolved_incident_ids: string[] | null; next_deadline_at: Date | null;
+    needs_refill: string[] | null; unresolved: string[] | null;
+  }>(
+    `with input as (
+       select * from unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::float8[], $6::float8[], $7::real[], $8::text[], $9::text[], $10::text[])
+         with ordinality as x(member_id, at, source, note, latitude, longitude, accuracy_m, idempotency_key, request_hash, email, k)
+     ),
+     m as (
+       insert into members (id, email) select member_id, email from input on conflict (id) do nothing
      ),
      ins as (
        insert into check_ins (member_id, checked_in_at, source, note, latitude, longitude, accuracy_m, idempotency_key, request_hash)
-       values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+       select member_id, at, source, note, latitude, longitude, accuracy_m, idempotency_key, request_hash from input order by k
        on conflict (member_id, idempotency_key) where idempotency_key is not null do nothing
-       returning id, checked_in_at, request_hash, resolved_incident_ids
+       returning id, member_id, checked_in_at, request_hash, resolved_incident_ids
+     ),
+     done as (
+       select ins.*, x.at, x.k from ins join input x on x.member_id = ins.member_id
      ),
      adv as (
        update schedules s set
@@ -59,47 +72,54 @@ export async function recordCheckIn(db: Queryable, c: CheckInInput): Promise<Che
          next_deadline_at = s.following_deadline_at,
          alert_at = s.following_deadline_at + make_interval(mins => s.grace_minutes),
          following_deadline_at = null,
-         updated_at = $2
-       where s.member_id = $1 and s.active and s.next_deadline_at is not null
-         and s.window_start_at < $2
+         updated_at = d.at
+       from done d
+       where s.member_id = d.member_id and s.active and s.next_deadline_at is not null
+         and s.window_start_at < d.at
          and (s.following_deadline_at is not null or s.kind = 'once')
-         and not exists (${OTHER_DEADLINE_BETWEEN})
-         and exists (select 1 from ins)
-       returning s.id, s.next_deadline_at
+         and not exists (${otherDeadlineBetween('d.at')})
+       returning s.id, s.member_id, s.next_deadline_at
      ),
      stale as (
-       select s.id from schedules s
-       where s.member_id = $1 and s.active and s.next_deadline_at is not null and s.kind = 'daily'
-         and s.window_start_at < $2 and s.following_deadline_at is null
-         and not exists (${OTHER_DEADLINE_BETWEEN})
-         and exists (select 1 from ins)
+       select s.id, s.member_id from schedules s join done d on d.member_id = s.member_id
+       where s.active and s.next_deadline_at is not null and s.kind = 'daily'
+         and s.window_start_at < d.at and s.following_deadline_at is null
+         and not exists (${otherDeadlineBetween('d.at')})
      )
-     select
-       (select json_build_object(
-          'id', ins.id, 'checked_in_at', ins.checked_in_at, 'request_hash', ins.request_hash,
-          'resolved_incident_ids', ins.resolved_incident_ids,
-          'next_deadline_at', (select min(x) from (
-             select next_deadline_at as x from adv
-             union all
-             select s.next_deadline_at from schedules s
-             where s.member_id = $1 and s.active and s.id not in (select id from adv) and s.id not in (select id from stale)
-               and s.next_deadline_at > $2) t)
-        ) from ins) as created,
-       (select array_agg(id) from stale) as needs_refill,
-       (select array_agg(i.id) from incidents i where i.member_id = $1 and i.state <> 'resolved' and exists (select 1 from ins)) as unresolved`,
-    [c.memberId, c.at, c.source, c.note, c.location?.lat ?? null, c.location?.lng ?? null, c.location?.accuracy_m ?? null,
-      c.idempotencyKey, c.requestHash, c.email],
+     -- Joins, not a subquery per check-in: the answer stays linear in the batch size.
+     select d.id, d.checked_in_at, d.request_hash, d.resolved_incident_ids,
+       least(a.next_deadline_at, u.next_deadline_at) as next_deadline_at, st.ids as needs_refill, inc.ids as unresolved
+     from input x
+     left join done d on d.k = x.k
+     left join (select member_id, min(next_deadline_at) as next_deadline_at from adv group by member_id) a on a.member_id = x.member_id
+     left join (
+       select s.member_id, min(s.next_deadline_at) as next_deadline_at from schedules s join done d on d.member_id = s.member_id
+       where s.active and s.next_deadline_at > d.at and s.id not in (select id from adv) and s.id not in (select id from stale)
+       group by s.member_id
+     ) u on u.member_id = x.member_id
+     left join (select member_id, array_agg(id) as ids from stale group by member_id) st on st.member_id = x.member_id
+     left join (
+       select i.member_id, array_agg(i.id) as ids from incidents i join done d on d.member_id = i.member_id
+       where i.state <> 'resolved' group by i.member_id
+     ) inc on inc.member_id = x.member_id
+     order by x.k`,
+    [
+      inputs.map((c) => c.memberId), inputs.map((c) => c.at.toISOString()), inputs.map((c) => c.source), inputs.map((c) => c.note),
+      inputs.map((c) => c.location?.lat ?? null), inputs.map((c) => c.location?.lng ?? null), inputs.map((c) => c.location?.accuracy_m ?? null),
+      inputs.map((c) => c.idempotencyKey), inputs.map((c) => c.requestHash), inputs.map((c) => c.email),
+    ],
   );
-  const r = rows[0]!;
-  return {
-    created: r.created === null ? null : {
-      ...r.created,
-      checked_in_at: new Date(r.created.checked_in_at),
-      next_deadline_at: r.created.next_deadline_at === null ? null : new Date(r.created.next_deadline_at),
+  return rows.map((r) => ({
+    created: r.id === null ? null : {
+      id: r.id, checked_in_at: r.checked_in_at!, request_hash: r.request_hash, resolved_incident_ids: r.resolved_incident_ids!, next_deadline_at: r.next_deadline_at,
     },
     needsRefill: r.needs_refill ?? [],
     unresolvedIncidents: r.unresolved ?? [],
-  };
+  }));
+}
+
+export async function recordCheckIn(db: Queryable, c: CheckInInput): Promise<CheckInResult> {
+  return (await recordCheckIns(db, [c]))[0]!;
 }
 
 export async function findByIdempotencyKey(db: Queryable, memberId: string, key: string): Promise<CheckInRow | undefined> {
@@ -108,11 +128,6 @@ export async function findByIdempotencyKey(db: Queryable, memberId: string, key:
     [memberId, key],
   );
   return rows[0];
-}
-
-/** Records what the check-in answered, so a replay answers the same. Off the hot path. */
-export async function storeOutcome(db: Queryable, id: string, nextDeadlineAt: Date | null): Promise<void> {
-  await db.query('update check_ins set next_deadline_at = $2 where id = $1', [id, nextDeadlineAt]);
 }
 
 export async function storeResolved(db: Queryable, id: string, incidentIds: string[]): Promise<void> {

@@ -2,14 +2,14 @@ import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { withTransaction } from '../db/pool.js';
 import { conflict } from '../http/errors.js';
-import { enqueueDeliveries, insertDeliveries, type NewDelivery } from '../delivery/outbox.js';
-import { renderCheckInNote } from '../incidents/messages.js';
-import { pushAddress } from '../incidents/plan.js';
+import { enqueueDeliveries } from '../delivery/outbox.js';
 import { resolveMemberIncidents } from '../incidents/engine.js';
 import type { Logger } from '../observability/logger.js';
 import type { QueueSystem } from '../queue/index.js';
 import * as schedules from '../schedules/repo.js';
 import { followingDeadline } from '../schedules/timers.js';
+import { CheckInBatcher } from './batcher.js';
+import { Bookkeeper } from './bookkeeping.js';
 import * as repo from './repo.js';
 
 export type CheckInDeps = { pool: pg.Pool; queues: QueueSystem; log: Logger };
@@ -53,28 +53,22 @@ async function nextDeadlineOf(pool: pg.Pool, memberId: string, at: Date): Promis
   return rows[0]?.n ?? null;
 }
 
-/** A short "checked in at 09:12" to contacts with notify_on_check_in: email or push, never SMS. */
-async function sendCheckInNotes(deps: CheckInDeps, memberId: string, at: Date): Promise<void> {
-  const { rows } = await deps.pool.query<{ id: string; name: string; email: string | null; email_disabled: boolean; linked_user_id: string | null; member_name: string | null; time_zone: string }>(
-    `select c.id, c.name, c.email, c.email_disabled, c.linked_user_id, m.display_name as member_name, m.time_zone
-     from contacts c join members m on m.id = c.member_id
-     where c.member_id = $1 and c.notify_on_check_in and c.status = 'active'`,
-    [memberId],
-  );
-  if (rows.length === 0) return;
-  const notes: NewDelivery[] = rows.flatMap((c) => {
-    const r = renderCheckInNote({ memberName: c.member_name ?? 'Your contact', contactName: c.name, at, timeZone: c.time_zone });
-    const base = { memberId, contactId: c.id, kind: 'check_in_note' as const };
-    const out: NewDelivery[] = [];
-    if (c.linked_user_id !== null) out.push({ ...base, channel: 'push', address: pushAddress(c.linked_user_id), subject: r.push.title, body: r.push.body });
-    if (c.email !== null && !c.email_disabled) out.push({ ...base, channel: 'email', address: c.email, subject: r.email.subject, body: r.email.text, html: r.email.html });
-    return out;
-  });
-  await enqueueDeliveries(deps.queues, await insertDeliveries(deps.pool, notes), deps.log);
+type Shared = { batcher: CheckInBatcher; bookkeeper: Bookkeeper };
+// One batcher and bookkeeper per database pool: every route that checks in (app, link, SMS
+// reply) shares them without being handed them.
+const shared = new WeakMap<pg.Pool, Shared>();
+function sharedOf(deps: CheckInDeps): Shared {
+  let s = shared.get(deps.pool);
+  if (s === undefined) {
+    s = { batcher: new CheckInBatcher(deps.pool), bookkeeper: new Bookkeeper(deps) };
+    shared.set(deps.pool, s);
+  }
+  return s;
 }
 
 export async function checkIn(deps: CheckInDeps, input: repo.CheckInInput): Promise<CheckInAnswer> {
-  const result = await repo.recordCheckIn(deps.pool, input);
+  const { batcher, bookkeeper } = sharedOf(deps);
+  const result = await batcher.record(input);
   if (result.created === null) {
     // The key was used before: same request, same answer; another request under the same key is a mistake.
     const prior = await repo.findByIdempotencyKey(deps.pool, input.memberId, input.idempotencyKey!);
@@ -95,12 +89,8 @@ export async function checkIn(deps: CheckInDeps, input: repo.CheckInInput): Prom
     await enqueueDeliveries(deps.queues, deliveryIds, deps.log);
     created.resolved_incident_ids = resolved;
   }
-  // Off the hot path: precompute the deadlines after the new ones, remember the answer for
-  // replays, and send the "checked in" notes to the contacts who asked for them.
-  void Promise.all([
-    schedules.refillFollowing(deps.pool, input.at, input.memberId),
-    repo.storeOutcome(deps.pool, created.id, created.next_deadline_at),
-    sendCheckInNotes(deps, input.memberId, input.at),
-  ]).catch((err: Error) => deps.log.warn({ err: { message: err.message } }, 'post-check-in bookkeeping failed; the worker will refill'));
+  // Off the hot path: remember the answer for replays, precompute the deadlines after the new
+  // ones, and send the "checked in" notes to the contacts who asked for them.
+  bookkeeper.add({ checkInId: created.id, memberId: input.memberId, at: input.at, nextDeadlineAt: created.next_deadline_at });
   return answer(created);
 }

@@ -23,9 +23,16 @@ const MINUTE = 60_000;
 const DAY = 86_400_000;
 
 /** IANA names only: fixed offsets like "UTC+2" are not places and would silently ignore DST. */
+// luxon builds an Intl.DateTimeFormat for every check; zones in use are few. Only valid names are
+// remembered, so junk input cannot grow the set.
+const validZones = new Set<string>();
+
 export function isValidTimeZone(zone: string): boolean {
   if (typeof zone !== 'string' || zone === '' || /^(UTC|GMT)?[+-]\d/i.test(zone)) return false;
-  return IANAZone.isValidZone(zone);
+  if (validZones.has(zone)) return true;
+  const ok = IANAZone.isValidZone(zone);
+  if (ok && validZones.size < 1000) validZones.add(zone);
+  return ok;
 }
 
 export function isValidLocalTime(s: string): boolean {
