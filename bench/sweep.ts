@@ -6,14 +6,14 @@
 //     sweepOnce() opens every incident, writes its outbox rows and enqueues their jobs.
 //     Target ≥ 20,000 incidents/s. Baseline: the bare claim — the same rows claimed in batches
 //     of the same size (FOR UPDATE SKIP LOCKED) and moved on in one UPDATE each, nothing else.
-//   npm run bench:sweep -- [--schedules=1000000] [--due=100000] [--backend=redis|postgres]
+//   npm run bench:sweep -- [--schedules=1000000] [--due=100000] [--backend=redis|postgres] [--batch=250] [--lanes=3]
 // Needs PostgreSQL (TEST_PG_ADMIN_URL, default postgres://postgres@127.0.0.1:5432/postgres) and,
 // for the redis backend, Redis (TEST_REDIS_URL, default redis://127.0.0.1:6379).
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import { loadConfig } from '../src/config.js';
 import { incidentSettings } from '../src/incidents/settings.js';
-import { MISSED_BATCH, sweepOnce, type SweepDeps } from '../src/incidents/sweep.js';
+import { MISSED_BATCH, SWEEP_LANES, sweepOnce, type SweepDeps } from '../src/incidents/sweep.js';
 import { createLogger } from '../src/observability/logger.js';
 import { QueueSystem } from '../src/queue/index.js';
 import { arg, createBenchDatabase, REDIS_URL } from './lib/env.js';
@@ -23,6 +23,8 @@ import { summarize } from './lib/stats.js';
 const SCHEDULES = Number(arg('schedules', '1000000'));
 const DUE = Math.min(SCHEDULES, Number(arg('due', '100000')));
 const IDLE_TICKS = Number(arg('ticks', '200'));
+const BATCH = Number(arg('batch', String(MISSED_BATCH)));
+const LANES = Number(arg('lanes', String(SWEEP_LANES)));
 const backend = arg('backend', 'redis') as 'redis' | 'postgres';
 const SECRET = 'bench-link-secret-of-at-least-32-characters';
 
@@ -77,7 +79,7 @@ async function main(): Promise<void> {
     const t0 = performance.now();
     await seed(pool, now);
     log(`seeded ${SCHEDULES.toLocaleString('en-US')} schedules in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-    const deps: SweepDeps = { pool, queues, log: createLogger('warn'), clock: () => now, settings: incidentSettings(config, SECRET) };
+    const deps: SweepDeps = { pool, queues, log: createLogger('warn'), clock: () => now, settings: incidentSettings(config, SECRET), batchSize: BATCH, lanes: LANES };
 
     // 1. Idle ticks, with a baseline round trip interleaved so both see the same machine.
     for (let i = 0; i < 10; i++) await sweepOnce(deps); // warm the pool and plans
@@ -108,7 +110,7 @@ async function main(): Promise<void> {
       const { rowCount } = await pool.query(
         `with c as (select id from schedules where active and alert_at <= $1 order by alert_at limit $2 for update skip locked)
          update schedules s set alert_at = s.alert_at + interval '1 day' from c where s.id = c.id`,
-        [now, MISSED_BATCH],
+        [now, BATCH],
       );
       claimed += rowCount ?? 0;
       if ((rowCount ?? 0) === 0) break;
@@ -135,7 +137,7 @@ async function main(): Promise<void> {
     );
     if (rows[0]!.incidents !== DUE) throw new Error(`expected ${DUE} incidents, found ${rows[0]!.incidents}`);
     printSummary(figures);
-    const file = writeResults('sweep', { backend, schedules: SCHEDULES, due: DUE, batch: MISSED_BATCH, machine: machine(), figures, idleTick: idleS, baselineRoundTrip: tripS });
+    const file = writeResults('sweep', { backend, schedules: SCHEDULES, due: DUE, batch: BATCH, lanes: LANES, machine: machine(), figures, idleTick: idleS, baselineRoundTrip: tripS });
     log(`results in ${file}`);
   } finally {
     await queues.close();
