@@ -66,7 +66,7 @@ export async function boot(roles: Roles): Promise<void> {
     if (roles.worker) {
       await startWorker({
         pool: runtime.pool, queues: runtime.queues, clock: systemClock, log, metrics,
-        incidents: incidentSettings(config, linkSecret), sweepEveryMs: config.SWEEP_EVERY_MS,
+        incidents: incidentSettings(config, linkSecret), sweepEveryMs: config.SWEEP_EVERY_MS, deliveryConcurrency: config.DELIVERY_CONCURRENCY,
         failoverAfterMs: config.PROVIDER_FAILOVER_MINUTES * 60_000, config,
       });
     }

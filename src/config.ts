@@ -56,6 +56,8 @@ const schema = z
     ACK_TIMEOUT_MINUTES: int(60, 1, 1440),
     ACK_LINK_TTL_DAYS: int(7, 1, 60),
     SWEEP_EVERY_MS: int(1000, 100, 60_000),
+    /** Deliveries one worker process sends at once (provider calls are I/O: mostly waiting). */
+    DELIVERY_CONCURRENCY: int(20, 1, 1000),
 
     CORS_ORIGINS: optionalString,
     BODY_LIMIT_BYTES: int(64 * 1024, 1024, 10 * 1024 * 1024),
