@@ -1,3 +1,5 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from './app.js';
 import { hasConfiguredAuthKey, resolveAuthKeys, resolveLinkSecret } from './auth/dev-secret.js';
@@ -7,7 +9,7 @@ import { ConfigError, loadConfig, type Config } from './config.js';
 import { incidentSettings } from './incidents/settings.js';
 import { createSupabaseUserDeleter } from './members/supabase-admin.js';
 import { createLogger } from './observability/logger.js';
-import { createMetrics } from './observability/metrics.js';
+import { createMetrics, type Metrics } from './observability/metrics.js';
 import { openRuntime } from './runtime.js';
 import { startWorker } from './worker.js';
 
@@ -29,12 +31,37 @@ function configOrExit(): Config {
   }
 }
 
+/**
+ * A worker-only process has no API to serve /metrics: this bare listener does, so its job,
+ * delivery and breaker metrics can be scraped. Nothing else is served.
+ */
+function serveMetrics(metrics: Metrics, host: string, port: number): Promise<Server> {
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '').split('?')[0];
+    if (req.method === 'GET' && path === '/metrics') {
+      metrics.registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+        () => res.writeHead(500, { 'content-type': 'application/json' }).end('{"error":{"code":"INTERNAL","message":"metrics unavailable"}}'),
+      );
+    } else if (req.method === 'GET' && path === '/healthz') {
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}');
+    } else {
+      res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":{"code":"NOT_FOUND","message":"only /metrics and /healthz here"}}');
+    }
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve(server));
+  });
+}
+
 export async function boot(roles: Roles): Promise<void> {
   const started = Date.now();
   const config = configOrExit();
   const log = createLogger(config.LOG_LEVEL);
   const metrics = createMetrics();
   let app: FastifyInstance | undefined;
+  let metricsServer: Server | undefined;
   let runtime: Awaited<ReturnType<typeof openRuntime>> | undefined;
   let stopping = false;
 
@@ -49,6 +76,7 @@ export async function boot(roles: Roles): Promise<void> {
     timer.unref();
     try {
       await app?.close();
+      await new Promise<void>((resolve) => (metricsServer === undefined ? resolve() : metricsServer.close(() => resolve())));
       await runtime?.close();
       log.info('shutdown complete');
       process.exit(code);
@@ -69,6 +97,10 @@ export async function boot(roles: Roles): Promise<void> {
         incidents: incidentSettings(config, linkSecret), sweepEveryMs: config.SWEEP_EVERY_MS, deliveryConcurrency: config.DELIVERY_CONCURRENCY,
         failoverAfterMs: config.PROVIDER_FAILOVER_MINUTES * 60_000, config,
       });
+    }
+    if (!roles.api && config.METRICS_PORT !== undefined) {
+      metricsServer = await serveMetrics(metrics, config.HOST, config.METRICS_PORT);
+      log.info({ port: (metricsServer.address() as AddressInfo).port }, 'worker metrics listening');
     }
     if (roles.api) {
       if (!hasConfiguredAuthKey(config)) {

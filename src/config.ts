@@ -58,6 +58,8 @@ const schema = z
     SWEEP_EVERY_MS: int(1000, 100, 60_000),
     /** Deliveries one worker process sends at once (provider calls are I/O: mostly waiting). */
     DELIVERY_CONCURRENCY: int(20, 1, 1000),
+    /** A worker-only process (start:worker) serves /metrics and /healthz on this port; unset: none. */
+    METRICS_PORT: z.coerce.number().int().min(0).max(65535).optional(),
 
     CORS_ORIGINS: optionalString,
     BODY_LIMIT_BYTES: int(64 * 1024, 1024, 10 * 1024 * 1024),
