@@ -19,13 +19,7 @@ import { Trend } from 'k6/metrics';
 import type { Options } from 'k6/options';
 import { ALERT_BURST } from '../bench/lib/scenarios.ts';
 import { tokenSource } from './lib/auth.ts';
-
-const num = (name: string, def: number): number => {
-  const v = __ENV[name];
-  const n = v === undefined || v === '' ? def : Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new Error(`${name} must be a non-negative number`);
-  return n;
-};
+import { num } from './lib/env.ts';
 
 const BASE_URL = __ENV.BASE_URL ?? 'http://localhost:3000';
 const MEMBERS = num('MEMBERS', 1000);

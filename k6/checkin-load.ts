@@ -22,13 +22,7 @@ import exec from 'k6/execution';
 import type { Options } from 'k6/options';
 import { CHECK_IN_LOAD, CHECK_IN_PATH, CHECK_IN_TARGETS, checkInLoadStages, checkInRequest, thresholds } from '../bench/lib/scenarios.ts';
 import { tokenSource } from './lib/auth.ts';
-
-const num = (name: string, def: number): number => {
-  const v = __ENV[name];
-  const n = v === undefined || v === '' ? def : Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new Error(`${name} must be a non-negative number`);
-  return n;
-};
+import { num } from './lib/env.ts';
 
 const BASE_URL = __ENV.BASE_URL ?? 'http://localhost:3000';
 const RATE = num('RATE', CHECK_IN_TARGETS.fixedRate);

@@ -17,13 +17,7 @@ import { hmac } from 'k6/crypto';
 import exec from 'k6/execution';
 import type { Options } from 'k6/options';
 import { STRIPE_WEBHOOK_BURST, STRIPE_WEBHOOK_PATH, thresholds } from '../bench/lib/scenarios.ts';
-
-const num = (name: string, def: number): number => {
-  const v = __ENV[name];
-  const n = v === undefined || v === '' ? def : Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new Error(`${name} must be a non-negative number`);
-  return n;
-};
+import { num } from './lib/env.ts';
 
 const BASE_URL = __ENV.BASE_URL ?? 'http://localhost:3000';
 const SECRET = __ENV.STRIPE_WEBHOOK_SECRET ?? '';

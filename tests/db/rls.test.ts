@@ -1,23 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import type pg from 'pg';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { asUser, createTestDatabase, type TestDatabase } from '../helpers/db.js';
 
 const ANN = 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa';
 const BOB = 'bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb';
-
-/** Runs `fn` as Supabase's `authenticated` role with the given user's claims, then rolls back. */
-async function asUser<T>(pool: pg.Pool, sub: string, fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
-  const c = await pool.connect();
-  try {
-    await c.query('begin');
-    await c.query('set local role authenticated');
-    await c.query(`select set_config('request.jwt.claims', $1, true)`, [JSON.stringify({ sub, role: 'authenticated' })]);
-    return await fn(c);
-  } finally {
-    await c.query('rollback');
-    c.release();
-  }
-}
 
 describe('row level security with the authenticated role', () => {
   let db: TestDatabase;

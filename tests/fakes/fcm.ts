@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { Credential } from 'firebase-admin/app';
+import { seededRandom } from './random.js';
 
 /**
  * A local FCM HTTP v1 server: POST /v1/projects/<id>/messages:send with a bearer token, JSON
@@ -90,17 +91,6 @@ const ERRORS: Record<Exclude<TokenBehaviour, 'hang' | 'reset'>, GoogleError> = {
   'third-party-auth': { http: 401, status: 'UNAUTHENTICATED', message: 'Auth error from APNS or Web Push Service', errorCode: 'THIRD_PARTY_AUTH_ERROR' },
 };
 
-/** mulberry32: small, fast, good enough for fault dice. */
-function dice(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function readBody(req: IncomingMessage): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -119,7 +109,7 @@ export async function startFakeFcm(opts: FakeFcmOptions = {}): Promise<FakeFcm> 
     retryAfterSeconds: opts.retryAfterSeconds ?? 1,
     faults: { error500: 0, throttle: 0, hang: 0, reset: 0, ...opts.faults },
   };
-  const random = dice(opts.seed ?? 1);
+  const random = seededRandom(opts.seed ?? 1);
   const tokens = new Map<string, { behaviour: TokenBehaviour; left: number }>();
   const accepted: AcceptedMessage[] = [];
   const stats: FakeFcmStats = { requests: 0, accepted: 0, unauthorized: 0, error500: 0, throttled: 0, hung: 0, reset: 0, tokenFaults: 0 };

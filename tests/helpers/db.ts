@@ -33,3 +33,17 @@ export async function createTestDatabase(opts: { empty?: boolean } = {}): Promis
     },
   };
 }
+
+/** Runs `fn` as Supabase's `authenticated` role with the given user's claims, then rolls back. */
+export async function asUser<T>(pool: pg.Pool, sub: string, fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+  const c = await pool.connect();
+  try {
+    await c.query('begin');
+    await c.query('set local role authenticated');
+    await c.query(`select set_config('request.jwt.claims', $1, true)`, [JSON.stringify({ sub, role: 'authenticated' })]);
+    return await fn(c);
+  } finally {
+    await c.query('rollback');
+    c.release();
+  }
+}
