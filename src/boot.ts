@@ -1,14 +1,16 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
+import type pg from 'pg';
 import { buildApp } from './app.js';
+import type { Channels } from './channels/types.js';
 import { hasConfiguredAuthKey, resolveAuthKeys, resolveLinkSecret } from './auth/dev-secret.js';
 import { createTokenVerifier } from './auth/jwt.js';
 import { systemClock } from './clock.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { incidentSettings } from './incidents/settings.js';
 import { createSupabaseUserDeleter } from './members/supabase-admin.js';
-import { createLogger } from './observability/logger.js';
+import { createLogger, type Logger } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
 import { openRuntime } from './runtime.js';
 import { startWorker } from './worker.js';
@@ -18,6 +20,12 @@ import { startWorker } from './worker.js';
  * `start:worker`. SIGTERM/SIGINT: stop accepting, drain in-flight requests and jobs, exit 0.
  */
 export type Roles = { api: boolean; worker: boolean };
+
+/**
+ * For harnesses that run the real processes against local provider fakes (tests/chaos): the
+ * worker's channels, built once the database pool exists. Production entries pass nothing.
+ */
+export type BootOptions = { channels?: (pool: pg.Pool, config: Config, log: Logger) => Channels };
 
 function configOrExit(): Config {
   try {
@@ -55,7 +63,7 @@ function serveMetrics(metrics: Metrics, host: string, port: number): Promise<Ser
   });
 }
 
-export async function boot(roles: Roles): Promise<void> {
+export async function boot(roles: Roles, options: BootOptions = {}): Promise<void> {
   const started = Date.now();
   const config = configOrExit();
   const log = createLogger(config.LOG_LEVEL);
@@ -96,6 +104,7 @@ export async function boot(roles: Roles): Promise<void> {
         pool: runtime.pool, queues: runtime.queues, clock: systemClock, log, metrics,
         incidents: incidentSettings(config, linkSecret), sweepEveryMs: config.SWEEP_EVERY_MS, deliveryConcurrency: config.DELIVERY_CONCURRENCY,
         failoverAfterMs: config.PROVIDER_FAILOVER_MINUTES * 60_000, config,
+        ...(options.channels === undefined ? {} : { channels: options.channels(runtime.pool, config, log) }),
       });
     }
     if (!roles.api && config.METRICS_PORT !== undefined) {

@@ -7,7 +7,7 @@ import type { Clock } from './clock.js';
 import type { Config } from './config.js';
 import { DEFAULT_BREAKER_OPTIONS, withBreakers, type BreakerOptions, type ProviderBreaker } from './delivery/breaker.js';
 import { deliveryProcessor, SEND_TIMEOUT_MS } from './delivery/deliver.js';
-import type { DeliveryJobSettings } from './delivery/outbox.js';
+import { deliveryBackoffMs, type DeliveryJobSettings } from './delivery/outbox.js';
 import { reconcileDeliveries, RECONCILE_EVERY_MS, RECONCILE_JOB_NAME } from './delivery/reconciler.js';
 import type { Logger } from './observability/logger.js';
 import type { Metrics } from './observability/metrics.js';
@@ -48,6 +48,8 @@ export type WorkerDeps = {
   auditor?: AuditorSettings;
   /** How often the auditor runs (default every minute; tests run it faster). */
   auditEveryMs?: number;
+  /** How often the worker checks that the queue still holds its schedulers (default QUEUE_WATCH_MS). */
+  queueWatchMs?: number;
   /** Default: from `config` (RETENTION_DAYS, LOCATION_RETENTION_HOURS), else DEFAULT_RETENTION_SETTINGS. */
   retention?: RetentionSettings;
 };
@@ -93,6 +95,28 @@ export async function upsertSchedulers(deps: Pick<WorkerDeps, 'pool' | 'queues' 
  * is failed and removed, and the reconciler re-adds its still-pending row.
  */
 export const DELIVERY_LOCK = Object.freeze({ lockDuration: 10_000, stalledInterval: 5_000, maxStalledCount: 3 });
+
+/**
+ * A queue can lose everything while the worker lives: Redis restarted without persistence, or
+ * the PostgreSQL backend's tables emptied. The jobs of pending deliveries come back through the
+ * reconciler, but the repeating jobs (sweep, heartbeat, reconciler) would be gone for good and
+ * no process would notice. Every QUEUE_WATCH_MS each worker checks that its schedulers are still
+ * there; when one is missing it puts them back and re-adds every pending delivery at once.
+ */
+export const QUEUE_WATCH_MS = 3000;
+
+async function restoreLostQueue(deps: WorkerDeps, sweepEveryMs: number | undefined): Promise<boolean> {
+  const present = await Promise.all([
+    deps.queues.queue('system').getJobScheduler('heartbeat'),
+    sweepEveryMs === undefined ? true : deps.queues.queue('sweep').getJobScheduler(SWEEP_JOB_NAME),
+  ]);
+  if (present.every((p) => p !== undefined && p !== null)) return false;
+  deps.log.warn({ queue_backend: deps.queues.backend }, 'the queue lost its jobs (restarted or emptied): restoring the schedulers and re-adding pending deliveries');
+  await upsertSchedulers({ ...deps, sweepEveryMs });
+  await reconcileDeliveries(deps.pool, deps.queues, deps.log, 0, deps.deliveryJobs);
+  deps.metrics.queueRestored.inc();
+  return true;
+}
 
 export type StartedWorker = {
   workerId: string;
@@ -158,7 +182,12 @@ export async function startWorker(deps: WorkerDeps): Promise<StartedWorker> {
       deps.metrics.jobsProcessed.inc({ queue: 'delivery', outcome: 'retry' });
       throw err;
     }
-  }, { concurrency: deps.deliveryConcurrency ?? 20, ...DELIVERY_LOCK });
+  }, {
+    concurrency: deps.deliveryConcurrency ?? 20, ...DELIVERY_LOCK,
+    settings: {
+      backoffStrategy: (attemptsMade, _type, _err, job) => deliveryBackoffMs(attemptsMade, (job?.opts.backoff as { delay?: number } | undefined)?.delay),
+    },
+  });
   // 'closed' comes after the active jobs finished, so no send is cut off by the shutdown.
   deliveryWorker.on('closed', () => {
     guarded.shutdown();
@@ -181,7 +210,19 @@ export async function startWorker(deps: WorkerDeps): Promise<StartedWorker> {
     }, { concurrency: 1 });
   }
 
-  await upsertSchedulers({ ...deps, sweepEveryMs: deps.incidents === undefined ? undefined : (deps.sweepEveryMs ?? 1000) });
+  const sweepEveryMs = deps.incidents === undefined ? undefined : (deps.sweepEveryMs ?? 1000);
+  await upsertSchedulers({ ...deps, sweepEveryMs });
+  let watching = false;
+  const watch = setInterval(() => {
+    if (watching) return;
+    watching = true;
+    // While the queue or the database is down this fails; it is tried again on the next tick.
+    restoreLostQueue(deps, sweepEveryMs)
+      .catch((err: unknown) => deps.log.debug({ err: { message: (err as Error).message } }, 'queue watch failed; trying again'))
+      .finally(() => { watching = false; });
+  }, deps.queueWatchMs ?? QUEUE_WATCH_MS);
+  watch.unref();
+  deliveryWorker.on('closing', () => clearInterval(watch));
   // Whatever the queue lost while no worker ran goes out now, not a minute from now.
   try {
     await reconcileDeliveries(deps.pool, deps.queues, deps.log, undefined, deps.deliveryJobs);

@@ -45,9 +45,13 @@ async function waitReady(url: string, child: ChildProcess, timeoutMs: number): P
  * until `readyPath` answers 2xx, and returns a stop() that sends SIGTERM and waits for exit
  * (a --cpu-prof profile is written at that exit).
  */
-export async function startServer(opts: { name: string; script: string; env: Record<string, string>; port: number; readyPath: string; nodeArgs?: string[] }): Promise<Server> {
-  const logFile = path.join(os.tmpdir(), `pruuf-bench-${opts.name}-${process.pid}.log`);
-  const out = openSync(logFile, 'w');
+export async function startServer(opts: {
+  name: string; script: string; env: Record<string, string>; port: number; readyPath: string; nodeArgs?: string[];
+  /** Keep the output here (appended, never removed); default: a temporary file removed at stop. */
+  logFile?: string;
+}): Promise<Server> {
+  const logFile = opts.logFile ?? path.join(os.tmpdir(), `pruuf-bench-${opts.name}-${process.pid}.log`);
+  const out = openSync(logFile, opts.logFile === undefined ? 'w' : 'a');
   const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), '--import', 'tsx', opts.script], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? os.tmpdir(), ...opts.env },
@@ -63,7 +67,7 @@ export async function startServer(opts: { name: string; script: string; env: Rec
       await exited;
       clearTimeout(killer);
     }
-    rmSync(logFile, { force: true });
+    if (opts.logFile === undefined) rmSync(logFile, { force: true });
   };
   try {
     await waitReady(`${url}${opts.readyPath}`, child, 60_000);

@@ -18,9 +18,23 @@ export function createPool(connectionString: string, max: number, log?: Logger):
     keepAlive: true,
     application_name: 'pruuf',
   });
-  // An idle client losing its connection (database restart) must not crash the process.
-  pool.on('error', (err) => log?.warn({ err: { message: err.message } }, 'idle database client error'));
+  survivesRestarts(pool, log, 'database');
   return pool;
+}
+
+/**
+ * A database restart must not crash the process. The pool listens for errors on its idle
+ * clients only; a client checked out but between two queries (inside a transaction while the
+ * code awaits something else, holding an advisory lock, LISTENing) gets the server's "terminating
+ * connection" as an 'error' event with no listener, which kills the process. Every client gets a
+ * listener when it connects; its next query then fails like any other, and the pool discards it
+ * on release because it is no longer queryable.
+ */
+export function survivesRestarts(pool: pg.Pool, log: Logger | undefined, what: string): void {
+  pool.on('error', (err) => log?.warn({ err: { message: err.message } }, `idle ${what} client error`));
+  pool.on('connect', (client) => {
+    client.on('error', (err) => log?.warn({ err: { message: err.message } }, `${what} connection lost while checked out`));
+  });
 }
 
 export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {

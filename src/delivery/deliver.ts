@@ -4,6 +4,7 @@ import { ChannelError, ThrottledError, type ChannelName, type Channels, type Err
 import type { Clock } from '../clock.js';
 import { maskAddress, type Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
+import { isDatabaseUnavailable } from '../db/pool.js';
 import { circuitDownForMs, circuitRetryAfterMs } from './breaker.js';
 import { disableContactChannel, recordFailover } from './feedback.js';
 import type { DeliveryJobData } from './outbox.js';
@@ -43,6 +44,30 @@ export const FAILOVER_AFTER_MS = 5 * 60_000;
 export const SEND_TIMEOUT_MS = 15_000;
 
 export type DeliveryOutcome = 'sent' | 'skipped' | 'failed';
+
+/**
+ * The provider has accepted: sending again would be a duplicate, so our record of it outlives a
+ * database restart (tried again for this long while the database is unreachable; the job's
+ * 10 s lock keeps being renewed meanwhile on the Redis backend).
+ */
+export const RECORD_RETRY_MS = 30_000;
+/** A job that finds the database unreachable comes back after this, without spending an attempt. */
+export const DATABASE_DOWN_DEFER_MS = 2000;
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function whileDatabaseDown<T>(write: () => Promise<T>, log: Logger, fields: object, forMs = RECORD_RETRY_MS): Promise<T> {
+  const until = Date.now() + forMs;
+  for (let wait = 100; ; wait = Math.min(wait * 2, 2000)) {
+    try {
+      return await write();
+    } catch (err) {
+      if (!isDatabaseUnavailable(err) || Date.now() + wait > until) throw err;
+      log.warn({ ...fields, retry_in_ms: wait }, 'database unreachable while recording an accepted delivery; trying again');
+      await sleep(wait);
+    }
+  }
+}
 
 /**
  * The provider's breaker is open: retry after `retryAfterMs` without spending one of the job's
@@ -227,7 +252,7 @@ export async function processDelivery(
   deps.metrics?.providerCalls.inc({ provider: result.provider, outcome: 'accepted', error_class: 'none' });
   deps.metrics?.providerCallSeconds.observe({ provider: result.provider, outcome: 'accepted' }, durationMs / 1000);
   const sentAt = deps.clock();
-  const marked = await markSent(deps.pool, row, result, attemptedAt, sentAt, durationMs);
+  const marked = await whileDatabaseDown(() => markSent(deps.pool, row, result, attemptedAt, sentAt, durationMs), deps.log, logFields);
   // Same clock as sent_at, so the metric matches sent_at - created_at in the table.
   deps.metrics?.deliveryLatency.observe({ channel: row.channel, kind: row.kind }, Math.max(0, sentAt.getTime() - row.created_at.getTime()) / 1000);
   count('sent');
@@ -251,8 +276,11 @@ export function deliveryProcessor(deps: DeliveryDeps): (job: Job, token?: string
     try {
       return await processDelivery(deps, deliveryId, job.attemptsMade, job.opts.attempts ?? 1);
     } catch (err) {
-      if (!(err instanceof DeliveryDeferredError) || token === undefined) throw err;
-      await job.moveToDelayed(Date.now() + deferDelayMs(err.retryAfterMs), token);
+      // An unreachable database is an outage, not this delivery's fault: no attempt is spent.
+      const deferred = err instanceof DeliveryDeferredError ? err
+        : isDatabaseUnavailable(err) ? new DeliveryDeferredError('database unreachable', DATABASE_DOWN_DEFER_MS) : undefined;
+      if (deferred === undefined || token === undefined) throw err;
+      await job.moveToDelayed(Date.now() + deferDelayMs(deferred.retryAfterMs), token);
       throw new DelayedError();
     }
   };

@@ -84,6 +84,11 @@ export function createMetrics() {
       labelNames: ['kind'] as const,
       registers: [registry],
     }),
+    queueRestored: new Counter({
+      name: 'pruuf_queue_restored_total',
+      help: 'Times this worker found the queue had lost its jobs (Redis restarted empty, queue tables emptied) and restored its schedulers and pending deliveries',
+      registers: [registry],
+    }),
     queueJobs: new Gauge({
       name: 'pruuf_queue_jobs',
       help: 'Jobs per queue and state (waiting, active, delayed, failed, prioritized) at the last collection',

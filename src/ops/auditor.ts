@@ -13,8 +13,8 @@ import type { Metrics } from '../observability/metrics.js';
  * the service clock, so they are judged by it. Deliveries are stamped by the database clock
  * (created_at defaults to now()), so their age is measured by it too.
  *
- * Pending deliveries: the whole retry plan (8 tries, 1 s·2^n backoff with jitter, 15 s send
- * timeout) fits in about 5 minutes; an open circuit or a provider's Retry-After defers a try
+ * Pending deliveries: the whole retry plan (12 tries, 1 s·2^n backoff capped at 30 s, 15 s send
+ * timeout) fits in about 7 minutes; an open circuit or a provider's Retry-After defers a try
  * without spending it, so an outage can hold a delivery longer. AUDITOR_DELIVERY_MAX_MINUTES
  * (default 15) is the bound past which a pending delivery is late whatever the reason: during a
  * provider outage it should be flagged.

@@ -1,5 +1,6 @@
 import { Queue, Worker, createPostgresBackend, type Job, type JobsOptions, type WorkerOptions } from 'bullmq';
 import pg from 'pg';
+import { survivesRestarts } from '../db/pool.js';
 import type { Logger } from '../observability/logger.js';
 
 /**
@@ -60,7 +61,7 @@ export class QueueSystem {
         keepAlive: true,
         application_name: 'pruuf-queue',
       });
-      this.pgPool.on('error', (err) => log.warn({ err: { message: err.message } }, 'idle queue database client error'));
+      survivesRestarts(this.pgPool, log, 'queue database');
     }
   }
 
