@@ -6,17 +6,22 @@
 //     sweepOnce() opens every incident, writes its outbox rows and enqueues their jobs.
 //     Target ≥ 20,000 incidents/s. Baseline: the bare claim — the same rows claimed in batches
 //     of the same size (FOR UPDATE SKIP LOCKED) and moved on in one UPDATE each, nothing else.
+//     What bounds it: CPU spent per incident by this process (claim + enqueue), by its PostgreSQL
+//     backends (read from /proc: PostgreSQL must be local) and by Redis (INFO; Redis is shared,
+//     so that figure includes whatever else used it meanwhile).
 //   npm run bench:sweep -- [--schedules=1000000] [--due=100000] [--backend=redis|postgres] [--batch=250] [--lanes=3]
 // Needs PostgreSQL (TEST_PG_ADMIN_URL, default postgres://postgres@127.0.0.1:5432/postgres) and,
 // for the redis backend, Redis (TEST_REDIS_URL, default redis://127.0.0.1:6379).
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { Redis } from 'ioredis';
 import type pg from 'pg';
 import { loadConfig } from '../src/config.js';
 import { incidentSettings } from '../src/incidents/settings.js';
 import { MISSED_BATCH, SWEEP_LANES, sweepOnce, type SweepDeps } from '../src/incidents/sweep.js';
 import { createLogger } from '../src/observability/logger.js';
 import { QueueSystem } from '../src/queue/index.js';
-import { arg, createBenchDatabase, REDIS_URL } from './lib/env.js';
+import { arg, createBenchDatabase, dropRedisPrefix, REDIS_URL } from './lib/env.js';
 import { machine, printSummary, writeResults, type Figure } from './lib/report.js';
 import { summarize } from './lib/stats.js';
 
@@ -68,11 +73,39 @@ async function makeDue(pool: pg.Pool, now: Date, withContacts: boolean): Promise
   await pool.query('analyze schedules');
 }
 
+/** CPU seconds used so far by the PostgreSQL backends behind the pool's connections (null: not readable here). */
+async function backendCpu(pool: pg.Pool, size: number): Promise<() => number | null> {
+  const clients = await Promise.all(Array.from({ length: size }, () => pool.connect()));
+  const pids = await Promise.all(clients.map(async (c) => (await c.query<{ pid: number }>('select pg_backend_pid() as pid')).rows[0]!.pid));
+  for (const c of clients) c.release();
+  return () => {
+    try {
+      // utime + stime, fields 14 and 15 of /proc/<pid>/stat (counted after the command's closing parenthesis).
+      return pids.reduce((sum, pid) => {
+        const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+        return sum + Number(f[11]) + Number(f[12]);
+      }, 0) / 100;
+    } catch {
+      return null;
+    }
+  };
+}
+
+async function redisCpu(redis: Redis): Promise<number> {
+  const info = await redis.info('cpu');
+  return Number(/used_cpu_user:([\d.]+)/.exec(info)?.[1] ?? 0) + Number(/used_cpu_sys:([\d.]+)/.exec(info)?.[1] ?? 0);
+}
+
 async function main(): Promise<void> {
-  const db = await createBenchDatabase(backend, 10);
+  const POOL = 10;
+  const db = await createBenchDatabase(backend, POOL);
   const { pool, url } = db;
+  // Connections stay open for the whole run, so the backends measured are the ones that sweep.
+  (pool.options as { idleTimeoutMillis?: number }).idleTimeoutMillis = 0;
+  const redis = backend === 'redis' ? new Redis(REDIS_URL) : undefined;
+  const prefix = `bench${randomBytes(3).toString('hex')}`;
   const config = loadConfig({ NODE_ENV: 'test', DATABASE_URL: url, ...(backend === 'redis' ? { REDIS_URL } : {}), LINK_SIGNING_SECRET: SECRET, PUBLIC_BASE_URL: 'https://pruuf.example' });
-  const queues = new QueueSystem({ backend, redisUrl: config.REDIS_URL, databaseUrl: url, prefix: `bench${randomBytes(3).toString('hex')}` }, createLogger('warn'));
+  const queues = new QueueSystem({ backend, redisUrl: config.REDIS_URL, databaseUrl: url, prefix }, createLogger('warn'));
   const figures: Figure[] = [];
   try {
     const now = new Date();
@@ -119,9 +152,20 @@ async function main(): Promise<void> {
 
     // 3. The real sweep of the same number of due schedules.
     await makeDue(pool, now, false);
+    const pgCpu = await backendCpu(pool, POOL);
+    const pg0 = pgCpu();
+    const redis0 = redis === undefined ? 0 : await redisCpu(redis);
+    const cpu0 = process.cpuUsage();
     const s0 = performance.now();
     const result = await sweepOnce(deps);
     const sweepS = (performance.now() - s0) / 1000;
+    const cpu = process.cpuUsage(cpu0);
+    const pg1 = pgCpu();
+    const redisS = redis === undefined ? null : (await redisCpu(redis)) - redis0;
+    const perIncident = (seconds: number) => (seconds * 1e6) / Math.max(1, result.missed);
+    const cpuFigures: Figure[] = [{ name: 'cpu.sweeper_us_per_incident', value: perIncident((cpu.user + cpu.system) / 1e6), unit: 'us' }];
+    if (pg0 !== null && pg1 !== null) cpuFigures.push({ name: 'cpu.postgres_us_per_incident', value: perIncident(pg1 - pg0), unit: 'us' });
+    if (redisS !== null) cpuFigures.push({ name: 'cpu.redis_us_per_incident', value: perIncident(redisS), unit: 'us' });
     const { rows } = await pool.query<{ incidents: number; deliveries: number }>(
       `select (select count(*)::int from incidents) as incidents, (select count(*)::int from deliveries where kind = 'alert') as deliveries`,
     );
@@ -134,6 +178,7 @@ async function main(): Promise<void> {
       { name: 'claim.delivery_jobs_enqueued', value: jobs, unit: 'count' },
       { name: 'baseline.bare_claim_per_s', value: claimed / baselineS, unit: 'rows/s' },
       { name: 'ratio.sweep_vs_bare_claim', value: result.missed / sweepS / (claimed / baselineS), unit: 'ratio' },
+      ...cpuFigures,
     );
     if (rows[0]!.incidents !== DUE) throw new Error(`expected ${DUE} incidents, found ${rows[0]!.incidents}`);
     printSummary(figures);
@@ -141,6 +186,10 @@ async function main(): Promise<void> {
     log(`results in ${file}`);
   } finally {
     await queues.close();
+    if (redis !== undefined) {
+      await dropRedisPrefix(redis, prefix); // 2 jobs per incident otherwise stay in the shared Redis
+      redis.disconnect();
+    }
     await db.drop();
   }
 }

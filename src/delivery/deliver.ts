@@ -5,6 +5,8 @@ import type { Clock } from '../clock.js';
 import { maskAddress, type Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { isDatabaseUnavailable } from '../db/pool.js';
+import type { AlertRender } from '../incidents/outbound.js';
+import { messageText } from '../incidents/render-at-send.js';
 import { circuitDownForMs, circuitRetryAfterMs } from './breaker.js';
 import { disableContactChannel, recordFailover } from './feedback.js';
 import type { DeliveryJobData } from './outbox.js';
@@ -93,8 +95,10 @@ type DeliveryRow = {
   channel: ChannelName;
   address: string;
   subject: string | null;
-  body: string;
+  /** null: an alert rendered now, from its incident and `render` (src/incidents/render-at-send.ts). */
+  body: string | null;
   html: string | null;
+  render: AlertRender | null;
   kind: string;
   incident_id: string | null;
   contact_id: string | null;
@@ -185,7 +189,7 @@ export async function processDelivery(
   deps: DeliveryDeps, deliveryId: string, attemptsMade: number, maxAttempts: number,
 ): Promise<DeliveryOutcome> {
   const { rows } = await deps.pool.query<DeliveryRow>(
-    `select id, channel, address, subject, body, html, data, kind, incident_id, contact_id, status, created_at from deliveries where id = $1`,
+    `select id, channel, address, subject, body, html, data, render, kind, incident_id, contact_id, status, created_at from deliveries where id = $1`,
     [deliveryId],
   );
   const row = rows[0];
@@ -198,9 +202,10 @@ export async function processDelivery(
   }
 
   const channel = deps.channels[row.channel];
+  const text = await messageText(deps.pool, row);
   const msg: OutboundMessage = {
-    deliveryId: row.id, channel: row.channel, to: row.address, subject: row.subject, body: row.body,
-    html: row.html, kind: row.kind, incidentId: row.incident_id, data: row.data,
+    deliveryId: row.id, channel: row.channel, to: row.address, subject: text.subject, body: text.body,
+    html: text.html, kind: row.kind, incidentId: row.incident_id, data: text.data,
   };
   const logFields = {
     delivery_id: row.id, channel: row.channel, kind: row.kind, to: maskAddress(row.address),

@@ -20,13 +20,16 @@ export type NewDelivery = {
   channel: ChannelName;
   address: string;
   subject?: string | null;
-  body: string;
+  /** null: rendered when the worker sends it, from `render` (see src/incidents/render-at-send.ts). */
+  body: string | null;
   html?: string | null;
   incidentId?: string | null;
   /** The incident step an alert belongs to; with the kind, contact and channel it is unique per incident. */
   stepNo?: number | null;
   /** Push only: the data payload (string values) sent beside the title and body. */
   data?: Record<string, string> | null;
+  /** With `body` null: what the message is rendered from at send time (an alert's round, contact and link). */
+  render?: object | null;
 };
 
 export const DELIVERY_JOB_NAME = 'deliver';
@@ -78,30 +81,28 @@ export function deliveryJobOptions(deliveryId: string, s: DeliveryJobSettings = 
 /**
  * Inserts rows in ONE statement, inside the caller's transaction. Returns the ids inserted, in
  * input order: an incident message that already exists (same step, contact, channel, kind) is
- * skipped, so a retried step never sends twice.
+ * skipped, so a retried step never sends twice. `fresh`: the rows belong to incidents this
+ * transaction just created, so none can exist yet; inserted without ON CONFLICT (no speculative
+ * insertion: a burst of misses writes thousands), and a duplicate would be an error, not a skip.
  */
-export async function insertDeliveries(db: Queryable, rows: NewDelivery[]): Promise<string[]> {
+export async function insertDeliveries(db: Queryable, rows: NewDelivery[], opts: { fresh?: boolean } = {}): Promise<string[]> {
   if (rows.length === 0) return [];
   const ids = rows.map(() => randomUUID());
+  // One JSON document for the batch: JSON.stringify and PostgreSQL's JSON parser are far cheaper
+  // than a dozen text arrays built and escaped element by element (a sweep writes thousands).
+  const batch = rows.map((r, i) => ({
+    id: ids[i], member_id: r.memberId, contact_id: r.contactId, kind: r.kind, channel: r.channel, address: r.address,
+    subject: r.subject ?? null, body: r.body, html: r.html ?? null, incident_id: r.incidentId ?? null, step_no: r.stepNo ?? null,
+    data: r.data ?? null, render: r.render ?? null,
+  }));
   const { rows: inserted } = await db.query<{ id: string }>(
-    `insert into deliveries (id, member_id, contact_id, kind, channel, address, subject, body, html, incident_id, step_no, data)
-     select * from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::uuid[], $11::int[], $12::jsonb[])
-     on conflict do nothing
+    `insert into deliveries (id, member_id, contact_id, kind, channel, address, subject, body, html, incident_id, step_no, data, render)
+     select id, member_id, contact_id, kind, channel, address, subject, body, html, incident_id, step_no, data, render
+       from json_to_recordset($1::json) as r(id uuid, member_id uuid, contact_id uuid, kind text, channel text, address text,
+                                              subject text, body text, html text, incident_id uuid, step_no int, data jsonb, render jsonb)
+     ${opts.fresh === true ? '' : 'on conflict do nothing'}
      returning id`,
-    [
-      ids,
-      rows.map((r) => r.memberId),
-      rows.map((r) => r.contactId),
-      rows.map((r) => r.kind),
-      rows.map((r) => r.channel),
-      rows.map((r) => r.address),
-      rows.map((r) => r.subject ?? null),
-      rows.map((r) => r.body),
-      rows.map((r) => r.html ?? null),
-      rows.map((r) => r.incidentId ?? null),
-      rows.map((r) => r.stepNo ?? null),
-      rows.map((r) => (r.data == null ? null : JSON.stringify(r.data))),
-    ],
+    [JSON.stringify(batch)],
   );
   if (inserted.length === ids.length) return ids;
   const kept = new Set(inserted.map((r) => r.id));

@@ -1,8 +1,9 @@
+import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { entitlementsForMany, type PlanSettings } from '../billing/entitlements.js';
 import { insertDeliveries, type NewDelivery } from '../delivery/outbox.js';
-import { remainingStep, stepAt, type Step } from './escalation.js';
-import { ackNoticeDeliveries, alertDeliveries, allClearDeliveries, planContact, type LinkSettings } from './outbound.js';
+import { remainingStep, stepAt, type Position, type Step } from './escalation.js';
+import { ackNoticeDeliveries, alertDeliveries, allClearDeliveries, planContact, type IncidentFacts, type LinkSettings } from './outbound.js';
 import { buildPlans } from './plan.js';
 import * as repo from './repo.js';
 
@@ -20,9 +21,15 @@ export type IncidentSettings = {
 
 const MINUTE = 60_000;
 
-/** Sends a step: outbox rows for its contacts, the incident's position, the next step's time. */
-async function applyStep(tx: pg.PoolClient, s: IncidentSettings, inc: repo.IncidentRow, step: Step, now: Date, reason: string): Promise<string[]> {
-  const ids = await insertDeliveries(tx, alertDeliveries(s.links, inc, step.step_no, step.round, step.contacts));
+/** Where an alert's text is made: in the transaction that writes it ('now'), or by the worker that sends it ('at_send'). */
+export type Render = 'now' | 'at_send';
+
+/**
+ * Sends a step: outbox rows for its contacts, the incident's position, the next step's time.
+ * `render`: see openIncidents (the sweeper leaves the text to the worker; a request renders it now).
+ */
+async function applyStep(tx: pg.PoolClient, s: IncidentSettings, inc: repo.IncidentRow, step: Step, now: Date, reason: string, render: Render): Promise<string[]> {
+  const ids = await insertDeliveries(tx, alertDeliveries(s.links, inc, step.step_no, step.round, step.contacts, render));
   await moveIncidents(tx, [{ id: inc.id, step, nextAt: step.more ? new Date(now.getTime() + inc.escalation_minutes * MINUTE) : null }]);
   await repo.addEvents(tx, stepEvents(inc.id, step, now, reason, ids.length));
   return ids;
@@ -47,68 +54,85 @@ async function moveIncidents(tx: pg.PoolClient, moves: { id: string; step: Step;
 
 export type OpenIncident = { member_id: string; schedule_id: string | null; kind: 'missed' | 'sos'; deadline_at: Date | null; alert_at: Date | null; note?: string | null; latitude?: number | null; longitude?: number | null };
 
-/** Opens an incident with a snapshot of the plan and sends its first step (an SOS: every tier at once). */
-export async function openIncident(tx: pg.PoolClient, s: IncidentSettings, o: OpenIncident, now: Date): Promise<{ incident: repo.IncidentRow | undefined; deliveryIds: string[] }> {
+/** Opens an incident with a snapshot of the plan and sends its first step (an SOS: every tier at once), rendered now. */
+export async function openIncident(tx: pg.PoolClient, s: IncidentSettings, o: OpenIncident, now: Date): Promise<{ incidentId: string | undefined; deliveryIds: string[] }> {
   const opened = await openIncidents(tx, s, [o], now);
-  return { incident: opened.incidents[0], deliveryIds: opened.deliveryIds };
+  return { incidentId: opened.incidentIds[0], deliveryIds: opened.deliveryIds };
 }
 
 /**
- * Opens many incidents in a fixed number of statements, whatever their number: plans, incidents,
- * timeline, first steps and outbox rows each go in one statement. An incident that already exists
- * for its (schedule, deadline) is skipped. Returns the incidents opened and their outbox rows.
+ * Opens many incidents in a fixed number of statements, whatever their number: plans, incidents
+ * (with their first step's position already in them), timeline and outbox rows each go in one
+ * statement. An incident that already exists for its (schedule, deadline) is skipped, with its
+ * messages and events. `render`: 'now' stores the alerts' text, 'at_send' leaves it to the worker
+ * (the sweeper's bulk path). Returns the ids of the incidents opened and of their outbox rows.
  */
-export async function openIncidents(tx: pg.PoolClient, s: IncidentSettings, list: OpenIncident[], now: Date): Promise<{ incidents: repo.IncidentRow[]; deliveryIds: string[] }> {
-  if (list.length === 0) return { incidents: [], deliveryIds: [] };
+export async function openIncidents(
+  tx: pg.PoolClient, s: IncidentSettings, list: OpenIncident[], now: Date, render: Render = 'now',
+): Promise<{ incidentIds: string[]; deliveryIds: string[] }> {
+  if (list.length === 0) return { incidentIds: [], deliveryIds: [] };
   const memberIds = [...new Set(list.map((o) => o.member_id))];
   const entitlements = await entitlementsForMany(tx, memberIds, s.plans, now);
   const plans = await buildPlans(tx, memberIds, (id) => entitlements.get(id)!.channels);
-  const incidents = await repo.insertIncidents(tx, list.map((o) => {
+  const start: Position = { step_no: 0, round: 1, tier_index: 0 };
+  const prepared = list.map((o) => {
+    const plan = plans.get(o.member_id)!;
+    const step = o.kind === 'sos' ? remainingStep(plan, start, s.maxRounds) : stepAt(plan, start, s.maxRounds);
     const delayed = o.alert_at === null ? 0 : Math.max(0, Math.floor((now.getTime() - o.alert_at.getTime()) / 1000));
-    return {
-      member_id: o.member_id, schedule_id: o.schedule_id, kind: o.kind, deadline_at: o.deadline_at, alert_at: o.alert_at,
-      opened_at: now, delayed_by_seconds: delayed > 60 ? delayed : 0, plan: plans.get(o.member_id)!,
+    const incident: repo.NewIncident = {
+      id: randomUUID(), member_id: o.member_id, schedule_id: o.schedule_id, kind: o.kind, deadline_at: o.deadline_at, alert_at: o.alert_at,
+      opened_at: now, delayed_by_seconds: delayed > 60 ? delayed : 0, plan,
       escalation_minutes: s.escalationMinutes, max_rounds: s.maxRounds, ack_timeout_minutes: s.ackTimeoutMinutes,
       note: o.note ?? null, latitude: o.latitude ?? null, longitude: o.longitude ?? null,
+      // The first step goes out in this transaction: the row starts where it leaves escalation.
+      step_no: step === null ? start.step_no : step.step_no, round: step === null ? start.round : step.next.round,
+      tier_index: step === null ? start.tier_index : step.next.tier_index,
+      next_step_at: step?.more === true ? new Date(now.getTime() + s.escalationMinutes * MINUTE) : null,
     };
-  }));
+    return { incident, step };
+  });
+  const inserted = new Map((await repo.insertIncidents(tx, prepared.map((p) => p.incident))).map((r) => [r.id, r]));
   const events: repo.NewEvent[] = [];
   const deliveries: NewDelivery[] = [];
-  const moves: { id: string; step: Step; nextAt: Date | null }[] = [];
-  for (const inc of incidents) {
+  for (const { incident: inc, step } of prepared) {
+    const row = inserted.get(inc.id);
+    if (row === undefined) continue; // this deadline already has its incident
     const contacts = inc.plan.tiers.reduce((n, t) => n + t.contacts.length, 0);
     events.push({ incident_id: inc.id, at: now, type: 'opened', detail: { kind: inc.kind, deadline_at: inc.deadline_at, delayed_by_seconds: inc.delayed_by_seconds, contacts } });
-    const step = inc.kind === 'sos' ? remainingStep(inc.plan, inc, s.maxRounds) : stepAt(inc.plan, inc, s.maxRounds);
     if (step === null) {
       events.push({ incident_id: inc.id, at: now, type: 'no_contacts' });
       continue;
     }
-    const rows = alertDeliveries(s.links, inc, step.step_no, step.round, step.contacts);
+    const facts: IncidentFacts = {
+      ...inc, last_check_in_at: row.last_check_in_at,
+      // As repo's last_location: the SOS's own location, else the one shared with the last check-in.
+      last_location: inc.latitude !== null ? { lat: inc.latitude, lng: inc.longitude! }
+        : row.last_latitude !== null ? { lat: row.last_latitude, lng: row.last_longitude! } : null,
+    };
+    const rows = alertDeliveries(s.links, facts, step.step_no, step.round, step.contacts, render);
     deliveries.push(...rows);
     events.push(...stepEvents(inc.id, step, now, inc.kind === 'sos' ? 'sos' : 'deadline', rows.length));
-    moves.push({ id: inc.id, step, nextAt: step.more ? new Date(now.getTime() + inc.escalation_minutes * MINUTE) : null });
   }
-  const deliveryIds = await insertDeliveries(tx, deliveries);
-  await moveIncidents(tx, moves);
+  const deliveryIds = await insertDeliveries(tx, deliveries, { fresh: true });
   await repo.addEvents(tx, events);
-  return { incidents, deliveryIds };
+  return { incidentIds: prepared.map((p) => p.incident.id).filter((id) => inserted.has(id)), deliveryIds };
 }
 
 /** The next escalation step of an open incident whose next_step_at has come. */
-export async function escalate(tx: pg.PoolClient, s: IncidentSettings, inc: repo.IncidentRow, now: Date, reason = 'escalation'): Promise<string[]> {
+export async function escalate(tx: pg.PoolClient, s: IncidentSettings, inc: repo.IncidentRow, now: Date, reason = 'escalation', render: Render = 'now'): Promise<string[]> {
   const step = stepAt(inc.plan, inc, inc.max_rounds);
   if (step === null) {
     await tx.query('update incidents set next_step_at = null where id = $1', [inc.id]);
     return [];
   }
-  return applyStep(tx, s, inc, step, now, reason);
+  return applyStep(tx, s, inc, step, now, reason, render);
 }
 
 /** An acknowledgement that was not followed by a resolution in time: escalation resumes now. */
-export async function ackTimedOut(tx: pg.PoolClient, s: IncidentSettings, inc: repo.IncidentRow, now: Date): Promise<string[]> {
+export async function ackTimedOut(tx: pg.PoolClient, s: IncidentSettings, inc: repo.IncidentRow, now: Date, render: Render = 'now'): Promise<string[]> {
   await tx.query(`update incidents set state = 'open', ack_expires_at = null where id = $1`, [inc.id]);
   await repo.addEvent(tx, inc.id, now, 'ack_timed_out', { contact_id: inc.acknowledged_by ?? undefined });
-  return escalate(tx, s, { ...inc, state: 'open' }, now, 'ack_timeout');
+  return escalate(tx, s, { ...inc, state: 'open' }, now, 'ack_timeout', render);
 }
 
 /** "I'm on it": escalation stops; the other alerted contacts are told who is on it. */
@@ -128,7 +152,7 @@ export async function escalateByContact(tx: pg.PoolClient, s: IncidentSettings, 
   await repo.addEvent(tx, inc.id, now, 'escalated_by_contact', { contact_id: contactId });
   if (inc.state === 'acknowledged') await tx.query(`update incidents set state = 'open', ack_expires_at = null where id = $1`, [inc.id]);
   const step = remainingStep(inc.plan, inc, inc.max_rounds);
-  return step === null ? [] : applyStep(tx, s, { ...inc, state: 'open' }, step, now, 'escalated_by_contact');
+  return step === null ? [] : applyStep(tx, s, { ...inc, state: 'open' }, step, now, 'escalated_by_contact', 'now');
 }
 
 /** Resolves: pending alerts are withdrawn and every contact already alerted gets the all clear. */

@@ -26,39 +26,58 @@ export function ackUrl(s: LinkSettings, incidentId: string, contactId: string, o
 }
 
 function rows(
-  base: Omit<NewDelivery, 'channel' | 'address' | 'subject' | 'body' | 'html'>,
+  base: Omit<NewDelivery, 'channel' | 'address' | 'subject' | 'body' | 'html' | 'data' | 'render'>,
   channels: { channel: ChannelName; address: string }[],
   r: Rendered,
 ): NewDelivery[] {
-  return channels.map(({ channel, address }) => {
-    if (channel === 'sms') return { ...base, channel, address, subject: null, body: r.sms, html: null };
-    if (channel === 'email') return { ...base, channel, address, subject: r.email.subject, body: r.email.text, html: r.email.html };
-    return { ...base, channel, address, subject: r.push.title, body: r.push.body, html: null, data: r.push.data };
+  return channels.map(({ channel, address }) => ({ ...base, channel, address, ...channelText(channel, r) }));
+}
+
+/** What an alert rendered at send time keeps in its delivery row (`render`). */
+export type AlertRender = { round: number; contact_id: string; ack_url: string };
+
+/** The alert one contact gets for one step of an incident, in every channel's form. */
+export function renderAlertFor(inc: IncidentFacts, contact: { name: string }, round: number, url: string): Rendered {
+  return renderAlert({
+    memberName: inc.plan.member_name,
+    contactName: contact.name,
+    kind: inc.kind,
+    deadlineAt: inc.deadline_at,
+    openedAt: inc.opened_at,
+    timeZone: inc.plan.time_zone,
+    lastCheckInAt: inc.last_check_in_at,
+    lastLocation: inc.last_location,
+    note: inc.note,
+    ackUrl: url,
+    delayedByMinutes: Math.round(inc.delayed_by_seconds / 60),
+    round,
+    incidentId: inc.id,
   });
 }
 
-export function alertDeliveries(s: LinkSettings, inc: IncidentFacts, stepNo: number, round: number, contacts: PlanContact[]): NewDelivery[] {
-  return contacts.flatMap((c) =>
-    rows(
-      { memberId: inc.member_id, contactId: c.id, kind: 'alert', incidentId: inc.id, stepNo },
-      c.channels,
-      renderAlert({
-        memberName: inc.plan.member_name,
-        contactName: c.name,
-        kind: inc.kind,
-        deadlineAt: inc.deadline_at,
-        openedAt: inc.opened_at,
-        timeZone: inc.plan.time_zone,
-        lastCheckInAt: inc.last_check_in_at,
-        lastLocation: inc.last_location,
-        note: inc.note,
-        ackUrl: ackUrl(s, inc.id, c.id, inc.opened_at),
-        delayedByMinutes: Math.round(inc.delayed_by_seconds / 60),
-        round,
-        incidentId: inc.id,
-      }),
-    ),
-  );
+/** One channel's part of a rendered message, as a delivery row and a channel carry it. */
+export function channelText(channel: ChannelName, r: Rendered): { subject: string | null; body: string; html: string | null; data: Record<string, string> | null } {
+  if (channel === 'sms') return { subject: null, body: r.sms, html: null, data: null };
+  if (channel === 'email') return { subject: r.email.subject, body: r.email.text, html: r.email.html, data: null };
+  return { subject: r.push.title, body: r.push.body, html: null, data: r.push.data };
+}
+
+/**
+ * A step's alerts: one row per contact and channel. 'now' stores the rendered text; 'at_send'
+ * stores only what the worker renders it from (the sweeper's bulk path: see render-at-send.ts).
+ */
+export function alertDeliveries(
+  s: LinkSettings, inc: IncidentFacts, stepNo: number, round: number, contacts: PlanContact[], when: 'now' | 'at_send',
+): NewDelivery[] {
+  return contacts.flatMap((c) => {
+    const base = { memberId: inc.member_id, contactId: c.id, kind: 'alert' as const, incidentId: inc.id, stepNo };
+    const url = ackUrl(s, inc.id, c.id, inc.opened_at);
+    if (when === 'at_send') {
+      const render: AlertRender = { round, contact_id: c.id, ack_url: url };
+      return c.channels.map(({ channel, address }) => ({ ...base, channel, address, subject: null, body: null, html: null, render }));
+    }
+    return rows(base, c.channels, renderAlertFor(inc, c, round, url));
+  });
 }
 
 /** The plan's contact with this id, or undefined. */

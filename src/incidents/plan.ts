@@ -17,10 +17,15 @@ export async function buildPlan(db: Queryable, memberId: string, allowed: Channe
   return (await buildPlans(db, [memberId], () => allowed)).get(memberId)!;
 }
 
+type PlanRow = Pick<ContactRow, 'id' | 'name' | 'email' | 'phone' | 'tier' | 'status' | 'sms_opted_out' | 'sms_disabled' | 'email_disabled' | 'linked_user_id' | 'has_devices'>
+  & { member: string; member_name: string | null; time_zone: string };
+
 /** The plans of many members in ONE query; `allowed` gives each member's channels (entitlements). */
 export async function buildPlans(db: Queryable, memberIds: string[], allowed: (memberId: string) => ChannelName[]): Promise<Map<string, Plan>> {
-  const { rows } = await db.query<ContactRow & { member: string; member_name: string | null; time_zone: string }>(
-    `select c.*, m.id as member, m.display_name as member_name, m.time_zone,
+  // Only what a plan needs: a burst of misses reads thousands of contacts, and every column costs.
+  const { rows } = await db.query<PlanRow>(
+    `select c.id, c.name, c.email, c.phone, c.tier, c.status, c.sms_opted_out, c.sms_disabled, c.email_disabled, c.linked_user_id,
+       m.id as member, m.display_name as member_name, m.time_zone,
        exists (select 1 from devices d where c.linked_user_id is not null and d.member_id = c.linked_user_id) as has_devices
      from members m left join contacts c on c.member_id = m.id
      where m.id = any($1::uuid[])

@@ -45,43 +45,40 @@ export async function claimIncidents(db: Queryable, where: string, now: Date, li
 }
 
 export type NewIncident = {
-  member_id: string; schedule_id: string | null; kind: 'missed' | 'sos'; deadline_at: Date | null; alert_at: Date | null;
+  id: string; member_id: string; schedule_id: string | null; kind: 'missed' | 'sos'; deadline_at: Date | null; alert_at: Date | null;
   opened_at: Date; delayed_by_seconds: number; plan: Plan; escalation_minutes: number; max_rounds: number; ack_timeout_minutes: number;
   note: string | null; latitude: number | null; longitude: number | null;
+  /** Where escalation stands once the first step is written, and when the next is due. */
+  step_no: number; round: number; tier_index: number; next_step_at: Date | null;
 };
 
+export type InsertedIncident = { id: string; last_check_in_at: Date | null; last_latitude: number | null; last_longitude: number | null };
+
 /**
- * Inserts incidents in ONE statement, each with its member's last check-in, and returns those
- * inserted (in input order): one whose (schedule, deadline) already has an incident is skipped.
+ * Inserts incidents (ids chosen by the caller) in ONE statement, each with its member's last
+ * check-in, and returns those inserted with that check-in: one whose (schedule, deadline) already
+ * has an incident is skipped.
  */
-export async function insertIncidents(db: Queryable, list: NewIncident[]): Promise<IncidentRow[]> {
+export async function insertIncidents(db: Queryable, list: NewIncident[]): Promise<InsertedIncident[]> {
   if (list.length === 0) return [];
-  const col = <K extends keyof NewIncident>(k: K) => list.map((n) => n[k]);
-  const { rows } = await db.query<{ id: string; ord: number }>(
-    `insert into incidents (member_id, schedule_id, kind, deadline_at, alert_at, opened_at, delayed_by_seconds, plan,
-       escalation_minutes, max_rounds, ack_timeout_minutes, note, latitude, longitude, last_check_in_at, last_latitude, last_longitude, created_at)
-     select n.member_id, n.schedule_id, n.kind, n.deadline_at, n.alert_at, n.opened_at, n.delayed_by_seconds, n.plan::jsonb,
-            n.escalation_minutes, n.max_rounds, n.ack_timeout_minutes, n.note, n.latitude, n.longitude,
+  // One JSON document for the batch (see insertDeliveries): the plans go in as they are, no escaping.
+  const { rows } = await db.query<InsertedIncident>(
+    `insert into incidents (id, member_id, schedule_id, kind, deadline_at, alert_at, opened_at, delayed_by_seconds, plan,
+       escalation_minutes, max_rounds, ack_timeout_minutes, note, latitude, longitude, step_no, round, tier_index, next_step_at,
+       last_check_in_at, last_latitude, last_longitude, created_at)
+     select n.id, n.member_id, n.schedule_id, n.kind, n.deadline_at, n.alert_at, n.opened_at, n.delayed_by_seconds, n.plan,
+            n.escalation_minutes, n.max_rounds, n.ack_timeout_minutes, n.note, n.latitude, n.longitude, n.step_no, n.round, n.tier_index, n.next_step_at,
             last.checked_in_at, last.latitude, last.longitude, n.opened_at
-       from unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::timestamptz[], $7::int[], $8::text[],
-                   $9::int[], $10::int[], $11::int[], $12::text[], $13::float8[], $14::float8[])
-              with ordinality as n(member_id, schedule_id, kind, deadline_at, alert_at, opened_at, delayed_by_seconds, plan,
-                                   escalation_minutes, max_rounds, ack_timeout_minutes, note, latitude, longitude, ord)
+       from json_to_recordset($1::json) as n(id uuid, member_id uuid, schedule_id uuid, kind text, deadline_at timestamptz, alert_at timestamptz,
+              opened_at timestamptz, delayed_by_seconds int, plan jsonb, escalation_minutes int, max_rounds int, ack_timeout_minutes int,
+              note text, latitude float8, longitude float8, step_no int, round int, tier_index int, next_step_at timestamptz)
        left join lateral (select checked_in_at, latitude, longitude from check_ins c where c.member_id = n.member_id
                            order by checked_in_at desc limit 1) last on true
-      order by n.ord
      on conflict (schedule_id, deadline_at) where schedule_id is not null do nothing
-     returning id`,
-    [col('member_id'), col('schedule_id'), col('kind'), col('deadline_at'), col('alert_at'), col('opened_at'), col('delayed_by_seconds'),
-      list.map((n) => JSON.stringify(n.plan)), col('escalation_minutes'), col('max_rounds'), col('ack_timeout_minutes'), col('note'),
-      col('latitude'), col('longitude')],
+     returning id, last_check_in_at, last_latitude, last_longitude`,
+    [JSON.stringify(list)],
   );
-  if (rows.length === 0) return [];
-  const { rows: full } = await db.query<IncidentRow>(`select ${COLUMNS} from incidents where id = any($1::uuid[])`, [rows.map((r) => r.id)]);
-  // Identity inserts follow the select's order; order by (member, schedule) anyway rather than trust it.
-  const key = (r: { member_id: string; schedule_id: string | null }) => `${r.member_id}|${r.schedule_id ?? ''}`;
-  const rank = new Map(list.map((n, i) => [key(n), i]));
-  return full.sort((a, b) => (rank.get(key(a)) ?? 0) - (rank.get(key(b)) ?? 0));
+  return rows;
 }
 
 export type NewEvent = { incident_id: string; at: Date; type: string; step_no?: number; tier?: number; round?: number; contact_id?: string; detail?: object };
@@ -91,10 +88,9 @@ export async function addEvents(db: Queryable, events: NewEvent[]): Promise<void
   if (events.length === 0) return;
   await db.query(
     `insert into incident_events (incident_id, at, type, step_no, tier, round, contact_id, detail)
-     select * from unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::int[], $5::int[], $6::int[], $7::uuid[], $8::jsonb[])`,
-    [events.map((e) => e.incident_id), events.map((e) => e.at), events.map((e) => e.type), events.map((e) => e.step_no ?? null),
-      events.map((e) => e.tier ?? null), events.map((e) => e.round ?? null), events.map((e) => e.contact_id ?? null),
-      events.map((e) => (e.detail === undefined ? null : JSON.stringify(e.detail)))],
+     select incident_id, at, type, step_no, tier, round, contact_id, detail
+       from json_to_recordset($1::json) as e(incident_id uuid, at timestamptz, type text, step_no int, tier int, round int, contact_id uuid, detail jsonb)`,
+    [JSON.stringify(events)],
   );
 }
 

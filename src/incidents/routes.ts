@@ -126,7 +126,7 @@ export function incidentRoutes(app: FastifyInstance, deps: IncidentRouteDeps): v
         member_id: who.id, schedule_id: null, kind: 'sos', deadline_at: null, alert_at: null,
         note: body.note === undefined || body.note === '' ? null : body.note, latitude: body.location?.lat ?? null, longitude: body.location?.lng ?? null,
       }, now);
-      return { inc: (await repo.getIncident(tx, opened.incident!.id))!, ids: opened.deliveryIds };
+      return { inc: (await repo.getIncident(tx, opened.incidentId!))!, ids: opened.deliveryIds };
     });
     await enqueueDeliveries(deps.queues, ids, deps.log);
     return reply.code(201).send(incidentOut(inc));

@@ -6,8 +6,8 @@ import { enqueueDeliveries, insertDeliveries, type DeliveryJobSettings, type New
 import { signLink } from '../links/tokens.js';
 import type { Logger } from '../observability/logger.js';
 import type { QueueSystem } from '../queue/index.js';
-import { timerContexts, type ScheduleRow } from '../schedules/repo.js';
-import { computeTimers, followingDeadline } from '../schedules/timers.js';
+import type { Interval } from '../schedules/deadline.js';
+import { computeTimers, followingDeadline, type ScheduleShape } from '../schedules/timers.js';
 import { ackTimedOut, escalate, openIncidents, type IncidentSettings, type OpenIncident } from './engine.js';
 import { renderReminder } from './messages.js';
 import { pushAddress } from './plan.js';
@@ -32,47 +32,54 @@ export type SweepDeps = {
 
 export const SWEEP_LANES = 3;
 /** Missed deadlines claimed per transaction: big enough that a burst is a few big writes, small enough that the first alerts leave within a second. */
-export const MISSED_BATCH = 250;
+export const MISSED_BATCH = 500;
 
 export type SweepResult = { missed: number; skippedPaused: number; steps: number; ackTimeouts: number; reminders: number; deliveries: number };
 
-const SCHEDULE_COLUMNS = `s.id, s.member_id, s.kind, s.local_time, s.days::int[] as days, s.due_at, s.time_zone, s.grace_minutes,
-  s.reminder_minutes, s.active, s.next_deadline_at, s.alert_at, s.window_start_at, s.following_deadline_at,
-  s.created_at, s.updated_at, m.time_zone as member_time_zone`;
+/** What a claimed schedule brings: its rule, its timers, its member's zone and pauses not over yet. */
+type DueSchedule = ScheduleShape & {
+  id: string; member_id: string; next_deadline_at: Date; alert_at: Date; following_deadline_at: Date | null;
+  member_time_zone: string; pauses: { from: string; until: string }[] | null;
+};
 
 /**
  * Deadlines whose grace has run out: an incident each (unless paused), and the schedule moves on.
- * A claimed batch costs a fixed number of statements (claim, context, plans, incidents, outbox,
- * timeline, schedule moves), not a number per schedule: a burst of misses is a few big writes.
+ * A claimed batch costs a fixed number of statements (claim with pauses, entitlements, plans,
+ * incidents, outbox, timeline, schedule moves), not a number per schedule: a burst of misses is a
+ * few big writes. The alerts' text is left to the worker that sends them (render 'at_send').
  */
 async function sweepMissed(deps: SweepDeps, now: Date, out: string[]): Promise<{ missed: number; paused: number; claimed: number }> {
   return withTransaction(deps.pool, async (tx) => {
-    const { rows } = await tx.query<ScheduleRow>(
-      `select ${SCHEDULE_COLUMNS} from schedules s join members m on m.id = s.member_id
-       where s.active and s.alert_at <= $1 order by s.alert_at limit $2 for update of s skip locked`,
+    const { rows } = await tx.query<DueSchedule>(
+      `select s.id, s.member_id, s.kind, s.local_time, s.days::int[] as days, s.due_at, s.time_zone, s.grace_minutes,
+              s.next_deadline_at, s.alert_at, s.following_deadline_at, m.time_zone as member_time_zone,
+              (select json_agg(json_build_object('from', p.starts_at, 'until', p.ends_at)) from pauses p
+                where p.member_id = s.member_id and p.ends_at > $1) as pauses
+         from schedules s join members m on m.id = s.member_id
+        where s.active and s.alert_at <= $1 order by s.alert_at limit $2 for update of s skip locked`,
       [now, deps.batchSize ?? MISSED_BATCH],
     );
     if (rows.length === 0) return { missed: 0, paused: 0, claimed: 0 };
-    const contexts = await timerContexts(tx, [...new Set(rows.map((s) => s.member_id))], now);
     const toOpen: OpenIncident[] = [];
     const moves: { id: string; next: Date | null; following: Date | null }[] = [];
     const restarts: { id: string; t: ReturnType<typeof computeTimers> }[] = [];
+    const following = followingDeadlines();
     for (const s of rows) {
-      const ctx = contexts.get(s.member_id) ?? { pauses: [], lastCheckInAt: null, timeZone: 'UTC' };
-      const deadline = s.next_deadline_at!;
-      const inPause = ctx.pauses.some((p) => (p.from <= deadline && deadline < p.until) || (p.from <= now && now < p.until));
+      const pauses = (s.pauses ?? []).map((p) => ({ from: new Date(p.from), until: new Date(p.until) }));
+      const deadline = s.next_deadline_at;
+      const inPause = pauses.some((p) => (p.from <= deadline && deadline < p.until) || (p.from <= now && now < p.until));
       if (inPause) {
         // Paused after the deadline was set: no miss; the schedule starts again after the pause.
-        restarts.push({ id: s.id, t: computeTimers(s, ctx.timeZone, now, ctx.pauses, null) });
+        restarts.push({ id: s.id, t: computeTimers(s, s.member_time_zone, now, pauses, null) });
         continue;
       }
       toOpen.push({ member_id: s.member_id, schedule_id: s.id, kind: 'missed', deadline_at: deadline, alert_at: s.alert_at });
       // The next deadline is the one after the missed one (never one already past: those were real misses too,
       // but each sweep takes the oldest first, so a long outage alerts them in order).
-      const next = s.kind === 'daily' ? (s.following_deadline_at ?? followingDeadline(s, ctx.timeZone, deadline, ctx.pauses)) : null;
-      moves.push({ id: s.id, next, following: next === null ? null : followingDeadline(s, ctx.timeZone, next, ctx.pauses) });
+      const next = s.kind === 'daily' ? (s.following_deadline_at ?? following(s, s.member_time_zone, deadline, pauses)) : null;
+      moves.push({ id: s.id, next, following: next === null ? null : following(s, s.member_time_zone, next, pauses) });
     }
-    const opened = await openIncidents(tx, deps.settings, toOpen, now);
+    const opened = await openIncidents(tx, deps.settings, toOpen, now, 'at_send');
     out.push(...opened.deliveryIds);
     if (moves.length > 0) {
       await tx.query(
@@ -92,8 +99,26 @@ async function sweepMissed(deps: SweepDeps, now: Date, out: string[]): Promise<{
           restarts.map((r) => r.t.window_start_at), restarts.map((r) => r.t.following_deadline_at), now],
       );
     }
-    return { missed: opened.incidents.length, paused: restarts.length, claimed: rows.length };
+    return { missed: opened.incidentIds.length, paused: restarts.length, claimed: rows.length };
   });
+}
+
+/**
+ * followingDeadline, remembered for one batch: the deadline after an instant depends only on the
+ * rule and the pauses, and a burst of misses shares a few rules (same time, days and zone) and a
+ * few instants. Computing it is a time-zone calculation (luxon); looking it up is not.
+ */
+function followingDeadlines(): (s: ScheduleShape, memberTimeZone: string, after: Date, pauses: Interval[]) => Date | null {
+  const seen = new Map<string, Date | null>();
+  return (s, memberTimeZone, after, pauses) => {
+    if (pauses.length > 0 || s.kind !== 'daily') return followingDeadline(s, memberTimeZone, after, pauses);
+    const key = `${s.local_time}|${s.days.join(',')}|${s.time_zone ?? memberTimeZone}|${after.getTime()}`;
+    const hit = seen.get(key);
+    if (hit !== undefined) return hit;
+    const at = followingDeadline(s, memberTimeZone, after, pauses);
+    seen.set(key, at);
+    return at;
+  };
 }
 
 async function sweepIncidents(deps: SweepDeps, now: Date, out: string[], kind: 'steps' | 'ack'): Promise<number> {
@@ -103,7 +128,7 @@ async function sweepIncidents(deps: SweepDeps, now: Date, out: string[], kind: '
       : `state = 'acknowledged' and ack_expires_at <= $1`;
     const due = await claimIncidents(tx, where, now, deps.batchSize ?? 200);
     for (const inc of due) {
-      out.push(...(kind === 'steps' ? await escalate(tx, deps.settings, inc, now) : await ackTimedOut(tx, deps.settings, inc, now)));
+      out.push(...(kind === 'steps' ? await escalate(tx, deps.settings, inc, now, 'escalation', 'at_send') : await ackTimedOut(tx, deps.settings, inc, now, 'at_send')));
     }
     return due.length;
   });

@@ -26,7 +26,7 @@ describe('GET /dev/outbox', () => {
     const [smsId, emailId] = await insertDeliveries(t.db.pool, rows);
     const channel = createDevOutboxChannel(t.db.pool);
     const send = (id: string, r: NewDelivery) => channel.send({
-      deliveryId: id, channel: r.channel, to: r.address, subject: r.subject ?? null, body: r.body, html: null, kind: r.kind, incidentId: r.incidentId ?? null,
+      deliveryId: id, channel: r.channel, to: r.address, subject: r.subject ?? null, body: r.body ?? '', html: null, kind: r.kind, incidentId: r.incidentId ?? null,
     }, AbortSignal.timeout(5000));
     const first = await send(smsId!, rows[0]!);
     const second = await send(emailId!, rows[1]!);

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
+import { messageText, type StoredMessage } from '../../src/incidents/render-at-send.js';
 import { incidentSettings } from '../../src/incidents/settings.js';
 import type { SweepDeps } from '../../src/incidents/sweep.js';
 import { createLogger } from '../../src/observability/logger.js';
@@ -41,12 +42,19 @@ export async function memberWithContacts(
   return { sub, headers, contacts, scheduleId: s.json().id };
 }
 
+/**
+ * An incident's deliveries of one kind, each with the text it sends: the stored one, or (an alert
+ * the sweeper left to the worker) rendered the way the worker renders it.
+ */
 export async function alerts(pool: pg.Pool, incidentId: string, kind = 'alert') {
-  const { rows } = await pool.query<{ contact_id: string; channel: string; step_no: number; status: string; body: string }>(
-    'select contact_id, channel, step_no, status, body from deliveries where incident_id = $1 and kind = $2 order by step_no, contact_id, channel',
+  const { rows } = await pool.query<StoredMessage & { step_no: number; status: string }>(
+    `select id, kind, channel, incident_id, contact_id, subject, body, html, data, render, step_no, status
+       from deliveries where incident_id = $1 and kind = $2 order by step_no, contact_id, channel`,
     [incidentId, kind],
   );
-  return rows;
+  return Promise.all(rows.map(async (r) => ({
+    contact_id: r.contact_id!, channel: r.channel as string, step_no: r.step_no, status: r.status, body: (await messageText(pool, r)).body,
+  })));
 }
 
 export function tokenFrom(body: string): string {

@@ -1,0 +1,40 @@
+import type { ChannelName } from '../channels/types.js';
+import type { Queryable } from '../db/pool.js';
+import { channelText, planContact, renderAlertFor, type AlertRender } from './outbound.js';
+import { getIncident } from './repo.js';
+
+/**
+ * Alerts the sweeper writes are rendered when they are sent, not when the incident opens: a burst
+ * of missed deadlines then writes small rows (no HTML bodies) inside the claim. The text is a pure
+ * function of the incident's snapshot (plan, deadline, note, last check-in: fixed at opening) and
+ * of the row's `render` (the step's round, the contact, the signed link), so it is the same text
+ * the claim would have rendered.
+ */
+
+export type MessageText = { subject: string | null; body: string; html: string | null; data: Record<string, string> | null };
+
+export type StoredMessage = {
+  id: string;
+  kind: string;
+  channel: ChannelName;
+  incident_id: string | null;
+  contact_id: string | null;
+  subject: string | null;
+  body: string | null;
+  html: string | null;
+  data: Record<string, string> | null;
+  render: AlertRender | null;
+};
+
+/** The text a delivery sends: the one stored with it, or its alert rendered now from its incident. */
+export async function messageText(db: Queryable, row: StoredMessage): Promise<MessageText> {
+  if (row.body !== null) return { subject: row.subject, body: row.body, html: row.html, data: row.data };
+  if (row.kind !== 'alert' || row.render === null || row.incident_id === null) {
+    throw new Error(`delivery ${row.id} has neither a text nor what to render it from`);
+  }
+  const inc = await getIncident(db, row.incident_id);
+  if (inc === undefined) throw new Error(`delivery ${row.id}: its incident is gone`);
+  // The plan snapshot names the contact; the row's contact_id may have been cleared since (contact deleted).
+  const contact = planContact(inc.plan, row.render.contact_id);
+  return channelText(row.channel, renderAlertFor(inc, { name: contact?.name ?? '' }, row.render.round, row.render.ack_url));
+}
