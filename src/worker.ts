@@ -173,7 +173,7 @@ export async function startWorker(deps: WorkerDeps): Promise<StartedWorker> {
     pool: deps.pool, channels: guarded.channels, clock: deps.clock, log: deps.log, metrics: deps.metrics, failoverAfterMs: deps.failoverAfterMs,
     ...(deps.breakers === false || deps.breakers?.timeoutMs === undefined ? {} : { sendTimeoutMs: deps.breakers.timeoutMs }),
   });
-  const deliveryWorker = deps.queues.worker('delivery', async (job: Job, token?: string) => {
+  deps.queues.worker('delivery', async (job: Job, token?: string) => {
     try {
       const outcome = await deliver(job, token);
       deps.metrics.jobsProcessed.inc({ queue: 'delivery', outcome });
@@ -188,8 +188,8 @@ export async function startWorker(deps: WorkerDeps): Promise<StartedWorker> {
       backoffStrategy: (attemptsMade, _type, _err, job) => deliveryBackoffMs(attemptsMade, (job?.opts.backoff as { delay?: number } | undefined)?.delay),
     },
   });
-  // 'closed' comes after the active jobs finished, so no send is cut off by the shutdown.
-  deliveryWorker.on('closed', () => {
+  // After the active jobs finished, so no send is cut off by the shutdown.
+  deps.queues.afterClose(() => {
     guarded.shutdown();
     void own?.close().catch((err: unknown) => deps.log.warn({ err: { message: (err as Error).message } }, 'closing provider clients failed'));
   });
@@ -222,7 +222,7 @@ export async function startWorker(deps: WorkerDeps): Promise<StartedWorker> {
       .finally(() => { watching = false; });
   }, deps.queueWatchMs ?? QUEUE_WATCH_MS);
   watch.unref();
-  deliveryWorker.on('closing', () => clearInterval(watch));
+  deps.queues.beforeClose(() => clearInterval(watch));
   // Whatever the queue lost while no worker ran goes out now, not a minute from now.
   try {
     await reconcileDeliveries(deps.pool, deps.queues, deps.log, undefined, deps.deliveryJobs);

@@ -20,6 +20,8 @@ export type QueueSettings = {
   databaseUrl: string;
   /** Namespaces queues: a Redis key prefix (tests use a fresh one per file). */
   prefix: string;
+  /** See checkStalls (default STALL_AFTER_MS). */
+  stallAfterMs?: number;
 };
 
 type RedisOptions = { host: string; port: number; username?: string; password?: string; db?: number; tls?: object };
@@ -35,19 +37,40 @@ export function redisOptionsFromUrl(url: string): RedisOptions {
   return opts;
 }
 
-export type Processor = (job: Job) => Promise<unknown>;
+export type Processor = (job: Job, token?: string) => Promise<unknown>;
 /* eslint-disable @typescript-eslint/no-explicit-any -- one type for queues on either backend */
 export type AnyQueue = Queue<any, any, string, any, any, string, any, any>;
 export type AnyWorker = Worker<any, any, string, any, any, any>;
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
+type Supervised = {
+  name: QueueName;
+  opts: Omit<WorkerOptions, 'connection'>;
+  processor: (job: Job, token?: string) => Promise<unknown>;
+  current: AnyWorker;
+  inFlight: number;
+  lastStart: number;
+  suspect: number;
+};
+
+/** A worker idle this long while jobs wait in its queue is suspect (see checkStalls). */
+export const STALL_AFTER_MS = 10_000;
+
 export class QueueSystem {
   private readonly queues = new Map<QueueName, AnyQueue>();
-  private readonly workers: AnyWorker[] = [];
+  private readonly supervised: Supervised[] = [];
+  private supervisor: NodeJS.Timeout | undefined;
+  private checking = false;
+  private closing = false;
+  private replaced = 0;
+  private readonly closingHooks: (() => void)[] = [];
+  private readonly closedHooks: (() => void | Promise<void>)[] = [];
+  private readonly stallAfterMs: number;
   private readonly pgPool: pg.Pool | undefined;
   private readonly redis: RedisOptions | undefined;
 
   constructor(readonly settings: QueueSettings, private readonly log: Logger) {
+    this.stallAfterMs = settings.stallAfterMs ?? STALL_AFTER_MS;
     if (settings.backend === 'redis') {
       if (settings.redisUrl === undefined) throw new Error('redis queue backend needs a REDIS_URL');
       this.redis = redisOptionsFromUrl(settings.redisUrl);
@@ -83,14 +106,85 @@ export class QueueSystem {
     return q;
   }
 
+  /**
+   * A supervised worker: see checkStalls. Returns the BullMQ Worker running now; it may be
+   * replaced later, so lifecycle hooks belong in beforeClose/afterClose, not on it.
+   */
   worker(name: QueueName, processor: Processor, opts: Omit<WorkerOptions, 'connection'> = {}): AnyWorker {
+    const entry: Supervised = { name, opts, current: undefined as unknown as AnyWorker, inFlight: 0, lastStart: Date.now(), suspect: 0, processor: async () => undefined };
+    entry.processor = async (job: Job, token?: string) => {
+      entry.inFlight += 1;
+      entry.lastStart = Date.now();
+      try {
+        return await processor(job, token);
+      } finally {
+        entry.inFlight -= 1;
+      }
+    };
+    entry.current = this.createWorker(entry);
+    this.supervised.push(entry);
+    if (this.supervisor === undefined) {
+      this.supervisor = setInterval(() => void this.checkStalls(), Math.max(50, Math.round(this.stallAfterMs / 2)));
+      this.supervisor.unref();
+    }
+    return entry.current;
+  }
+
+  private createWorker(entry: Supervised): AnyWorker {
+    const { name, opts } = entry;
     const w: AnyWorker = this.pgPool !== undefined
-      ? new Worker(name, processor, { ...opts, connection: this.pgPool }, createPostgresBackend)
-      : new Worker(name, processor, { ...opts, connection: { ...this.redis!, maxRetriesPerRequest: null }, prefix: this.settings.prefix });
+      ? new Worker(name, entry.processor, { ...opts, connection: this.pgPool }, createPostgresBackend)
+      : new Worker(name, entry.processor, { ...opts, connection: { ...this.redis!, maxRetriesPerRequest: null }, prefix: this.settings.prefix });
     w.on('error', (err: Error) => this.log.warn({ err: { message: err.message }, queue: name }, 'worker connection error'));
     w.on('failed', (job: Job | undefined, err: Error) => this.log.warn({ queue: name, job_id: job?.id, err: { message: err.message } }, 'job failed'));
-    this.workers.push(w);
     return w;
+  }
+
+  /**
+   * A BullMQ worker can stop taking jobs after its connection comes back (seen here after Redis
+   * restarts; BullMQ issues #648, #2466, #2964), while the process looks healthy. A worker with a
+   * free slot that has started nothing for `stallAfterMs` while jobs wait in its queue, twice in
+   * a row, is replaced by a fresh one; its active jobs, if any, come back as stalled jobs.
+   */
+  private async checkStalls(): Promise<void> {
+    if (this.checking || this.closing) return;
+    this.checking = true;
+    try {
+      for (const entry of this.supervised) {
+        const concurrency = entry.opts.concurrency ?? 1;
+        if (entry.inFlight >= concurrency || Date.now() - entry.lastStart < this.stallAfterMs) {
+          entry.suspect = 0;
+          continue;
+        }
+        const waiting = await this.queue(entry.name).getWaitingCount().catch(() => 0);
+        entry.suspect = waiting > 0 ? entry.suspect + 1 : 0;
+        if (entry.suspect < 2 || this.closing) continue;
+        this.log.warn({ queue: entry.name, waiting, idle_ms: Date.now() - entry.lastStart }, 'worker takes no jobs although jobs are waiting; replacing it');
+        const stale = entry.current;
+        entry.current = this.createWorker(entry);
+        entry.lastStart = Date.now();
+        entry.suspect = 0;
+        this.replaced += 1;
+        void stale.close(true).catch(() => undefined);
+      }
+    } finally {
+      this.checking = false;
+    }
+  }
+
+  /** Workers replaced by the stall check since this QueueSystem started. */
+  get replacedWorkers(): number {
+    return this.replaced;
+  }
+
+  /** Runs when close() begins (before the workers stop taking jobs). */
+  beforeClose(hook: () => void): void {
+    this.closingHooks.push(hook);
+  }
+
+  /** Runs after every worker finished its active jobs, before the connections close. */
+  afterClose(hook: () => void | Promise<void>): void {
+    this.closedHooks.push(hook);
   }
 
   async add(name: QueueName, jobName: string, data: object, opts: JobsOptions = {}): Promise<void> {
@@ -113,9 +207,13 @@ export class QueueSystem {
 
   /** Stops taking new jobs, lets active ones finish (BullMQ's close waits for them), then disconnects. */
   async close(): Promise<void> {
-    await Promise.allSettled(this.workers.map((w) => w.close()));
+    this.closing = true;
+    clearInterval(this.supervisor);
+    for (const hook of this.closingHooks.splice(0)) hook();
+    await Promise.allSettled(this.supervised.map((e) => e.current.close()));
+    for (const hook of this.closedHooks.splice(0)) await Promise.resolve(hook()).catch(() => undefined);
     await Promise.allSettled([...this.queues.values()].map((q) => q.close()));
-    this.workers.length = 0;
+    this.supervised.length = 0;
     this.queues.clear();
     await this.pgPool?.end();
   }

@@ -203,6 +203,20 @@ async function explainLost(pool: pg.Pool, backend: 'redis' | 'postgres', redisUr
   }
 }
 
+/** A duplicate no crash explains: when each copy left, and what the database recorded of the tries. */
+async function explainDuplicate(pool: pg.Pool, key: string, times: number[], alertAt: Date, events: { name: string; at: number }[]): Promise<void> {
+  const [channel, ...rest] = key.split(':');
+  const address = rest.join(':');
+  const rel = (ms: number) => `${((ms - alertAt.getTime()) / 1000).toFixed(2)} s`;
+  const { rows } = await pool.query<{ attempted_at: Date; outcome: string; error: string | null; duration_ms: number }>(
+    `select a.attempted_at, a.outcome, a.error, a.duration_ms from delivery_attempts a join deliveries d on d.id = a.delivery_id
+      where d.kind = 'alert' and d.channel = $1 and (d.address = $2 or d.address like 'user:%' and $1 = 'push') order by a.attempted_at limit 20`,
+    [channel, address],
+  ).catch(() => ({ rows: [] }));
+  say(`duplicate ${channel} (copies at ${times.map(rel).join(', ')}); events: ${events.map((e) => `${e.name.split(',')[0]} @${(e.at / 1000).toFixed(1)} s`).join('; ')}`);
+  if (channel !== 'push') for (const r of rows) say(`  try at ${rel(r.attempted_at.getTime())}: ${r.outcome} ${r.error ?? ''} (${r.duration_ms} ms)`);
+}
+
 // ---------------------------------------------------------------- one scenario
 
 async function scenario(backend: 'redis' | 'postgres'): Promise<Result> {
@@ -289,9 +303,11 @@ async function scenario(backend: 'redis' | 'postgres'): Promise<Result> {
     await sleep(2000);
     await event('SIGKILL worker-b, restart it', async () => {
       const s = servers.get('worker-b')!;
+      const killedAt = Date.now();
       s.child.kill('SIGKILL');
-      windows.push({ what: 'SIGKILL', from: Date.now() - LATENCY[1] - 2500, to: Date.now() + 50, bound: CONCURRENCY });
       await new Promise((r) => s.child.once('exit', r));
+      // Until the process is gone (under load, tens of ms after the signal) it may still send.
+      windows.push({ what: 'SIGKILL', from: killedAt - LATENCY[1] - 2500, to: Date.now() + 100, bound: CONCURRENCY });
       await startWorkerProcess('worker-b');
     });
     if (redis !== undefined) {
@@ -372,7 +388,10 @@ async function scenario(backend: 'redis' | 'postgres'): Promise<Result> {
       const times = acc.get(key);
       if (times === undefined) { lost += 1; continue; }
       duplicated += times.length - 1;
-      if (times.length > 1 && !inCrashWindow(Math.min(...times))) unexplained += times.length - 1;
+      if (times.length > 1 && !inCrashWindow(Math.min(...times))) {
+        unexplained += times.length - 1;
+        await explainDuplicate(pool, key, times, alertAt, events);
+      }
       firsts.push(Math.min(...times) - alertAt.getTime());
     }
     const falseAlarms = [...seeded.silent].filter((k) => acc.has(k)).length;

@@ -149,3 +149,34 @@ describe.each(['redis', 'postgres'] as QueueBackend[])('the %s queue losing ever
     expect((await metrics.queueRestored.get()).values[0]!.value).toBeGreaterThanOrEqual(1);
   });
 });
+
+describe.each(['redis', 'postgres'] as QueueBackend[])('a %s queue worker that stops taking jobs', (backend) => {
+  let db: TestDatabase;
+  let queues: QueueSystem;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    const config = testConfig(backend, db.url);
+    queues = new QueueSystem({ backend, redisUrl: config.REDIS_URL, databaseUrl: db.url, prefix: config.QUEUE_PREFIX, stallAfterMs: 300 }, log);
+  });
+  afterAll(async () => {
+    await queues.close();
+    await db.drop();
+  });
+
+  it('is replaced by a fresh worker, which takes the waiting jobs', async () => {
+    const done: string[] = [];
+    const stuck = queues.worker('sweep', async (job) => {
+      done.push(String(job.data.n));
+    }, { concurrency: 2 });
+    await queues.add('sweep', 'probe', { n: 0 });
+    await waitFor(async () => (done.includes('0') ? true : undefined));
+    // As after a lost connection: the process lives, its worker takes nothing.
+    await stuck.close();
+    await queues.add('sweep', 'probe', { n: 1 });
+    await sleep(200);
+    expect(done).not.toContain('1');
+    await waitFor(async () => (done.includes('1') ? true : undefined), 10_000);
+    expect(queues.replacedWorkers).toBe(1);
+  });
+});

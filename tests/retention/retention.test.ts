@@ -72,9 +72,11 @@ describe('data retention', () => {
 
     await run(new Date(Date.now() + 23 * HOUR));
     expect(await located()).toEqual({ latitude: 51.5, longitude: -0.12, accuracy_m: 20, note: 'at the lake' });
-    await run(new Date(Date.now() + 25 * HOUR));
+    for (let i = 0; i < 5 && (await located()).latitude !== null; i++) await run(new Date(Date.now() + 25 * HOUR));
     expect(await located()).toEqual({ latitude: null, longitude: null, accuracy_m: null, note: 'at the lake' });
-    await run(new Date(Date.now() + 91 * DAY));
+    // A row locked at that moment (the check-in's own after-response bookkeeping) is skipped and
+    // left for the next run, as in production: a few runs, never an endless wait.
+    for (let i = 0; i < 5 && (await located()).note !== null; i++) await run(new Date(Date.now() + 91 * DAY));
     expect((await located()).note).toBeNull();
   });
 
