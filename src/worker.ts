@@ -104,6 +104,7 @@ export const DELIVERY_LOCK = Object.freeze({ lockDuration: 10_000, stalledInterv
  * there; when one is missing it puts them back and re-adds every pending delivery at once.
  */
 export const QUEUE_WATCH_MS = 3000;
+const QUEUE_WATCH_TIMEOUT_MS = 30_000;
 
 async function restoreLostQueue(deps: WorkerDeps, sweepEveryMs: number | undefined): Promise<boolean> {
   const present = await Promise.all([
@@ -217,9 +218,12 @@ export async function startWorker(deps: WorkerDeps): Promise<StartedWorker> {
     if (watching) return;
     watching = true;
     // While the queue or the database is down this fails; it is tried again on the next tick.
-    restoreLostQueue(deps, sweepEveryMs)
+    // Bounded: a query hanging on a half-open connection must not end the watch for good.
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error('queue watch timed out')), QUEUE_WATCH_TIMEOUT_MS); });
+    Promise.race([restoreLostQueue(deps, sweepEveryMs), timeout])
       .catch((err: unknown) => deps.log.debug({ err: { message: (err as Error).message } }, 'queue watch failed; trying again'))
-      .finally(() => { watching = false; });
+      .finally(() => { clearTimeout(timer); watching = false; });
   }, deps.queueWatchMs ?? QUEUE_WATCH_MS);
   watch.unref();
   deps.queues.beforeClose(() => clearInterval(watch));

@@ -33,7 +33,7 @@ export type DeliveryDeps = {
   channels: Channels;
   clock: Clock;
   log: Logger;
-  /** Per provider call; below BullMQ's lock duration (30 s) so a slow call never looks stalled. */
+  /** Per provider call (the job's lock is renewed meanwhile: DELIVERY_LOCK in worker.ts). */
   sendTimeoutMs?: number;
   /** Optional: pruuf_deliveries_total and pruuf_delivery_latency_seconds. */
   metrics?: DeliveryMetrics;
@@ -60,7 +60,8 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function whileDatabaseDown<T>(write: () => Promise<T>, log: Logger, fields: object, forMs = RECORD_RETRY_MS): Promise<T> {
   const until = Date.now() + forMs;
-  for (let wait = 100; ; wait = Math.min(wait * 2, 2000)) {
+  // Short steps: once the database is back the record must land before anything else retries the job.
+  for (let wait = 100; ; wait = Math.min(wait * 2, 500)) {
     try {
       return await write();
     } catch (err) {

@@ -63,6 +63,7 @@ export class QueueSystem {
   private checking = false;
   private closing = false;
   private replaced = 0;
+  private closed: Promise<void> | undefined;
   private readonly closingHooks: (() => void)[] = [];
   private readonly closedHooks: (() => void | Promise<void>)[] = [];
   private readonly stallAfterMs: number;
@@ -142,21 +143,24 @@ export class QueueSystem {
 
   /**
    * A BullMQ worker can stop taking jobs after its connection comes back (seen here after Redis
-   * restarts; BullMQ issues #648, #2466, #2964), while the process looks healthy. A worker with a
-   * free slot that has started nothing for `stallAfterMs` while jobs wait in its queue, twice in
-   * a row, is replaced by a fresh one; its active jobs, if any, come back as stalled jobs.
+   * restarts; BullMQ issues #648, #2466, #2964), while the process looks healthy. A worker with
+   * no job in hand that has started nothing for `stallAfterMs` while jobs wait in its (unpaused)
+   * queue, twice in a row, is replaced by a fresh one.
    */
   private async checkStalls(): Promise<void> {
     if (this.checking || this.closing) return;
     this.checking = true;
     try {
       for (const entry of this.supervised) {
-        const concurrency = entry.opts.concurrency ?? 1;
-        if (entry.inFlight >= concurrency || Date.now() - entry.lastStart < this.stallAfterMs) {
+        // Only a worker with nothing in hand: replacing one mid-send would let its job's lock lapse
+        // while the send runs, and another worker send it again.
+        if (entry.inFlight > 0 || Date.now() - entry.lastStart < this.stallAfterMs) {
           entry.suspect = 0;
           continue;
         }
-        const waiting = await this.queue(entry.name).getWaitingCount().catch(() => 0);
+        const queue = this.queue(entry.name);
+        const waiting = await queue.getWaitingCount().catch(() => 0);
+        if (waiting > 0 && (await queue.isPaused().catch(() => false))) continue;
         entry.suspect = waiting > 0 ? entry.suspect + 1 : 0;
         if (entry.suspect < 2 || this.closing) continue;
         this.log.warn({ queue: entry.name, waiting, idle_ms: Date.now() - entry.lastStart }, 'worker takes no jobs although jobs are waiting; replacing it');
@@ -205,8 +209,13 @@ export class QueueSystem {
     }
   }
 
-  /** Stops taking new jobs, lets active ones finish (BullMQ's close waits for them), then disconnects. */
-  async close(): Promise<void> {
+  /** Stops taking new jobs, lets active ones finish (BullMQ's close waits for them), then disconnects. Idempotent. */
+  close(): Promise<void> {
+    this.closed ??= this.shutdown();
+    return this.closed;
+  }
+
+  private async shutdown(): Promise<void> {
     this.closing = true;
     clearInterval(this.supervisor);
     for (const hook of this.closingHooks.splice(0)) hook();

@@ -131,14 +131,14 @@ describe.each(['redis', 'postgres'] as QueueBackend[])('the %s queue losing ever
 
   it('puts its schedulers back and re-adds the pending deliveries within seconds', async () => {
     expect(await queues.queue('sweep').getJobScheduler(SWEEP_JOB_NAME)).toBeDefined();
+    // A delivery whose job goes with the rest (the every-minute reconciler would find it only a minute later).
+    const [id] = await withTransaction(db.pool, (tx) => insertDeliveries(tx, [delivery('after-flush@example.test')]));
     // Redis restarted empty / the queue tables emptied: every job and every scheduler gone.
     for (const name of ['system', 'sweep', 'delivery'] as const) {
       const q = queues.queue(name);
       for (const s of await q.getJobSchedulers()) await q.removeJobScheduler(s.key);
       await q.obliterate({ force: true });
     }
-    // A delivery whose job went with the rest (the every-minute reconciler would find it only a minute later).
-    const [id] = await withTransaction(db.pool, (tx) => insertDeliveries(tx, [delivery('after-flush@example.test')]));
     const row = await waitFor(async () => {
       const { rows } = await db.pool.query<{ status: string }>('select status from deliveries where id = $1', [id]);
       return rows[0]?.status === 'sent' ? rows[0] : undefined;
@@ -174,9 +174,26 @@ describe.each(['redis', 'postgres'] as QueueBackend[])('a %s queue worker that s
     // As after a lost connection: the process lives, its worker takes nothing.
     await stuck.close();
     await queues.add('sweep', 'probe', { n: 1 });
-    await sleep(200);
-    expect(done).not.toContain('1');
     await waitFor(async () => (done.includes('1') ? true : undefined), 10_000);
     expect(queues.replacedWorkers).toBe(1);
+  });
+
+  it('leaves a busy worker alone however long its job takes', async () => {
+    const before = queues.replacedWorkers;
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const started: string[] = [];
+    queues.worker('delivery', async (job) => {
+      started.push(String(job.data.n));
+      if (job.data.n === 'long') await held;
+    }, { concurrency: 1 });
+    await queues.add('delivery', 'probe', { n: 'long' });
+    await waitFor(async () => (started.includes('long') ? true : undefined));
+    await queues.add('delivery', 'probe', { n: 'next' }); // waits behind the long one
+    await sleep(1500); // five times the stall threshold
+    expect(queues.replacedWorkers).toBe(before);
+    expect(started).toEqual(['long']);
+    release();
+    await waitFor(async () => (started.includes('next') ? true : undefined));
   });
 });

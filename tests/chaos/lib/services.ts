@@ -107,11 +107,14 @@ export async function startRedis(dir: string): Promise<RedisServer> {
   const port = await freePort();
   let child: ChildProcess | undefined;
   const start = async () => {
-    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--maxmemory-policy', 'noeviction', '--logfile', path.join(dir, 'redis.log')], { stdio: 'ignore' });
+    const c = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--maxmemory-policy', 'noeviction', '--logfile', path.join(dir, 'redis.log')], { stdio: 'ignore' });
+    child = c;
+    const failed = new Promise<never>((_, reject) => c.once('error', (err) => reject(new Error(`redis-server did not start: ${err.message} (Debian package redis-server)`))));
+    failed.catch(() => undefined);
     for (let i = 0; i < 100; i++) {
       const r = spawnSync('redis-cli', ['-p', String(port), 'ping'], { encoding: 'utf8' });
       if (r.stdout.trim() === 'PONG') return;
-      await sleep(100);
+      await Promise.race([sleep(100), failed]);
     }
     throw new Error('redis-server did not answer after start');
   };
