@@ -55,6 +55,8 @@ export type DeliveryOutcome = 'sent' | 'skipped' | 'failed';
 export const RECORD_RETRY_MS = 30_000;
 /** A job that finds the database unreachable comes back after this, without spending an attempt. */
 export const DATABASE_DOWN_DEFER_MS = 2000;
+/** A queue call inside the job (moving it to delayed) that takes longer has hung. */
+export const QUEUE_CALL_TIMEOUT_MS = 5000;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -286,7 +288,13 @@ export function deliveryProcessor(deps: DeliveryDeps): (job: Job, token?: string
       const deferred = err instanceof DeliveryDeferredError ? err
         : isDatabaseUnavailable(err) ? new DeliveryDeferredError('database unreachable', DATABASE_DOWN_DEFER_MS) : undefined;
       if (deferred === undefined || token === undefined) throw err;
-      await job.moveToDelayed(Date.now() + deferDelayMs(deferred.retryAfterMs), token);
+      // Bounded: on a queue connection that has not recovered from a restart this call can hang,
+      // holding the worker's slot for good. Failing instead frees it (the try is retried).
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        job.moveToDelayed(Date.now() + deferDelayMs(deferred.retryAfterMs), token),
+        new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`could not defer the job: ${deferred.message}`)), QUEUE_CALL_TIMEOUT_MS); }),
+      ]).finally(() => clearTimeout(timer));
       throw new DelayedError();
     }
   };

@@ -20,8 +20,9 @@ export type QueueSettings = {
   databaseUrl: string;
   /** Namespaces queues: a Redis key prefix (tests use a fresh one per file). */
   prefix: string;
-  /** See checkStalls (default STALL_AFTER_MS). */
+  /** See checkStalls (defaults STALL_AFTER_MS, HUNG_AFTER_MS). */
   stallAfterMs?: number;
+  hungAfterMs?: number;
 };
 
 type RedisOptions = { host: string; port: number; username?: string; password?: string; db?: number; tls?: object };
@@ -49,12 +50,19 @@ type Supervised = {
   processor: (job: Job, token?: string) => Promise<unknown>;
   current: AnyWorker;
   inFlight: number;
+  /** The jobs in hand and when each started. */
+  running: Map<object, number>;
   lastStart: number;
   suspect: number;
 };
 
 /** A worker idle this long while jobs wait in its queue is suspect (see checkStalls). */
 export const STALL_AFTER_MS = 10_000;
+/**
+ * A job in hand this long has hung: longer than any job may take (a send's 15 s timeout, the
+ * 30 s record retry, a sweep batch), so replacing its worker cannot cut a live send short.
+ */
+export const HUNG_AFTER_MS = 90_000;
 
 export class QueueSystem {
   private readonly queues = new Map<QueueName, AnyQueue>();
@@ -67,11 +75,13 @@ export class QueueSystem {
   private readonly closingHooks: (() => void)[] = [];
   private readonly closedHooks: (() => void | Promise<void>)[] = [];
   private readonly stallAfterMs: number;
+  private readonly hungAfterMs: number;
   private readonly pgPool: pg.Pool | undefined;
   private readonly redis: RedisOptions | undefined;
 
   constructor(readonly settings: QueueSettings, private readonly log: Logger) {
     this.stallAfterMs = settings.stallAfterMs ?? STALL_AFTER_MS;
+    this.hungAfterMs = settings.hungAfterMs ?? HUNG_AFTER_MS;
     if (settings.backend === 'redis') {
       if (settings.redisUrl === undefined) throw new Error('redis queue backend needs a REDIS_URL');
       this.redis = redisOptionsFromUrl(settings.redisUrl);
@@ -112,14 +122,17 @@ export class QueueSystem {
    * replaced later, so lifecycle hooks belong in beforeClose/afterClose, not on it.
    */
   worker(name: QueueName, processor: Processor, opts: Omit<WorkerOptions, 'connection'> = {}): AnyWorker {
-    const entry: Supervised = { name, opts, current: undefined as unknown as AnyWorker, inFlight: 0, lastStart: Date.now(), suspect: 0, processor: async () => undefined };
+    const entry: Supervised = { name, opts, current: undefined as unknown as AnyWorker, inFlight: 0, running: new Map(), lastStart: Date.now(), suspect: 0, processor: async () => undefined };
     entry.processor = async (job: Job, token?: string) => {
-      entry.inFlight += 1;
+      const mine = {};
       entry.lastStart = Date.now();
+      entry.running.set(mine, entry.lastStart);
+      entry.inFlight = entry.running.size;
       try {
         return await processor(job, token);
       } finally {
-        entry.inFlight -= 1;
+        entry.running.delete(mine);
+        entry.inFlight = entry.running.size;
       }
     };
     entry.current = this.createWorker(entry);
@@ -152,8 +165,15 @@ export class QueueSystem {
     this.checking = true;
     try {
       for (const entry of this.supervised) {
-        // Only a worker with nothing in hand: replacing one mid-send would let its job's lock lapse
-        // while the send runs, and another worker send it again.
+        // A job in hand for longer than any job may legitimately take has hung (on a connection
+        // that never recovered): the worker is replaced at once. Otherwise only a worker with
+        // nothing in hand: replacing one mid-send would let its job's lock lapse while the send
+        // runs, and another worker send it again.
+        const oldest = Math.min(...entry.running.values());
+        if (entry.running.size > 0 && Date.now() - oldest > this.hungAfterMs) {
+          this.replace(entry, { hung_ms: Date.now() - oldest });
+          continue;
+        }
         if (entry.inFlight > 0 || Date.now() - entry.lastStart < this.stallAfterMs) {
           entry.suspect = 0;
           continue;
@@ -163,17 +183,24 @@ export class QueueSystem {
         if (waiting > 0 && (await queue.isPaused().catch(() => false))) continue;
         entry.suspect = waiting > 0 ? entry.suspect + 1 : 0;
         if (entry.suspect < 2 || this.closing) continue;
-        this.log.warn({ queue: entry.name, waiting, idle_ms: Date.now() - entry.lastStart }, 'worker takes no jobs although jobs are waiting; replacing it');
-        const stale = entry.current;
-        entry.current = this.createWorker(entry);
-        entry.lastStart = Date.now();
-        entry.suspect = 0;
-        this.replaced += 1;
-        void stale.close(true).catch(() => undefined);
+        this.replace(entry, { waiting, idle_ms: Date.now() - entry.lastStart });
       }
     } finally {
       this.checking = false;
     }
+  }
+
+  private replace(entry: Supervised, why: object): void {
+    this.log.warn({ queue: entry.name, ...why }, 'worker takes no jobs although jobs are waiting, or a job of it hangs; replacing it');
+    const stale = entry.current;
+    entry.current = this.createWorker(entry);
+    entry.lastStart = Date.now();
+    entry.suspect = 0;
+    // Its hung jobs are forgotten: their locks lapse and they come back as stalled jobs.
+    entry.running.clear();
+    entry.inFlight = 0;
+    this.replaced += 1;
+    void stale.close(true).catch(() => undefined);
   }
 
   /** Workers replaced by the stall check since this QueueSystem started. */

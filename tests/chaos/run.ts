@@ -351,14 +351,15 @@ async function scenario(backend: 'redis' | 'postgres'): Promise<Result> {
     const afterOutages = delivered();
     const resumedIn = await (async () => {
       const t0 = Date.now();
-      while (Date.now() - t0 < 30_000) {
+      // A BullMQ worker that took nothing after Redis came back is replaced within ~20 s (src/queue).
+      while (Date.now() - t0 < 60_000) {
         if (delivered() >= Math.min(seeded.expected.size, afterOutages + 20)) return Date.now() - t0;
         await sleep(100);
       }
       return undefined;
     })();
     check('deliveries resume after the outages, no process restarted', resumedIn !== undefined,
-      resumedIn === undefined ? 'fewer than 20 more in 30 s' : `20 more delivered within ${resumedIn} ms`);
+      resumedIn === undefined ? 'fewer than 20 more in 60 s' : `20 more delivered within ${resumedIn} ms`);
     await event('rolling restart: SIGTERM worker-a, restart it', () => restartGracefully('worker-a'));
     await event('rolling restart: SIGTERM worker-b, restart it', () => restartGracefully('worker-b'));
     await event('rolling restart: SIGTERM the API, restart it', () => restartGracefully('api'));

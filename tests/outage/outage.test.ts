@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { createDevOutboxChannel } from '../../src/channels/dev-outbox/index.js';
-import type { Channel, Channels } from '../../src/channels/types.js';
+import type { Job } from 'bullmq';
+import { ThrottledError, type Channel, type Channels } from '../../src/channels/types.js';
+import { deliveryProcessor, QUEUE_CALL_TIMEOUT_MS } from '../../src/delivery/deliver.js';
 import { systemClock } from '../../src/clock.js';
 import { createPool, withTransaction } from '../../src/db/pool.js';
 import { enqueueDeliveries, insertDeliveries, type NewDelivery } from '../../src/delivery/outbox.js';
@@ -110,6 +112,25 @@ describe('a database restart under a worker', () => {
   });
 });
 
+describe('a deferral the queue cannot take', () => {
+  let db: TestDatabase;
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterAll(() => db.drop());
+
+  it('fails the try after QUEUE_CALL_TIMEOUT_MS instead of holding the worker slot for good', async () => {
+    const [id] = await withTransaction(db.pool, (tx) => insertDeliveries(tx, [delivery('throttled@example.test')]));
+    const throttled: Channel = { provider: 'fake', send: async () => { throw new ThrottledError('sender budget spent', 1000); } };
+    const process = deliveryProcessor({ pool: db.pool, channels: { push: throttled, sms: throttled, email: throttled }, clock: systemClock, log });
+    // The job's queue connection never answers (as after a restart it did not recover from).
+    const job = { data: { deliveryId: id }, attemptsMade: 0, opts: { attempts: 3 }, moveToDelayed: () => new Promise<void>(() => undefined) } as unknown as Job;
+    const started = Date.now();
+    await expect(process(job, 'lock-token')).rejects.toThrow(/could not defer the job/);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(QUEUE_CALL_TIMEOUT_MS - 50);
+  }, 15_000);
+});
+
 describe.each(['redis', 'postgres'] as QueueBackend[])('the %s queue losing everything under a live worker', (backend) => {
   let db: TestDatabase;
   let queues: QueueSystem;
@@ -196,4 +217,32 @@ describe.each(['redis', 'postgres'] as QueueBackend[])('a %s queue worker that s
     release();
     await waitFor(async () => (started.includes('next') ? true : undefined));
   });
+});
+
+describe('a queue worker whose job hangs', () => {
+  let db: TestDatabase;
+  let queues: QueueSystem;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    const config = testConfig('redis', db.url);
+    queues = new QueueSystem({ backend: 'redis', redisUrl: config.REDIS_URL, databaseUrl: db.url, prefix: config.QUEUE_PREFIX, stallAfterMs: 300, hungAfterMs: 800 }, log);
+  });
+  afterAll(async () => {
+    await queues.close();
+    await db.drop();
+  });
+
+  it('is replaced once the job has been in hand longer than any job may take, and the job runs again', async () => {
+    const runs: number[] = [];
+    queues.worker('sweep', async (job) => {
+      runs.push(Number(job.data.n));
+      if (runs.length === 1) await new Promise(() => undefined); // hangs for good, as on a dead connection
+    }, { concurrency: 1, lockDuration: 1000, stalledInterval: 500 });
+    await queues.add('sweep', 'probe', { n: 7 });
+    await waitFor(async () => (queues.replacedWorkers === 1 ? true : undefined), 10_000);
+    // Its lock no longer renewed, the job comes back as stalled and a live worker runs it.
+    await waitFor(async () => (runs.length >= 2 ? true : undefined), 15_000);
+    expect(runs.slice(0, 2)).toEqual([7, 7]);
+  }, 30_000);
 });
