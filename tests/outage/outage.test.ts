@@ -9,7 +9,7 @@ import { enqueueDeliveries, insertDeliveries, type NewDelivery } from '../../src
 import { incidentSettings } from '../../src/incidents/settings.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { createMetrics } from '../../src/observability/metrics.js';
-import { QueueSystem } from '../../src/queue/index.js';
+import { QueueSystem, type QueueSettings } from '../../src/queue/index.js';
 import { startWorker, SWEEP_JOB_NAME } from '../../src/worker.js';
 import { testConfig, type QueueBackend } from '../helpers/app.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
@@ -25,6 +25,13 @@ import { waitFor } from '../delivery/fake-provider.js';
  */
 const log = createLogger('silent');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A QueueSystem on a fresh test queue prefix over `db`, with the config the test app would have. */
+function queuesFor(backend: QueueBackend, db: TestDatabase, settings: Pick<QueueSettings, 'stallAfterMs' | 'hungAfterMs'> = {}, env: Record<string, string> = {}) {
+  const config = testConfig(backend, db.url, env);
+  const queues = new QueueSystem({ backend, redisUrl: config.REDIS_URL, databaseUrl: db.url, prefix: config.QUEUE_PREFIX, ...settings }, log);
+  return { config, queues };
+}
 
 const delivery = (address: string): NewDelivery => ({
   memberId: null, contactId: null, kind: 'alert', channel: 'email', address, subject: 'Check on Ann', body: 'Ann missed her check-in.',
@@ -43,8 +50,7 @@ describe('a database restart under a worker', () => {
     db = await createTestDatabase();
     proxy = await startTcpProxy({ host: new URL(db.url).hostname, port: Number(new URL(db.url).port || 5432) });
     pool = createPool(proxy.url(db.url), 5, log);
-    const config = testConfig('redis', db.url);
-    queues = new QueueSystem({ backend: 'redis', redisUrl: config.REDIS_URL, databaseUrl: db.url, prefix: config.QUEUE_PREFIX }, log);
+    ({ queues } = queuesFor('redis', db));
     // The provider writes through the direct pool: it is not the one that goes down.
     const outbox = createDevOutboxChannel(db.pool);
     const channel: Channel = {
@@ -138,8 +144,9 @@ describe.each(['redis', 'postgres'] as QueueBackend[])('the %s queue losing ever
 
   beforeAll(async () => {
     db = await createTestDatabase();
-    const config = testConfig(backend, db.url, { FREE_PLAN_CHANNELS: 'push,sms,email' });
-    queues = new QueueSystem({ backend, redisUrl: config.REDIS_URL, databaseUrl: db.url, prefix: config.QUEUE_PREFIX }, log);
+    const made = queuesFor(backend, db, {}, { FREE_PLAN_CHANNELS: 'push,sms,email' });
+    queues = made.queues;
+    const config = made.config;
     await startWorker({
       pool: db.pool, queues, clock: systemClock, log, metrics, incidents: incidentSettings(config, TEST_LINK_SECRET),
       queueWatchMs: 200, deliveryJobs: { backoffDelayMs: 10 },
@@ -177,8 +184,7 @@ describe.each(['redis', 'postgres'] as QueueBackend[])('a %s queue worker that s
 
   beforeAll(async () => {
     db = await createTestDatabase();
-    const config = testConfig(backend, db.url);
-    queues = new QueueSystem({ backend, redisUrl: config.REDIS_URL, databaseUrl: db.url, prefix: config.QUEUE_PREFIX, stallAfterMs: 300 }, log);
+    ({ queues } = queuesFor(backend, db, { stallAfterMs: 300 }));
   });
   afterAll(async () => {
     await queues.close();
@@ -225,8 +231,7 @@ describe('a queue worker whose job hangs', () => {
 
   beforeAll(async () => {
     db = await createTestDatabase();
-    const config = testConfig('redis', db.url);
-    queues = new QueueSystem({ backend: 'redis', redisUrl: config.REDIS_URL, databaseUrl: db.url, prefix: config.QUEUE_PREFIX, stallAfterMs: 300, hungAfterMs: 800 }, log);
+    ({ queues } = queuesFor('redis', db, { stallAfterMs: 300, hungAfterMs: 800 }));
   });
   afterAll(async () => {
     await queues.close();
