@@ -13,6 +13,7 @@ import type { Logger } from './observability/logger.js';
 import type { Metrics } from './observability/metrics.js';
 import type { QueueSystem } from './queue/index.js';
 import type { IncidentSettings } from './incidents/engine.js';
+import type { SweepLane } from './incidents/isolate.js';
 import { sweepOnce } from './incidents/sweep.js';
 import { refillFollowing } from './schedules/repo.js';
 import { recordHeartbeat } from './system/heartbeat.js';
@@ -132,6 +133,10 @@ export async function startWorker(deps: WorkerDeps): Promise<StartedWorker> {
   const workerId = `${hostname()}:${process.pid}`;
   const auditor = deps.auditor ?? (deps.config === undefined ? DEFAULT_AUDITOR_SETTINGS : auditorSettings(deps.config));
   const retention = deps.retention ?? (deps.config === undefined ? DEFAULT_RETENTION_SETTINGS : retentionSettings(deps.config));
+  const sweepFailureMetrics = {
+    itemFailure: (lane: SweepLane) => deps.metrics.sweepItemFailures.inc({ lane }),
+    laneError: (lane: SweepLane) => deps.metrics.sweepLaneErrors.inc({ lane }),
+  };
   deps.queues.worker('system', async (job) => {
     if (job.name === 'heartbeat') {
       const at = await recordHeartbeat(deps.pool, workerId, deps.queues.backend, deps.clock);
@@ -145,7 +150,7 @@ export async function startWorker(deps: WorkerDeps): Promise<StartedWorker> {
       return { pending };
     }
     if (job.name === REFILL_JOB_NAME) {
-      const refilled = await refillFollowing(deps.pool, deps.clock());
+      const refilled = await refillFollowing(deps.pool, deps.clock(), { log: deps.log, failures: sweepFailureMetrics });
       deps.metrics.jobsProcessed.inc({ queue: 'system', outcome: 'completed' });
       return { refilled };
     }
@@ -200,8 +205,11 @@ export async function startWorker(deps: WorkerDeps): Promise<StartedWorker> {
     // One sweep at a time per process; other processes sweep side by side (SKIP LOCKED).
     deps.queues.worker('sweep', async () => {
       const started = performance.now();
-      const r = await sweepOnce({ pool: deps.pool, queues: deps.queues, log: deps.log, clock: deps.clock, settings: incidents, ...(deps.deliveryJobs === undefined ? {} : { deliveryJobs: deps.deliveryJobs }) });
-      if (r.missed + r.steps + r.ackTimeouts > 0) deps.log.info({ ...r }, 'sweep');
+      const r = await sweepOnce({
+        pool: deps.pool, queues: deps.queues, log: deps.log, clock: deps.clock, settings: incidents, failures: sweepFailureMetrics,
+        ...(deps.deliveryJobs === undefined ? {} : { deliveryJobs: deps.deliveryJobs }),
+      });
+      if (r.missed + r.steps + r.ackTimeouts > 0 || r.failedLanes.length > 0) deps.log.info({ ...r }, 'sweep');
       deps.metrics.sweepDuration.observe((performance.now() - started) / 1000);
       deps.metrics.sweepClaimed.observe(r.missed + r.skippedPaused + r.steps + r.ackTimeouts + r.reminders);
       const rows = { missed: r.missed, skipped_paused: r.skippedPaused, step: r.steps, ack_timeout: r.ackTimeouts, reminder: r.reminders, delivery: r.deliveries };

@@ -6,7 +6,7 @@ import { maskAddress, type Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { isDatabaseUnavailable } from '../db/pool.js';
 import type { AlertRender } from '../incidents/outbound.js';
-import { messageText } from '../incidents/render-at-send.js';
+import { messageText, type MessageText } from '../incidents/render-at-send.js';
 import { circuitDownForMs, circuitRetryAfterMs } from './breaker.js';
 import { disableContactChannel, recordFailover } from './feedback.js';
 import type { DeliveryJobData } from './outbox.js';
@@ -205,7 +205,21 @@ export async function processDelivery(
   }
 
   const channel = deps.channels[row.channel];
-  const text = await messageText(deps.pool, row);
+  let text: MessageText;
+  try {
+    text = await messageText(deps.pool, row);
+  } catch (err) {
+    if (isDatabaseUnavailable(err)) throw err;
+    // Its data cannot make a message (a corrupt snapshot, a row an older version wrote): trying
+    // again renders the same nothing. Failed at once, and the contact's other channels carry it.
+    const error = cleanError(`could not render the message: ${err instanceof Error ? err.message : String(err)}`, row.address);
+    const now = deps.clock();
+    await markFailedTry(deps.pool, row, channel.provider, error, 'permanent', true, now, now, 0);
+    deps.log.error({ delivery_id: row.id, incident_id: row.incident_id, channel: row.channel, kind: row.kind, error }, 'delivery failed: its message could not be rendered');
+    count('failed');
+    await afterFinalFailure(deps, row, err, error);
+    return 'failed';
+  }
   const msg: OutboundMessage = {
     deliveryId: row.id, channel: row.channel, to: row.address, subject: text.subject, body: text.body,
     html: text.html, kind: row.kind, incidentId: row.incident_id, data: text.data,

@@ -29,9 +29,18 @@ export type Render = 'now' | 'at_send';
  * `render`: see openIncidents (the sweeper leaves the text to the worker; a request renders it now).
  */
 async function applyStep(tx: pg.PoolClient, s: IncidentSettings, inc: repo.IncidentRow, step: Step, now: Date, reason: string, render: Render): Promise<string[]> {
-  const ids = await insertDeliveries(tx, alertDeliveries(s.links, inc, step.step_no, step.round, step.contacts, render));
-  await moveIncidents(tx, [{ id: inc.id, step, nextAt: step.more ? new Date(now.getTime() + inc.escalation_minutes * MINUTE) : null }]);
-  await repo.addEvents(tx, stepEvents(inc.id, step, now, reason, ids.length));
+  // The plan is a snapshot: a contact removed since then is skipped (and said so), the rest are alerted.
+  const present = await repo.presentContacts(tx, step.contacts.map((c) => c.id));
+  const gone = step.contacts.filter((c) => !present.has(c.id));
+  const contacts = gone.length === 0 ? step.contacts : step.contacts.filter((c) => present.has(c.id));
+  const ids = await insertDeliveries(tx, alertDeliveries(s.links, inc, step.step_no, step.round, contacts, render));
+  // A step that reached nobody (all its contacts removed) does not hold up the next one.
+  const wait = contacts.length === 0 ? 0 : inc.escalation_minutes * MINUTE;
+  await moveIncidents(tx, [{ id: inc.id, step, nextAt: step.more ? new Date(now.getTime() + wait) : null }]);
+  await repo.addEvents(tx, [
+    ...gone.map((c): repo.NewEvent => ({ incident_id: inc.id, at: now, type: 'contact_skipped', step_no: step.step_no, contact_id: c.id, detail: { reason: 'contact_removed', name: c.name } })),
+    ...stepEvents(inc.id, { ...step, contacts }, now, reason, ids.length),
+  ]);
   return ids;
 }
 

@@ -32,9 +32,13 @@ export async function messageText(db: Queryable, row: StoredMessage): Promise<Me
   if (row.kind !== 'alert' || row.render === null || row.incident_id === null) {
     throw new Error(`delivery ${row.id} has neither a text nor what to render it from`);
   }
+  const { round, ack_url: ackUrl } = row.render;
+  if (!Number.isInteger(round) || round < 1 || round > 1000 || typeof ackUrl !== 'string' || !/^https?:\/\//.test(ackUrl)) {
+    throw new Error(`delivery ${row.id}: its render data is not usable`);
+  }
   const inc = await getIncident(db, row.incident_id);
   if (inc === undefined) throw new Error(`delivery ${row.id}: its incident is gone`);
   // The plan snapshot names the contact; the row's contact_id may have been cleared since (contact deleted).
   const contact = planContact(inc.plan, row.render.contact_id);
-  return channelText(row.channel, renderAlertFor(inc, { name: contact?.name ?? '' }, row.render.round, row.render.ack_url));
+  return channelText(row.channel, renderAlertFor(inc, { name: contact?.name ?? '' }, round, ackUrl));
 }

@@ -36,9 +36,9 @@ export async function getIncident(db: Queryable, id: string, opts: { memberId?: 
   return rows[0];
 }
 
-export async function claimIncidents(db: Queryable, where: string, now: Date, limit: number): Promise<IncidentRow[]> {
-  const { rows } = await db.query<IncidentRow>(
-    `select ${COLUMNS} from incidents where ${where} order by opened_at limit $2 for update skip locked`,
+export async function claimIncidents(db: Queryable, where: string, now: Date, limit: number, hadFailed = 'false'): Promise<(IncidentRow & { had_failed: boolean })[]> {
+  const { rows } = await db.query<IncidentRow & { had_failed: boolean }>(
+    `select ${COLUMNS}, ${hadFailed} as had_failed from incidents where ${where} order by opened_at limit $2 for update skip locked`,
     [now, limit],
   );
   return rows;
@@ -116,6 +116,16 @@ export async function cancelPendingAlerts(db: Queryable, incidentId: string, now
     [incidentId, now],
   );
   return rowCount ?? 0;
+}
+
+/**
+ * Which of these contacts still exist, locked against deletion (KEY SHARE) until the caller
+ * commits: the outbox rows about to reference them cannot lose them in between.
+ */
+export async function presentContacts(db: Queryable, ids: string[]): Promise<Set<string>> {
+  if (ids.length === 0) return new Set();
+  const { rows } = await db.query<{ id: string }>('select id from contacts where id = any($1::uuid[]) for key share', [ids]);
+  return new Set(rows.map((r) => r.id));
 }
 
 export async function unresolvedIncidentIds(db: Queryable | pg.PoolClient, memberId: string): Promise<string[]> {

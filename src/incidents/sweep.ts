@@ -7,10 +7,11 @@ import { signLink } from '../links/tokens.js';
 import type { Logger } from '../observability/logger.js';
 import type { QueueSystem } from '../queue/index.js';
 import type { Interval } from '../schedules/deadline.js';
-import { computeTimers, followingDeadline, type ScheduleShape } from '../schedules/timers.js';
+import { computeTimers, followingDeadline, withUsableZone, type ScheduleShape } from '../schedules/timers.js';
 import { ackTimedOut, escalate, openIncidents, type IncidentSettings, type OpenIncident } from './engine.js';
 import { renderReminder } from './messages.js';
 import { pushAddress } from './plan.js';
+import { clearFailures, hadFailed, isolate, recordFailures, setAside, type Failed, type FailureMetrics, type Item, type SweepLane } from './isolate.js';
 import { claimIncidents } from './repo.js';
 
 /**
@@ -28,13 +29,19 @@ export type SweepDeps = {
   /** Transactions sweeping missed deadlines side by side in this process. */
   lanes?: number;
   deliveryJobs?: DeliveryJobSettings;
+  /** pruuf_sweep_item_failures_total and pruuf_sweep_lane_errors_total (the worker passes them). */
+  failures?: FailureMetrics & { laneError: (lane: SweepLane) => void };
 };
 
 export const SWEEP_LANES = 3;
 /** Missed deadlines claimed per transaction: big enough that a burst is a few big writes, small enough that the first alerts leave within a second. */
 export const MISSED_BATCH = 500;
 
-export type SweepResult = { missed: number; skippedPaused: number; steps: number; ackTimeouts: number; reminders: number; deliveries: number };
+export type SweepResult = {
+  missed: number; skippedPaused: number; steps: number; ackTimeouts: number; reminders: number; deliveries: number;
+  /** Lanes that failed as a whole this tick (logged and counted; the others ran). */
+  failedLanes: SweepLane[];
+};
 
 /** What a claimed schedule brings: its rule, its timers, its member's zone and pauses not over yet. */
 type DueSchedule = ScheduleShape & {
@@ -42,65 +49,92 @@ type DueSchedule = ScheduleShape & {
   member_time_zone: string; pauses: { from: string; until: string }[] | null;
 };
 
+type MissedOutcome = { deliveryIds: string[]; missed: number; paused: number };
+
 /**
  * Deadlines whose grace has run out: an incident each (unless paused), and the schedule moves on.
  * A claimed batch costs a fixed number of statements (claim with pauses, entitlements, plans,
  * incidents, outbox, timeline, schedule moves), not a number per schedule: a burst of misses is a
  * few big writes. The alerts' text is left to the worker that sends them (render 'at_send').
+ * A schedule that makes the batch fail is isolated and set aside (see isolate.ts); the others commit.
  */
 async function sweepMissed(deps: SweepDeps, now: Date, out: string[]): Promise<{ missed: number; paused: number; claimed: number }> {
   return withTransaction(deps.pool, async (tx) => {
-    const { rows } = await tx.query<DueSchedule>(
+    const { rows } = await tx.query<DueSchedule & { had_failed: boolean }>(
       `select s.id, s.member_id, s.kind, s.local_time, s.days::int[] as days, s.due_at, s.time_zone, s.grace_minutes,
               s.next_deadline_at, s.alert_at, s.following_deadline_at, m.time_zone as member_time_zone,
               (select json_agg(json_build_object('from', p.starts_at, 'until', p.ends_at)) from pauses p
-                where p.member_id = s.member_id and p.ends_at > $1) as pauses
+                where p.member_id = s.member_id and p.ends_at > $1) as pauses,
+              ${hadFailed('missed', 's')} as had_failed
          from schedules s join members m on m.id = s.member_id
-        where s.active and s.alert_at <= $1 order by s.alert_at limit $2 for update of s skip locked`,
+        where s.active and s.alert_at <= $1 and not ${setAside('missed', 's', '$1')}
+        order by s.alert_at limit $2 for update of s skip locked`,
       [now, deps.batchSize ?? MISSED_BATCH],
     );
     if (rows.length === 0) return { missed: 0, paused: 0, claimed: 0 };
-    const toOpen: OpenIncident[] = [];
-    const moves: { id: string; next: Date | null; following: Date | null }[] = [];
-    const restarts: { id: string; t: ReturnType<typeof computeTimers> }[] = [];
     const following = followingDeadlines();
-    for (const s of rows) {
-      const pauses = (s.pauses ?? []).map((p) => ({ from: new Date(p.from), until: new Date(p.until) }));
-      const deadline = s.next_deadline_at;
-      const inPause = pauses.some((p) => (p.from <= deadline && deadline < p.until) || (p.from <= now && now < p.until));
-      if (inPause) {
-        // Paused after the deadline was set: no miss; the schedule starts again after the pause.
-        restarts.push({ id: s.id, t: computeTimers(s, s.member_time_zone, now, pauses, null) });
-        continue;
-      }
-      toOpen.push({ member_id: s.member_id, schedule_id: s.id, kind: 'missed', deadline_at: deadline, alert_at: s.alert_at });
-      // The next deadline is the one after the missed one (never one already past: those were real misses too,
-      // but each sweep takes the oldest first, so a long outage alerts them in order).
-      const next = s.kind === 'daily' ? (s.following_deadline_at ?? following(s, s.member_time_zone, deadline, pauses)) : null;
-      moves.push({ id: s.id, next, following: next === null ? null : following(s, s.member_time_zone, next, pauses) });
-    }
-    const opened = await openIncidents(tx, deps.settings, toOpen, now, 'at_send');
-    out.push(...opened.deliveryIds);
-    if (moves.length > 0) {
-      await tx.query(
-        `update schedules s set window_start_at = s.next_deadline_at, next_deadline_at = u.next,
-           alert_at = u.next + make_interval(mins => s.grace_minutes), following_deadline_at = u.following, updated_at = $4
-           from unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[]) as u(id, next, following)
-          where s.id = u.id`,
-        [moves.map((m) => m.id), moves.map((m) => m.next), moves.map((m) => m.following), now],
-      );
-    }
-    if (restarts.length > 0) {
-      await tx.query(
-        `update schedules s set next_deadline_at = u.next, alert_at = u.alert, window_start_at = u.window_start, following_deadline_at = u.following, updated_at = $6
-           from unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[]) as u(id, next, alert, window_start, following)
-          where s.id = u.id`,
-        [restarts.map((r) => r.id), restarts.map((r) => r.t.next_deadline_at), restarts.map((r) => r.t.alert_at),
-          restarts.map((r) => r.t.window_start_at), restarts.map((r) => r.t.following_deadline_at), now],
-      );
-    }
-    return { missed: opened.incidentIds.length, paused: restarts.length, claimed: rows.length };
+    const r = await isolate(tx, rows, (part) => openMissed(tx, deps, part, now, following));
+    await settle(tx, deps, 'missed', rows, r.failed, now);
+    for (const o of r.results) out.push(...o.deliveryIds);
+    return { missed: sum(r.results, (o) => o.missed), paused: sum(r.results, (o) => o.paused), claimed: rows.length };
   });
+}
+
+const sum = <T>(list: T[], f: (x: T) => number) => list.reduce((n, x) => n + f(x), 0);
+
+/** Records the items that failed and clears the record of those that had failed before and went through now. */
+async function settle(tx: pg.PoolClient, deps: SweepDeps, lane: SweepLane, claimed: (Item & { had_failed: boolean })[], failed: Failed<Item>[], now: Date): Promise<void> {
+  await recordFailures(tx, lane, failed, now, deps.log, deps.failures);
+  const bad = new Set(failed.map((f) => f.item.id));
+  await clearFailures(tx, lane, claimed.filter((c) => c.had_failed && !bad.has(c.id)).map((c) => c.id), deps.log);
+}
+
+/** The set-based work of sweepMissed for some of its claimed schedules (all of them, unless one fails). */
+async function openMissed(tx: pg.PoolClient, deps: SweepDeps, rows: DueSchedule[], now: Date, following: ReturnType<typeof followingDeadlines>): Promise<MissedOutcome> {
+  const toOpen: OpenIncident[] = [];
+  const moves: { id: string; next: Date | null; following: Date | null; fallback: boolean }[] = [];
+  const restarts: { id: string; t: ReturnType<typeof computeTimers>; fallback: boolean }[] = [];
+  for (const s of rows) {
+    const pauses = (s.pauses ?? []).map((p) => ({ from: new Date(p.from), until: new Date(p.until) }));
+    const deadline = s.next_deadline_at;
+    // A zone the time zone database does not know: deadlines in UTC, and the row says so (runbook).
+    const { fallback } = withUsableZone(s, s.member_time_zone);
+    const inPause = pauses.some((p) => (p.from <= deadline && deadline < p.until) || (p.from <= now && now < p.until));
+    if (inPause) {
+      // Paused after the deadline was set: no miss; the schedule starts again after the pause.
+      restarts.push({ id: s.id, t: computeTimers(s, s.member_time_zone, now, pauses, null), fallback });
+      continue;
+    }
+    toOpen.push({ member_id: s.member_id, schedule_id: s.id, kind: 'missed', deadline_at: deadline, alert_at: s.alert_at });
+    // The next deadline is the one after the missed one (never one already past: those were real misses too,
+    // but each sweep takes the oldest first, so a long outage alerts them in order).
+    const next = s.kind === 'daily' ? (s.following_deadline_at ?? following(s, s.member_time_zone, deadline, pauses)) : null;
+    moves.push({ id: s.id, next, following: next === null ? null : following(s, s.member_time_zone, next, pauses), fallback });
+  }
+  const opened = await openIncidents(tx, deps.settings, toOpen, now, 'at_send');
+  if (moves.length > 0) {
+    await tx.query(
+      `update schedules s set window_start_at = s.next_deadline_at, next_deadline_at = u.next,
+         alert_at = u.next + make_interval(mins => s.grace_minutes), following_deadline_at = u.following, updated_at = $4,
+         zone_fallback_at = case when u.fallback then coalesce(s.zone_fallback_at, $4) end
+         from unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $5::boolean[]) as u(id, next, following, fallback)
+        where s.id = u.id`,
+      [moves.map((m) => m.id), moves.map((m) => m.next), moves.map((m) => m.following), now, moves.map((m) => m.fallback)],
+    );
+  }
+  if (restarts.length > 0) {
+    await tx.query(
+      `update schedules s set next_deadline_at = u.next, alert_at = u.alert, window_start_at = u.window_start, following_deadline_at = u.following, updated_at = $6,
+         zone_fallback_at = case when u.fallback then coalesce(s.zone_fallback_at, $6) end
+         from unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[], $7::boolean[]) as u(id, next, alert, window_start, following, fallback)
+        where s.id = u.id`,
+      [restarts.map((r) => r.id), restarts.map((r) => r.t.next_deadline_at), restarts.map((r) => r.t.alert_at),
+        restarts.map((r) => r.t.window_start_at), restarts.map((r) => r.t.following_deadline_at), now, restarts.map((r) => r.fallback)],
+    );
+  }
+  const fallbacks = [...moves, ...restarts].filter((m) => m.fallback).map((m) => m.id);
+  if (fallbacks.length > 0) deps.log.warn({ schedule_ids: fallbacks }, 'schedules with a time zone the time zone database does not know: deadlines computed in UTC (docs/runbooks.md)');
+  return { deliveryIds: opened.deliveryIds, missed: opened.incidentIds.length, paused: restarts.length };
 }
 
 /**
@@ -126,34 +160,56 @@ async function sweepIncidents(deps: SweepDeps, now: Date, out: string[], kind: '
     const where = kind === 'steps'
       ? `state = 'open' and next_step_at is not null and next_step_at <= $1`
       : `state = 'acknowledged' and ack_expires_at <= $1`;
-    const due = await claimIncidents(tx, where, now, deps.batchSize ?? 200);
-    for (const inc of due) {
-      out.push(...(kind === 'steps' ? await escalate(tx, deps.settings, inc, now, 'escalation', 'at_send') : await ackTimedOut(tx, deps.settings, inc, now, 'at_send')));
-    }
+    const due = await claimIncidents(tx, `${where} and not ${setAside(kind, 'incidents', '$1')}`, now, deps.batchSize ?? 200, hadFailed(kind, 'incidents'));
+    if (due.length === 0) return 0;
+    const r = await isolate(tx, due, async (part) => {
+      const ids: string[] = [];
+      for (const inc of part) {
+        ids.push(...(kind === 'steps' ? await escalate(tx, deps.settings, inc, now, 'escalation', 'at_send') : await ackTimedOut(tx, deps.settings, inc, now, 'at_send')));
+      }
+      return ids;
+    });
+    await settle(tx, deps, kind, due, r.failed, now);
+    for (const ids of r.results) out.push(...ids);
     return due.length;
   });
 }
 
 /**
  * Which kinds of timer have anything due: ONE round trip, each part answered by the partial index
- * its sweep uses. Most ticks find nothing, and cost only this.
+ * its sweep uses. Most ticks find nothing, and cost only this. Items set aside after failing
+ * (sweep_failures) do not count until their retry time.
  */
 async function dueTimers(pool: pg.Pool, now: Date): Promise<{ missed: boolean; steps: boolean; ack: boolean; reminders: boolean }> {
   const { rows } = await pool.query<{ missed: boolean; steps: boolean; ack: boolean; reminders: boolean }>(
-    `select exists (select 1 from schedules where active and alert_at <= $1) as missed,
-            exists (select 1 from incidents where state = 'open' and next_step_at <= $1) as steps,
-            exists (select 1 from incidents where state = 'acknowledged' and ack_expires_at <= $1) as ack,
-            exists (select 1 from schedules where active and next_reminder_at <= $1) as reminders`,
+    `select exists (select 1 from schedules s where active and alert_at <= $1 and not ${setAside('missed', 's', '$1')}) as missed,
+            exists (select 1 from incidents i where state = 'open' and next_step_at <= $1 and not ${setAside('steps', 'i', '$1')}) as steps,
+            exists (select 1 from incidents i where state = 'acknowledged' and ack_expires_at <= $1 and not ${setAside('ack', 'i', '$1')}) as ack,
+            exists (select 1 from schedules s where active and next_reminder_at <= $1 and not ${setAside('reminders', 's', '$1')}) as reminders`,
     [now],
   );
   return rows[0]!;
+}
+
+/**
+ * One lane of the sweep, on its own: its failure (the database gone mid-batch, or a bug that
+ * isolation cannot pin on one item) is logged and counted, and the other lanes still run.
+ */
+async function runLane(deps: SweepDeps, lane: SweepLane, result: SweepResult, fn: () => Promise<void>): Promise<void> {
+  try {
+    await fn();
+  } catch (err) {
+    result.failedLanes.push(lane);
+    deps.failures?.laneError(lane);
+    deps.log.error({ lane, err: { message: (err as Error).message, code: (err as { code?: string }).code } }, 'sweep lane failed; the other lanes went on, this one runs again next tick');
+  }
 }
 
 export async function sweepOnce(deps: SweepDeps): Promise<SweepResult> {
   const now = deps.clock();
   const limit = deps.batchSize ?? 200;
   const out: string[] = [];
-  const result: SweepResult = { missed: 0, skippedPaused: 0, steps: 0, ackTimeouts: 0, reminders: 0, deliveries: 0 };
+  const result: SweepResult = { missed: 0, skippedPaused: 0, steps: 0, ackTimeouts: 0, reminders: 0, deliveries: 0, failedLanes: [] };
   // Batches until nothing is due (after an outage a schedule comes round once per missed
   // deadline); each batch commits, and is enqueued, on its own, so the first alerts leave while
   // later ones are still being written. A few lanes work side by side (SKIP LOCKED keeps them
@@ -170,29 +226,42 @@ export async function sweepOnce(deps: SweepDeps): Promise<SweepResult> {
       if (m.claimed === 0) break;
     }
   };
-  await Promise.all(Array.from({ length: deps.lanes ?? SWEEP_LANES }, lane));
+  await runLane(deps, 'missed', result, async () => {
+    const lanes = await Promise.allSettled(Array.from({ length: deps.lanes ?? SWEEP_LANES }, lane));
+    const failed = lanes.find((l): l is PromiseRejectedResult => l.status === 'rejected');
+    if (failed !== undefined) throw failed.reason;
+  });
   for (const kind of ['ack', 'steps'] as const) {
-    while (due[kind]) {
+    await runLane(deps, kind, result, async () => {
+      while (due[kind]) {
+        const batch: string[] = [];
+        const n = await sweepIncidents(deps, now, batch, kind);
+        if (kind === 'ack') result.ackTimeouts += n;
+        else result.steps += n;
+        await enqueueDeliveries(deps.queues, batch, deps.log, deps.deliveryJobs);
+        out.push(...batch);
+        if (n < limit) break;
+      }
+    });
+  }
+  await runLane(deps, 'reminders', result, async () => {
+    while (due.reminders) {
       const batch: string[] = [];
-      const n = await sweepIncidents(deps, now, batch, kind);
-      if (kind === 'ack') result.ackTimeouts += n;
-      else result.steps += n;
+      const n = await sweepReminders(deps, now, batch);
+      result.reminders += n;
       await enqueueDeliveries(deps.queues, batch, deps.log, deps.deliveryJobs);
       out.push(...batch);
       if (n < limit) break;
     }
-  }
-  while (due.reminders) {
-    const batch: string[] = [];
-    const n = await sweepReminders(deps, now, batch);
-    result.reminders += n;
-    await enqueueDeliveries(deps.queues, batch, deps.log, deps.deliveryJobs);
-    out.push(...batch);
-    if (n < limit) break;
-  }
+  });
   result.deliveries = out.length;
   return result;
 }
+
+type DueReminder = {
+  id: string; member_id: string; next_deadline_at: Date; grace_minutes: number; reminder_minutes: number[]; email: string | null;
+  phone: string | null; sms_opted_out: boolean; member_name: string | null; time_zone: string; has_devices: boolean; had_failed: boolean;
+};
 
 /**
  * Reminders to the member before a deadline (reminder_minutes before it), with a signed check-in
@@ -200,31 +269,41 @@ export async function sweepOnce(deps: SweepDeps): Promise<SweepResult> {
  */
 export async function sweepReminders(deps: SweepDeps, now: Date, out: string[]): Promise<number> {
   return withTransaction(deps.pool, async (tx) => {
-    const { rows } = await tx.query<{ id: string; member_id: string; next_deadline_at: Date; grace_minutes: number; reminder_minutes: number[]; email: string | null; phone: string | null; sms_opted_out: boolean; member_name: string | null; time_zone: string; has_devices: boolean }>(
+    const { rows } = await tx.query<DueReminder>(
       `select s.id, s.member_id, s.next_deadline_at, s.grace_minutes, s.reminder_minutes, m.email, m.phone, m.sms_opted_out, m.display_name as member_name, m.time_zone,
-         exists (select 1 from devices d where d.member_id = s.member_id) as has_devices
+         exists (select 1 from devices d where d.member_id = s.member_id) as has_devices, ${hadFailed('reminders', 's')} as had_failed
        from schedules s join members m on m.id = s.member_id
-       where s.active and s.next_reminder_at <= $1 order by s.next_reminder_at limit $2 for update of s skip locked`,
+       where s.active and s.next_reminder_at <= $1 and not ${setAside('reminders', 's', '$1')}
+       order by s.next_reminder_at limit $2 for update of s skip locked`,
       [now, deps.batchSize ?? 200],
     );
-    for (const s of rows) {
-      const deadline = s.next_deadline_at.getTime();
-      const later = s.reminder_minutes.map((o) => deadline - o * 60_000).filter((at) => at > now.getTime());
-      const nextAt = later.length === 0 ? null : new Date(Math.min(...later));
-      await tx.query('update schedules set next_reminder_at = $2 where id = $1', [s.id, nextAt]);
-      if (deadline < now.getTime()) continue; // too late to remind: the deadline has passed
-      const link = `${deps.settings.links.publicBaseUrl}/c/${signLink(deps.settings.links.linkSecret, 'checkin', s.member_id, new Date(deadline + (s.grace_minutes + 12 * 60) * 60_000))}`;
-      const r = renderReminder({ memberName: s.member_name ?? 'there', deadlineAt: s.next_deadline_at, timeZone: s.time_zone, checkInUrl: link, minutesLeft: Math.max(0, Math.round((deadline - now.getTime()) / 60_000)) });
-      const rowsOut: NewDelivery[] = [];
-      const base = { memberId: s.member_id, contactId: null, kind: 'reminder' as const };
-      if (s.has_devices) rowsOut.push({ ...base, channel: 'push', address: pushAddress(s.member_id), subject: r.push.title, body: r.push.body, data: r.push.data });
-      if (s.email !== null) rowsOut.push({ ...base, channel: 'email', address: s.email, subject: r.email.subject, body: r.email.text, html: r.email.html });
-      // An SMS reminder the member can answer with "OK" (webhooks/twilio/inbound), on plans with SMS.
-      if (s.phone !== null && !s.sms_opted_out && (await entitlementsFor(tx, s.member_id, deps.settings.plans, now)).channels.includes('sms')) {
-        rowsOut.push({ ...base, channel: 'sms', address: s.phone, subject: null, body: r.sms });
-      }
-      out.push(...(await insertDeliveries(tx, rowsOut)));
-    }
+    if (rows.length === 0) return 0;
+    const r = await isolate(tx, rows, async (part) => {
+      const ids: string[] = [];
+      for (const s of part) ids.push(...(await remind(tx, deps, s, now)));
+      return ids;
+    });
+    await settle(tx, deps, 'reminders', rows, r.failed, now);
+    for (const ids of r.results) out.push(...ids);
     return rows.length;
   });
+}
+
+async function remind(tx: pg.PoolClient, deps: SweepDeps, s: DueReminder, now: Date): Promise<string[]> {
+  const deadline = s.next_deadline_at.getTime();
+  const later = s.reminder_minutes.map((o) => deadline - o * 60_000).filter((at) => at > now.getTime());
+  const nextAt = later.length === 0 ? null : new Date(Math.min(...later));
+  await tx.query('update schedules set next_reminder_at = $2 where id = $1', [s.id, nextAt]);
+  if (deadline < now.getTime()) return []; // too late to remind: the deadline has passed
+  const link = `${deps.settings.links.publicBaseUrl}/c/${signLink(deps.settings.links.linkSecret, 'checkin', s.member_id, new Date(deadline + (s.grace_minutes + 12 * 60) * 60_000))}`;
+  const r = renderReminder({ memberName: s.member_name ?? 'there', deadlineAt: s.next_deadline_at, timeZone: s.time_zone, checkInUrl: link, minutesLeft: Math.max(0, Math.round((deadline - now.getTime()) / 60_000)) });
+  const rowsOut: NewDelivery[] = [];
+  const base = { memberId: s.member_id, contactId: null, kind: 'reminder' as const };
+  if (s.has_devices) rowsOut.push({ ...base, channel: 'push', address: pushAddress(s.member_id), subject: r.push.title, body: r.push.body, data: r.push.data });
+  if (s.email !== null) rowsOut.push({ ...base, channel: 'email', address: s.email, subject: r.email.subject, body: r.email.text, html: r.email.html });
+  // An SMS reminder the member can answer with "OK" (webhooks/twilio/inbound), on plans with SMS.
+  if (s.phone !== null && !s.sms_opted_out && (await entitlementsFor(tx, s.member_id, deps.settings.plans, now)).channels.includes('sms')) {
+    rowsOut.push({ ...base, channel: 'sms', address: s.phone, subject: null, body: r.sms });
+  }
+  return insertDeliveries(tx, rowsOut);
 }

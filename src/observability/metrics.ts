@@ -84,6 +84,30 @@ export function createMetrics() {
       labelNames: ['kind'] as const,
       registers: [registry],
     }),
+    sweepItemFailures: new Counter({
+      name: 'pruuf_sweep_item_failures_total',
+      help: 'Items (schedules, incidents) a sweep lane could not process and set aside with backoff, by lane; the rest of their batch went on',
+      labelNames: ['lane'] as const,
+      registers: [registry],
+    }),
+    sweepLaneErrors: new Counter({
+      name: 'pruuf_sweep_lane_errors_total',
+      help: 'Sweep ticks in which a whole lane failed (database unreachable mid-batch, or a failure not pinned on one item); the other lanes still ran',
+      labelNames: ['lane'] as const,
+      registers: [registry],
+    }),
+    sweepFailing: new Gauge({
+      name: 'pruuf_sweep_failing_items',
+      help: 'Items set aside after failing, by lane (retried with backoff), as of the last audit',
+      labelNames: ['lane'] as const,
+      registers: [registry],
+    }),
+    sweepQuarantined: new Gauge({
+      name: 'pruuf_sweep_quarantined_items',
+      help: 'Items that failed 3 times or more in a row, by lane, as of the last audit: an operator should look (docs/runbooks.md)',
+      labelNames: ['lane'] as const,
+      registers: [registry],
+    }),
     queueRestored: new Counter({
       name: 'pruuf_queue_restored_total',
       help: 'Times this worker found the queue had lost its jobs (Redis restarted empty, queue tables emptied) and restored its schedulers and pending deliveries',

@@ -3,6 +3,7 @@ import type { Clock } from '../clock.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
+import { hadFailed, quarantineCounts, SWEEP_LANES_ALL, type SweepLane } from '../incidents/isolate.js';
 
 /**
  * The auditor: every minute, is every due timer on schedule? It does not fix anything (the
@@ -54,6 +55,12 @@ export type AuditResult = {
   checked_at: string;
   overdue: Record<TimerKind, Overdue>;
   oldest_pending_delivery_seconds: number;
+  /**
+   * Per sweep lane: items set aside after failing (retried with backoff), and those quarantined
+   * (failed QUARANTINE_AFTER times in a row). Not part of `ok`: they do not stop anyone else's
+   * alerts, and pruuf_sweep_quarantined_items pages on its own (docs/runbooks.md).
+   */
+  sweep_failures?: Record<SweepLane, { failing: number; quarantined: number }>;
 };
 
 type Row = { kind: TimerKind; n: number; oldest: number | null };
@@ -61,18 +68,20 @@ type Row = { kind: TimerKind; n: number; oldest: number | null };
 /** One round trip; each part is answered by the partial index its sweep (or the reconciler) uses. */
 export async function checkTimers(db: pg.Pool, now: Date, s: AuditorSettings): Promise<AuditResult> {
   const cutoff = new Date(now.getTime() - s.lateSeconds * 1000);
+  // Items the sweeper set aside after failing are not "the sweeper is stalled": they are counted
+  // apart (sweep_failures), so one bad row does not hide whether everyone else is on time.
   const { rows } = await db.query<Row>(
     `select 'missed_deadline' as kind, count(*)::int as n, extract(epoch from $2::timestamptz - min(alert_at))::float8 as oldest
-       from schedules where active and alert_at <= $1
+       from schedules s where active and alert_at <= $1 and not ${hadFailed('missed', 's')}
      union all
      select 'escalation_step', count(*)::int, extract(epoch from $2::timestamptz - min(next_step_at))::float8
-       from incidents where state = 'open' and next_step_at is not null and next_step_at <= $1
+       from incidents i where state = 'open' and next_step_at is not null and next_step_at <= $1 and not ${hadFailed('steps', 'i')}
      union all
      select 'ack_expiry', count(*)::int, extract(epoch from $2::timestamptz - min(ack_expires_at))::float8
-       from incidents where state = 'acknowledged' and ack_expires_at <= $1
+       from incidents i where state = 'acknowledged' and ack_expires_at <= $1 and not ${hadFailed('ack', 'i')}
      union all
      select 'reminder', count(*)::int, extract(epoch from $2::timestamptz - min(next_reminder_at))::float8
-       from schedules where active and next_reminder_at <= $1
+       from schedules s where active and next_reminder_at <= $1 and not ${hadFailed('reminders', 's')}
      union all
      select 'pending_delivery', count(*) filter (where created_at <= now() - make_interval(secs => $3))::int,
             extract(epoch from now() - min(created_at))::float8
@@ -91,10 +100,11 @@ export async function checkTimers(db: pg.Pool, now: Date, s: AuditorSettings): P
     }
   }
   const ok = TIMER_KINDS.every((k) => overdue[k].count === 0);
-  return { ok, checked_at: now.toISOString(), overdue, oldest_pending_delivery_seconds: oldestPending };
+  const failing = Object.fromEntries((await quarantineCounts(db)).map((q) => [q.lane, { failing: q.failing, quarantined: q.quarantined }])) as AuditResult['sweep_failures'];
+  return { ok, checked_at: now.toISOString(), overdue, oldest_pending_delivery_seconds: oldestPending, sweep_failures: failing };
 }
 
-export type AuditorMetrics = Pick<Metrics, 'overdueTimers' | 'oldestOverdueSeconds' | 'oldestPendingDelivery' | 'auditorOk' | 'auditorLastRun' | 'auditorLastSuccess'>;
+export type AuditorMetrics = Pick<Metrics, 'sweepFailing' | 'sweepQuarantined' | 'overdueTimers' | 'oldestOverdueSeconds' | 'oldestPendingDelivery' | 'auditorOk' | 'auditorLastRun' | 'auditorLastSuccess'>;
 
 export type AuditorState = { result: AuditResult | null; checkedAt: Date | null; lastSuccessAt: Date | null };
 
@@ -105,6 +115,10 @@ export function applyAuditorState(metrics: AuditorMetrics, state: AuditorState):
       metrics.oldestOverdueSeconds.set({ kind: k }, state.result.overdue[k].oldest_seconds);
     }
     metrics.oldestPendingDelivery.set(state.result.oldest_pending_delivery_seconds);
+    for (const lane of SWEEP_LANES_ALL) {
+      metrics.sweepFailing.set({ lane }, state.result.sweep_failures?.[lane]?.failing ?? 0);
+      metrics.sweepQuarantined.set({ lane }, state.result.sweep_failures?.[lane]?.quarantined ?? 0);
+    }
     metrics.auditorOk.set(state.result.ok ? 1 : 0);
   }
   if (state.checkedAt !== null) metrics.auditorLastRun.set(state.checkedAt.getTime() / 1000);
@@ -191,6 +205,11 @@ export async function runAudit(deps: AuditDeps): Promise<AuditResult> {
   if (!result.ok) {
     const late = Object.fromEntries(TIMER_KINDS.filter((k) => result.overdue[k].count > 0).map((k) => [k, result.overdue[k]]));
     deps.log.error({ overdue: late }, 'auditor: timers are overdue; alerting may be stalled (docs/runbooks.md)');
+  }
+  const quarantined = Object.entries(result.sweep_failures ?? {}).filter(([, q]) => q.quarantined > 0);
+  if (quarantined.length > 0) {
+    deps.log.error({ quarantined: Object.fromEntries(quarantined.map(([lane, q]) => [lane, q.quarantined])) },
+      'auditor: sweep items are quarantined (select * from sweep_failures; docs/runbooks.md "An item is quarantined")');
   }
   try {
     await observeAlertLatency(deps.pool, deps.metrics);

@@ -7,6 +7,7 @@ import type { Metrics } from '../observability/metrics.js';
 import type { QueueSystem } from '../queue/index.js';
 import { applyAuditorState, AUDIT_STALE_MS, readAuditorState, TIMER_KINDS, type AuditorState } from './auditor.js';
 import { collectQueueMetrics } from './queue-metrics.js';
+import { SWEEP_LANES_ALL, type SweepLane } from '../incidents/isolate.js';
 
 const Check = z.object({ ok: z.boolean(), detail: z.string().optional() });
 /**
@@ -21,6 +22,8 @@ const Alerting = z.object({
   last_success_at: z.string().nullable(),
   overdue: z.record(z.enum(TIMER_KINDS), z.number().int()),
   oldest_pending_delivery_seconds: z.number().int().nullable(),
+  quarantined: z.record(z.enum(SWEEP_LANES_ALL), z.number().int())
+    .describe('per sweep lane, items that failed 3+ times in a row and are retried with backoff (sweep_failures; docs/runbooks.md)'),
 });
 
 const Readiness = z
@@ -42,6 +45,7 @@ function alertingDetail(state: AuditorState, now: Date): z.infer<typeof Alerting
     last_success_at: state.lastSuccessAt?.toISOString() ?? null,
     overdue: Object.fromEntries(TIMER_KINDS.map((k) => [k, state.result?.overdue[k]?.count ?? 0])) as Record<(typeof TIMER_KINDS)[number], number>,
     oldest_pending_delivery_seconds: state.result?.oldest_pending_delivery_seconds ?? null,
+    quarantined: Object.fromEntries(SWEEP_LANES_ALL.map((l) => [l, state.result?.sweep_failures?.[l]?.quarantined ?? 0])) as Record<SweepLane, number>,
   };
 }
 

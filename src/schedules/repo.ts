@@ -1,4 +1,7 @@
-import type { Queryable } from '../db/pool.js';
+import type pg from 'pg';
+import { withTransaction, type Queryable } from '../db/pool.js';
+import { clearFailures, hadFailed, isolate, recordFailures, setAside, type FailureMetrics } from '../incidents/isolate.js';
+import { createLogger, type Logger } from '../observability/logger.js';
 import type { Interval } from './deadline.js';
 import { computeTimers, followingDeadline, type ScheduleShape, type Timers } from './timers.js';
 
@@ -15,6 +18,8 @@ export type ScheduleRow = ScheduleShape & {
   updated_at: Date;
   member_time_zone: string;
 };
+
+const silentLogger = createLogger('silent');
 
 const COLUMNS = `s.id, s.member_id, s.kind, s.local_time, s.days::int[] as days, s.due_at, s.time_zone, s.grace_minutes,
   s.reminder_minutes, s.active, s.next_deadline_at, s.alert_at, s.window_start_at, s.following_deadline_at,
@@ -110,19 +115,33 @@ export async function recomputeMemberSchedules(db: Queryable, memberId: string, 
   }
 }
 
-/** Fills following_deadline_at for schedules a check-in advanced (off the check-in's hot path). */
-export async function refillFollowing(db: Queryable, now: Date, memberId?: string, limit = 500): Promise<number> {
-  const { rows } = await db.query<ScheduleRow>(
-    `select ${COLUMNS} from schedules s join members m on m.id = s.member_id
-     where s.active and s.next_deadline_at is not null and s.following_deadline_at is null and s.kind = 'daily'
-       and ($1::uuid is null or s.member_id = $1)
-     order by s.id limit $2`,
-    [memberId ?? null, limit],
-  );
-  for (const s of rows) {
-    const ctx = await timerContext(db, s.member_id, now);
-    const following = followingDeadline(s, ctx.timeZone, s.next_deadline_at!, ctx.pauses);
-    await db.query('update schedules set following_deadline_at = $2 where id = $1 and following_deadline_at is null', [s.id, following]);
-  }
-  return rows.length;
+/**
+ * Fills following_deadline_at for schedules a check-in advanced (off the check-in's hot path).
+ * One transaction; a schedule that cannot be refilled is set aside with backoff (lane 'refill',
+ * see src/incidents/isolate.ts) instead of failing the job and starving every schedule after it.
+ */
+export async function refillFollowing(
+  pool: pg.Pool, now: Date, opts: { memberId?: string; limit?: number; log?: Logger; failures?: FailureMetrics } = {},
+): Promise<number> {
+  const log = opts.log ?? silentLogger;
+  return withTransaction(pool, async (tx) => {
+    const { rows } = await tx.query<ScheduleRow & { had_failed: boolean }>(
+      `select ${COLUMNS}, ${hadFailed('refill', 's')} as had_failed from schedules s join members m on m.id = s.member_id
+       where s.active and s.next_deadline_at is not null and s.following_deadline_at is null and s.kind = 'daily'
+         and ($1::uuid is null or s.member_id = $1) and not ${setAside('refill', 's', '$3')}
+       order by s.id limit $2 for update of s skip locked`,
+      [opts.memberId ?? null, opts.limit ?? 500, now],
+    );
+    const r = await isolate(tx, rows, async (part) => {
+      for (const s of part) {
+        const ctx = await timerContext(tx, s.member_id, now);
+        const following = followingDeadline(s, ctx.timeZone, s.next_deadline_at!, ctx.pauses);
+        await tx.query('update schedules set following_deadline_at = $2 where id = $1 and following_deadline_at is null', [s.id, following]);
+      }
+    });
+    await recordFailures(tx, 'refill', r.failed, now, log, opts.failures);
+    const bad = new Set(r.failed.map((f) => f.item.id));
+    await clearFailures(tx, 'refill', rows.filter((s) => s.had_failed && !bad.has(s.id)).map((s) => s.id), log);
+    return rows.length;
+  });
 }

@@ -1,3 +1,4 @@
+import { IANAZone } from 'luxon';
 import { alertAt, mergeIntervals, nextDeadline, previousDeadline, type Interval, type ScheduleRule } from './deadline.js';
 
 /** The stored timer columns of a schedule, derived from its rule, pauses and the member's last check-in. */
@@ -17,7 +18,20 @@ export type ScheduleShape = {
   grace_minutes: number;
 };
 
-export function ruleOf(s: ScheduleShape, memberTimeZone: string): ScheduleRule {
+/**
+ * The schedule as the deadline maths can use it: a daily schedule whose zone the time zone
+ * database does not know (a row written by an older version, or straight into the table) is
+ * computed in UTC rather than not at all, and `fallback` says so (the sweeper flags the row).
+ */
+export function withUsableZone<S extends ScheduleShape>(s: S, memberTimeZone: string): { s: S; memberTimeZone: string; fallback: boolean } {
+  if (s.kind !== 'daily') return { s, memberTimeZone, fallback: false };
+  const zone = s.time_zone ?? memberTimeZone;
+  if (typeof zone === 'string' && IANAZone.isValidZone(zone)) return { s, memberTimeZone, fallback: false };
+  return { s: { ...s, time_zone: 'UTC' }, memberTimeZone: 'UTC', fallback: true };
+}
+
+export function ruleOf(schedule: ScheduleShape, memberZone: string): ScheduleRule {
+  const { s, memberTimeZone } = withUsableZone(schedule, memberZone);
   return s.kind === 'daily'
     ? { kind: 'daily', localTime: s.local_time!, days: s.days, timeZone: s.time_zone ?? memberTimeZone }
     : { kind: 'once', dueAt: s.due_at! };
