@@ -169,6 +169,12 @@ export function createMetrics() {
       labelNames: ['what'] as const,
       registers: [registry],
     }),
+    retentionFailures: new Counter({
+      name: 'pruuf_retention_failures_total',
+      help: 'Retention purges that failed, by what they purge; the other purges of the run still ran',
+      labelNames: ['what'] as const,
+      registers: [registry],
+    }),
     retentionLastRun: new Gauge({
       name: 'pruuf_retention_last_run_timestamp_seconds',
       help: 'Unix time the retention job last finished',

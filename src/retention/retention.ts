@@ -63,15 +63,36 @@ async function drain(batch: () => Promise<number>, size: number): Promise<number
   return total;
 }
 
-// The plan keeps who was alerted and in which tiers; only the addresses go.
-const STRIP_PLAN_ADDRESSES = `jsonb_set(plan, '{tiers}', coalesce((
-  select jsonb_agg(jsonb_set(t, '{contacts}', coalesce((
-    select jsonb_agg(case when jsonb_typeof(c -> 'channels') = 'array' then jsonb_set(c, '{channels}', coalesce((
-      select jsonb_agg(ch - 'address') from jsonb_array_elements(c -> 'channels') ch), '[]'::jsonb)) else c end)
-    from jsonb_array_elements(t -> 'contacts') c), '[]'::jsonb)))
-  from jsonb_array_elements(plan -> 'tiers') t), '[]'::jsonb))`;
+// The plan keeps who was alerted and in which tiers; only the addresses go. Every level is
+// checked for its shape first: a plan an older version (or a hand) wrote oddly must not fail the
+// batch it is in (a part that is not what it should be is dropped: it may hold addresses too).
+const STRIP_PLAN_ADDRESSES = `case when jsonb_typeof(plan) <> 'object' then '{}'::jsonb
+  when jsonb_typeof(plan -> 'tiers') <> 'array' then plan - 'tiers'
+  else jsonb_set(plan, '{tiers}', coalesce((
+  select jsonb_agg(case when jsonb_typeof(t) = 'object' and jsonb_typeof(t -> 'contacts') = 'array' then jsonb_set(t, '{contacts}', coalesce((
+    select jsonb_agg(case when jsonb_typeof(c) <> 'object' then '{}'::jsonb
+                          when jsonb_typeof(c -> 'channels') = 'array' then jsonb_set(c, '{channels}', coalesce((
+      select jsonb_agg(case when jsonb_typeof(ch) = 'object' then ch - 'address' else '{}'::jsonb end)
+        from jsonb_array_elements(c -> 'channels') ch), '[]'::jsonb))
+                          else c - 'channels' end)
+    from jsonb_array_elements(t -> 'contacts') c), '[]'::jsonb)) else '{}'::jsonb end)
+  from jsonb_array_elements(plan -> 'tiers') t), '[]'::jsonb)) end`;
 
-export type RetentionDeps = { pool: pg.Pool; clock: Clock; log: Logger; metrics?: Pick<Metrics, 'retentionPurged' | 'retentionLastRun'>; settings: RetentionSettings };
+/**
+ * Each kind of purge on its own: one that fails (an odd row, a lock timeout) is logged and
+ * counted, and the kinds after it still run; it is tried again at the next run.
+ */
+async function purgeKind(deps: RetentionDeps, what: string, fn: () => Promise<number>): Promise<number> {
+  try {
+    return await fn();
+  } catch (err) {
+    deps.metrics?.retentionFailures?.inc({ what });
+    deps.log.error({ what, err: { message: (err as Error).message, code: (err as { code?: string }).code } }, 'retention: a purge failed; the others went on, it runs again next time');
+    return 0;
+  }
+}
+
+export type RetentionDeps = { pool: pg.Pool; clock: Clock; log: Logger; metrics?: Pick<Metrics, 'retentionPurged' | 'retentionLastRun'> & Partial<Pick<Metrics, 'retentionFailures'>>; settings: RetentionSettings };
 
 export async function runRetention(deps: RetentionDeps): Promise<RetentionResult> {
   const { pool } = deps;
@@ -81,28 +102,28 @@ export async function runRetention(deps: RetentionDeps): Promise<RetentionResult
   const located = new Date(now.getTime() - deps.settings.locationRetentionHours * 3_600_000);
   const tx = <T>(fn: (c: pg.PoolClient) => Promise<T>) => withTransaction(pool, fn);
 
-  const deliveryPayloads = await drain(() => tx(async (c) => {
+  const deliveryPayloads = await purgeKind(deps, 'delivery_payloads', () => drain(() => tx(async (c) => {
     const { rows } = await c.query<{ id: string }>(
       `select id from deliveries where payload_purged_at is null and status <> 'pending' and created_at < $1
         order by created_at limit $2 for update skip locked`, [old, size]);
     return purgeDeliveries(c, rows.map((r) => r.id), now);
-  }), size);
+  }), size));
 
-  const checkInNotes = await drain(async () => (await pool.query(
+  const checkInNotes = await purgeKind(deps, 'check_in_notes', () => drain(async () => (await pool.query(
     `update check_ins set note = null where id in (
-       select id from check_ins where note is not null and checked_in_at < $1 limit $2 for update skip locked)`, [old, size])).rowCount ?? 0, size);
+       select id from check_ins where note is not null and checked_in_at < $1 limit $2 for update skip locked)`, [old, size])).rowCount ?? 0, size));
 
-  const incidentPayloads = await drain(async () => (await pool.query(
+  const incidentPayloads = await purgeKind(deps, 'incident_payloads', () => drain(async () => (await pool.query(
     `update incidents set note = null, plan = ${STRIP_PLAN_ADDRESSES}, payload_purged_at = $3 where id in (
        select id from incidents where payload_purged_at is null and state = 'resolved' and opened_at < $1 limit $2 for update skip locked)`,
-    [old, size, now])).rowCount ?? 0, size);
+    [old, size, now])).rowCount ?? 0, size));
 
-  const checkInLocations = await drain(async () => (await pool.query(
+  const checkInLocations = await purgeKind(deps, 'check_in_locations', () => drain(async () => (await pool.query(
     `update check_ins set latitude = null, longitude = null, accuracy_m = null where id in (
-       select id from check_ins where latitude is not null and checked_in_at < $1 limit $2 for update skip locked)`, [located, size])).rowCount ?? 0, size);
+       select id from check_ins where latitude is not null and checked_in_at < $1 limit $2 for update skip locked)`, [located, size])).rowCount ?? 0, size));
 
   // Alerts quote the location as a map link: their bodies go with it.
-  const incidentLocations = await drain(() => tx(async (c) => {
+  const incidentLocations = await purgeKind(deps, 'incident_locations', () => drain(() => tx(async (c) => {
     const { rows } = await c.query<{ id: string }>(
       `update incidents set latitude = null, longitude = null, last_latitude = null, last_longitude = null where id in (
          select id from incidents where state = 'resolved' and (latitude is not null or last_latitude is not null) and resolved_at < $1
@@ -115,14 +136,16 @@ export async function runRetention(deps: RetentionDeps): Promise<RetentionResult
       await purgeDeliveries(c, quoting.map((r) => r.id), now);
     }
     return rows.length;
-  }), size);
+  }), size));
 
-  const providerEvents = await drain(async () => (await pool.query(
-    `delete from provider_events where ctid in (select ctid from provider_events where received_at < $1 limit $2)`, [old, size])).rowCount ?? 0, size);
+  const providerEvents = await purgeKind(deps, 'provider_events', () => drain(async () => (await pool.query(
+    `delete from provider_events where ctid in (select ctid from provider_events where received_at < $1 limit $2)`, [old, size])).rowCount ?? 0, size));
 
-  const staleHeartbeats = (await pool.query(`delete from worker_heartbeats where beat_at < $1`, [new Date(now.getTime() - 7 * 86_400_000)])).rowCount ?? 0;
+  const staleHeartbeats = await purgeKind(deps, 'stale_heartbeats', async () =>
+    (await pool.query(`delete from worker_heartbeats where beat_at < $1`, [new Date(now.getTime() - 7 * 86_400_000)])).rowCount ?? 0);
 
-  const deleted = await purgeDeletedMembers(pool, size);
+  let deleted = { members: 0, auditRows: 0 };
+  await purgeKind(deps, 'deleted_members', async () => { deleted = await purgeDeletedMembers(pool, size); return deleted.members; });
 
   const result: RetentionResult = {
     delivery_payloads: deliveryPayloads, check_in_notes: checkInNotes, incident_payloads: incidentPayloads,

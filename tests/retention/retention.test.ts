@@ -161,4 +161,27 @@ describe('data retention', () => {
     await run(new Date(Date.now() + 400 * DAY));
     expect((await t.db.pool.query('select count(*)::int as n from audit_log where member_id = $1', [m.sub])).rows[0].n).toBe(before);
   });
+
+  it('an incident plan of an odd shape neither fails its batch nor keeps its addresses, and every other purge still runs', async () => {
+    const odd = await memberWithContacts(t, [1]);
+    const fine = await memberWithContacts(t, [1]);
+    for (const m of [odd, fine]) {
+      const sos = await t.app.inject({ method: 'POST', url: '/v1/sos', headers: m.headers });
+      expect(sos.statusCode).toBe(201);
+      await t.app.inject({ method: 'POST', url: `/v1/incidents/${sos.json().id}/resolve`, headers: m.headers });
+    }
+    // Shapes an older version (or a hand) could have left: tiers not a list, a contact not an object.
+    await t.db.pool.query(`update incidents set plan = jsonb_build_object('member_name', 'Ann', 'tiers', 'sms:${odd.contacts[0]!.phone}') where member_id = $1`, [odd.sub]);
+    await t.db.pool.query(`update incidents set plan = jsonb_set(plan, '{tiers,0,contacts}', plan #> '{tiers,0,contacts}' || '["${fine.contacts[0]!.phone}"]'::jsonb) where member_id = $1`, [fine.sub]);
+    await t.db.pool.query(`insert into check_ins (member_id, checked_in_at, latitude, longitude) values ($1, now() - interval '2 days', 12.3456, 65.4321)`, [fine.sub]);
+    const result = await run(new Date(Date.now() + 91 * DAY));
+    expect(result.incident_payloads).toBeGreaterThanOrEqual(2);
+    expect(result.check_in_locations).toBeGreaterThanOrEqual(1);
+    const { rows } = await t.db.pool.query<{ plan: object }>('select plan from incidents where member_id = any($1)', [[odd.sub, fine.sub]]);
+    for (const r of rows) {
+      expect(JSON.stringify(r.plan)).not.toContain(odd.contacts[0]!.phone);
+      expect(JSON.stringify(r.plan)).not.toContain(fine.contacts[0]!.phone);
+    }
+    expect(await rowsMentioning(t.db.pool, '12.3456')).toEqual({});
+  });
 });
