@@ -172,7 +172,17 @@ export async function resolve(tx: pg.PoolClient, inc: repo.IncidentRow, how: 'ch
   );
   const cancelled = await repo.cancelPendingAlerts(tx, inc.id, now);
   await repo.addEvent(tx, inc.id, now, 'resolved', { detail: { how, cancelled_deliveries: cancelled } });
-  return insertDeliveries(tx, allClearDeliveries(inc, inc.step_no, await repo.alertedAddresses(tx, inc.id), now, how));
+  const alerted = await repo.alertedAddresses(tx, inc.id);
+  let rows: NewDelivery[];
+  try {
+    rows = allClearDeliveries(inc, inc.step_no, alerted, now, how);
+  } catch (err) {
+    // A snapshot too odd to render from must not keep the incident open (escalation would go on
+    // after the member turned up): it resolves, and the timeline says the all clear could not be made.
+    await repo.addEvent(tx, inc.id, now, 'all_clear_failed', { detail: { error: String((err as Error).message ?? err).slice(0, 200), contacts: alerted.length } });
+    return [];
+  }
+  return insertDeliveries(tx, rows);
 }
 
 /** A check-in resolves every unresolved incident of the member. */

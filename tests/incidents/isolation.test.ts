@@ -308,4 +308,21 @@ describe('one member\'s bad data never stops another member\'s alerts', () => {
     for (const d of others.rows) expect(await send(d.id)).toBe('sent');
     expect(sent).toHaveLength(3); // the broken member's email, the other member's SMS and email
   });
+
+  it('a check-in resolves an incident whose snapshot is too odd to render the all clear from: escalation stops, and the timeline says so', async () => {
+    clock.set('2026-11-23T08:00:00Z');
+    const m = await memberWithContacts(t, [1, 2], { kind: 'daily', local_time: '17:00', time_zone: 'UTC', grace_minutes: 0 });
+    clock.set('2026-11-23T17:00:00Z');
+    await sweep();
+    const [inc] = await incidentOf(m.sub);
+    await t.db.pool.query(`update deliveries set status = 'sent', attempts = 1 where incident_id = $1`, [inc!.id]);
+    await t.db.pool.query(`update incidents set plan = '{"tiers": 3}' where id = $1`, [inc!.id]);
+    clock.add(5);
+    const res = await t.app.inject({ method: 'POST', url: '/v1/check-ins', headers: m.headers });
+    expect(res.statusCode).toBe(201);
+    expect(res.json().resolved_incident_ids).toEqual([inc!.id]);
+    expect((await incidentOf(m.sub))[0]!.state).toBe('resolved');
+    const { rows } = await t.db.pool.query(`select type from incident_events where incident_id = $1 and type = 'all_clear_failed'`, [inc!.id]);
+    expect(rows).toHaveLength(1);
+  });
 });
