@@ -18,6 +18,17 @@ export type ScheduleShape = {
   grace_minutes: number;
 };
 
+// luxon checks a zone by building an Intl formatter (tens of µs); a burst of misses asks about a
+// few zones thousands of times. Bounded, so junk rows cannot grow it.
+const zoneKnown = new Map<string, boolean>();
+function knownZone(zone: string): boolean {
+  const hit = zoneKnown.get(zone);
+  if (hit !== undefined) return hit;
+  const ok = IANAZone.isValidZone(zone);
+  if (zoneKnown.size < 1000) zoneKnown.set(zone, ok);
+  return ok;
+}
+
 /**
  * The schedule as the deadline maths can use it: a daily schedule whose zone the time zone
  * database does not know (a row written by an older version, or straight into the table) is
@@ -26,7 +37,7 @@ export type ScheduleShape = {
 export function withUsableZone<S extends ScheduleShape>(s: S, memberTimeZone: string): { s: S; memberTimeZone: string; fallback: boolean } {
   if (s.kind !== 'daily') return { s, memberTimeZone, fallback: false };
   const zone = s.time_zone ?? memberTimeZone;
-  if (typeof zone === 'string' && IANAZone.isValidZone(zone)) return { s, memberTimeZone, fallback: false };
+  if (typeof zone === 'string' && knownZone(zone)) return { s, memberTimeZone, fallback: false };
   return { s: { ...s, time_zone: 'UTC' }, memberTimeZone: 'UTC', fallback: true };
 }
 
