@@ -1,5 +1,5 @@
 import type { Queryable } from '../db/pool.js';
-import type { Interval } from './deadline.js';
+import { isValidTimeZone, type Interval } from './deadline.js';
 import { computeTimers, followingDeadline, type ScheduleShape, type Timers } from './timers.js';
 
 export type ScheduleRow = ScheduleShape & {
@@ -55,7 +55,9 @@ export async function timerContexts(db: Queryable, memberIds: string[], now: Dat
   return new Map(rows.map((r) => [r.id, {
     pauses: (r.pauses ?? []).map((p) => ({ from: new Date(p.from), until: new Date(p.until) })),
     lastCheckInAt: r.last,
-    timeZone: r.tz ?? 'UTC',
+    // A zone stored around the API that luxon does not know would make every edit of this member
+    // fail: their deadlines are computed in UTC instead until they set a zone (GET /v1/me shows it).
+    timeZone: isValidTimeZone(r.tz) ? r.tz : 'UTC',
   }]));
 }
 
