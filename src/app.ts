@@ -30,6 +30,7 @@ import { incidentSettings } from './incidents/settings.js';
 import { checkInRoutes } from './checkins/routes.js';
 import { pauseRoutes } from './schedules/pause-routes.js';
 import { scheduleRoutes } from './schedules/routes.js';
+import { loadTimeZones, type TimeZones } from './schedules/zones.js';
 import { watchingRoutes } from './contacts/watching.js';
 import { twilioWebhookRoutes } from './channels/sms-twilio/webhook-routes.js';
 import type { AuthUserDeleter } from './members/supabase-admin.js';
@@ -54,6 +55,8 @@ export type AppDeps = {
   deleteAuthUser?: AuthUserDeleter;
   /** Serve GET /dev/outbox. Default: when some channel has no real provider configured. */
   devOutbox?: boolean;
+  /** The time zones requests may name. Default: loaded from the database (pg_timezone_names) here, once. */
+  timeZones?: TimeZones;
 };
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
@@ -63,6 +66,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const { config } = deps;
   const metrics = deps.metrics ?? createMetrics();
   const clock = deps.clock ?? systemClock;
+  // Before any route: their validators accept only zones this database knows.
+  const zones = deps.timeZones ?? (await loadTimeZones(deps.pool));
 
   const app = Fastify({
     ...(deps.logger !== undefined ? { loggerInstance: deps.logger as FastifyBaseLogger } : { logger: loggerOptions(config.LOG_LEVEL) }),
@@ -141,7 +146,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   app.get('/openapi.json', { schema: { hide: true }, config: { rateLimit: false } }, async () => app.swagger());
   opsRoutes(app, { pool: deps.pool, queues: deps.queues, metrics, migrations: deps.migrations });
-  memberRoutes(app, { pool: deps.pool, deleteAuthUser: deps.deleteAuthUser });
+  memberRoutes(app, { pool: deps.pool, zones, deleteAuthUser: deps.deleteAuthUser });
   auditRoutes(app, { pool: deps.pool });
   await billingRoutes(app, { pool: deps.pool, config });
   const links = { publicBaseUrl: config.publicBaseUrl, linkSecret: deps.linkSecret, invitationTtlDays: config.INVITATION_TTL_DAYS };
@@ -149,7 +154,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const appLog = app.log as unknown as Logger;
   contactRoutes(app, { pool: deps.pool, queues: deps.queues, log: appLog, links, plans });
   invitationRoutes(app, { pool: deps.pool, linkSecret: deps.linkSecret });
-  scheduleRoutes(app, { pool: deps.pool });
+  scheduleRoutes(app, { pool: deps.pool, zones });
   pauseRoutes(app, { pool: deps.pool });
   checkInRoutes(app, { pool: deps.pool, queues: deps.queues, log: appLog, linkSecret: deps.linkSecret });
   watchingRoutes(app, { pool: deps.pool });

@@ -36,7 +36,7 @@ const IdempotencyHeaders = z.object({
 });
 
 function encodeCursor(r: { checked_in_at: Date; id: string }): string {
-  return Buffer.from(`${r.checked_in_at.toISOString()}|${r.id}`).toString('base64url');
+  return Buffer.from(`${iso(r.checked_in_at)}|${r.id}`).toString('base64url');
 }
 function decodeCursor(c: string): { at: Date; id: string } {
   const [at, id] = Buffer.from(c, 'base64url').toString('utf8').split('|');

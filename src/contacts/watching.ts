@@ -39,10 +39,14 @@ export function watchingRoutes(app: FastifyInstance, deps: { pool: pg.Pool }): v
          (select min(s.next_deadline_at) from schedules s where s.member_id = m.id and s.active and s.next_deadline_at > $2) as next,
          exists (select 1 from schedules s where s.member_id = m.id and s.active and s.alert_at <= $2) as missed,
          exists (select 1 from schedules s where s.member_id = m.id and s.active and s.next_deadline_at <= $2 and s.alert_at > $2) as late,
-         coalesce((last.at at time zone m.time_zone)::date = ($2::timestamptz at time zone m.time_zone)::date, false) as checked_in_today,
+         coalesce((last.at at time zone tz.name)::date = ($2::timestamptz at time zone tz.name)::date, false) as checked_in_today,
          inc.id as incident_id, inc.state as incident_state, inc.opened_at as incident_opened_at
        from contacts c
        join members m on m.id = c.member_id
+       -- A zone PostgreSQL does not know (stored before the database refused them) would fail the whole
+       -- list for this watcher: "today" is then the UTC day. time_zone_names is a primary-key lookup;
+       -- pg_timezone_names would read the time zone database on every call.
+       cross join lateral (select case when exists (select 1 from time_zone_names z where z.name = m.time_zone) then m.time_zone else 'UTC' end as name) tz
        left join lateral (select max(checked_in_at) as at from check_ins ci where ci.member_id = m.id) last on true
        left join lateral (select i.id, i.state, i.opened_at from incidents i where i.member_id = m.id and i.state <> 'resolved' order by i.opened_at desc limit 1) inc on true
        where c.linked_user_id = $1 and c.status = 'active'

@@ -7,9 +7,9 @@ import { subscriptionsOf } from '../billing/repo.js';
 import { withTransaction } from '../db/pool.js';
 import { Phone } from '../contacts/schemas.js';
 import { conflict, notFound, unavailable } from '../http/errors.js';
-import { authErrors, ErrorEnvelopeSchema, IdParams, iso, Timestamp } from '../http/schemas.js';
-import { isValidTimeZone } from '../schedules/deadline.js';
+import { authErrors, checkedResponse, ErrorEnvelopeSchema, IdParams, iso, Timestamp } from '../http/schemas.js';
 import { recomputeMemberSchedules } from '../schedules/repo.js';
+import { timeZoneField, type TimeZones } from '../schedules/zones.js';
 import * as repo from './repo.js';
 import type { AuthUserDeleter } from './supabase-admin.js';
 
@@ -26,10 +26,11 @@ const Member = z
   })
   .meta({ id: 'Member' });
 
-const MemberPatch = z
+/** Built per app: a valid time zone is one the app's database knows too. */
+const memberPatch = (zones: TimeZones) => z
   .strictObject({
     display_name: z.string().trim().min(1).max(100).nullable().optional(),
-    time_zone: z.string().max(64).refine(isValidTimeZone, 'must be an IANA time zone such as Europe/London').optional(),
+    time_zone: timeZoneField(zones).optional(),
     phone: Phone.nullable().optional().describe('E.164 (spaces, dots, dashes and brackets are removed); null removes it'),
   })
   .refine((b) => Object.keys(b).length > 0, 'give at least one of display_name, time_zone, phone');
@@ -50,12 +51,13 @@ const deviceOut = (d: repo.DeviceRow) => ({ id: d.id, platform: d.platform as 'i
 /** Subscription states in which Stripe will charge again at the next period. */
 const STILL_CHARGING = new Set(['active', 'trialing', 'past_due', 'unpaid']);
 
-export type MemberRouteDeps = { pool: pg.Pool; deleteAuthUser?: AuthUserDeleter | undefined };
+export type MemberRouteDeps = { pool: pg.Pool; zones: TimeZones; deleteAuthUser?: AuthUserDeleter | undefined };
 
 export function memberRoutes(app: FastifyInstance, deps: MemberRouteDeps): void {
   const r = app.withTypeProvider<ZodTypeProvider>();
   const secured = { preHandler: app.requireMember };
   const security = [{ bearerAuth: [] }];
+  const MemberPatch = memberPatch(deps.zones);
 
   r.get('/v1/me', {
     ...secured,
@@ -72,12 +74,12 @@ export function memberRoutes(app: FastifyInstance, deps: MemberRouteDeps): void 
       const before = await repo.ensureMember(tx, who);
       const after = await repo.updateMember(tx, who, req.body);
       if (after.time_zone !== before.time_zone) await recomputeMemberSchedules(tx, who.id, app.clock());
-      return after;
+      return checkedResponse(Member, memberOut(after));
     }).catch((err: unknown) => {
       if (err instanceof repo.PhoneTakenError) throw conflict('this phone number is already used by another account', { field: 'phone' });
       throw err;
     });
-    return memberOut(updated);
+    return updated;
   });
 
   r.delete('/v1/me', {
@@ -125,7 +127,8 @@ export function memberRoutes(app: FastifyInstance, deps: MemberRouteDeps): void 
       response: { 200: Device, 201: Device, ...authErrors },
     },
   }, async (req, reply) => {
-    const { device, created } = await repo.upsertDevice(deps.pool, member(req), req.body.token, req.body.platform);
+    // One transaction: the member row a first request creates goes with the device, or neither.
+    const { device, created } = await withTransaction(deps.pool, (tx) => repo.upsertDevice(tx, member(req), req.body.token, req.body.platform));
     return reply.code(created ? 201 : 200).send(deviceOut(device));
   });
 

@@ -22,6 +22,13 @@ export type Interval = { from: Date; until: Date };
 const MINUTE = 60_000;
 const DAY = 86_400_000;
 
+/**
+ * No deadline at or after this instant: 2200-01-01 (the bound on every stored instant) less the
+ * longest grace (720 minutes), so a deadline's alert always falls before 2200 too. A daily rule
+ * whose next occurrence lies beyond (after a pause ending in 2199) simply has none.
+ */
+export const DEADLINE_HORIZON = Date.parse('2200-01-01T00:00:00Z') - 720 * MINUTE;
+
 /** IANA names only: fixed offsets like "UTC+2" are not places and would silently ignore DST. */
 // luxon builds an Intl.DateTimeFormat for every check; zones in use are few. Only valid names are
 // remembered, so junk input cannot grow the set.
@@ -138,7 +145,7 @@ export function nextDeadline(rule: ScheduleRule, after: Date, pauses: Interval[]
 
   if (rule.kind === 'once') {
     const due = assertInstant(rule.dueAt, 'once rule dueAt');
-    return due > t && pausedBy(due) === undefined ? new Date(due) : null;
+    return due > t && due < DEADLINE_HORIZON && pausedBy(due) === undefined ? new Date(due) : null;
   }
 
   const r = resolveDaily(rule);
@@ -147,7 +154,7 @@ export function nextDeadline(rule: ScheduleRule, after: Date, pauses: Interval[]
   // Candidates only move forward, so each merged pause can stop at most one of them.
   for (let i = 0; i <= merged.length; i++) {
     const candidate = dailyAfter(r, cursor);
-    if (candidate === null) return null;
+    if (candidate === null || candidate >= DEADLINE_HORIZON) return null;
     const pause = pausedBy(candidate);
     if (pause === undefined) return new Date(candidate);
     cursor = pause.until - 1; // strictly after until - 1ms ⇔ at or after until (half-open pause)

@@ -5,7 +5,7 @@ import type pg from 'pg';
 import { member } from '../auth/plugin.js';
 import { withTransaction } from '../db/pool.js';
 import { notFound, validation } from '../http/errors.js';
-import { authErrors, IdParams, iso, listOf, Timestamp } from '../http/schemas.js';
+import { authErrors, checkedResponse, IdParams, Instant, iso, listOf, Timestamp } from '../http/schemas.js';
 import { ensureMember } from '../members/repo.js';
 import { recomputeMemberSchedules } from './repo.js';
 
@@ -13,8 +13,8 @@ import { recomputeMemberSchedules } from './repo.js';
 const Pause = z.object({ id: z.uuid(), from: Timestamp, until: Timestamp, reason: z.string().nullable(), created_at: Timestamp }).meta({ id: 'Pause' });
 const NewPause = z
   .strictObject({
-    from: z.iso.datetime({ offset: true }).optional().describe('default: now'),
-    until: z.iso.datetime({ offset: true }),
+    from: Instant.optional().describe('default: now'),
+    until: Instant,
     reason: z.string().trim().max(200).optional(),
   });
 
@@ -67,9 +67,9 @@ export function pauseRoutes(app: FastifyInstance, deps: { pool: pg.Pool }): void
         [who.id, start, end, req.body.reason ?? gone.find((p) => p.reason !== null)?.reason ?? null, now],
       );
       await recomputeMemberSchedules(tx, who.id, now);
-      return rows[0]!;
+      return checkedResponse(Pause, pauseOut(rows[0]!));
     });
-    return reply.code(201).send(pauseOut(merged));
+    return reply.code(201).send(merged);
   });
 
   r.delete('/v1/pauses/:id', {

@@ -60,6 +60,7 @@ export async function timerContexts(db: Queryable, memberIds: string[], now: Dat
   return new Map(rows.map((r) => [r.id, {
     pauses: (r.pauses ?? []).map((p) => ({ from: new Date(p.from), until: new Date(p.until) })),
     lastCheckInAt: r.last,
+    // A zone luxon does not know (stored around the API) is computed in UTC: ruleOf in timers.ts.
     timeZone: r.tz ?? 'UTC',
   }]));
 }

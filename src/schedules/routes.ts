@@ -5,30 +5,36 @@ import type pg from 'pg';
 import { member } from '../auth/plugin.js';
 import { withTransaction } from '../db/pool.js';
 import { notFound, validation } from '../http/errors.js';
-import { authErrors, IdParams, iso, listOf, Timestamp } from '../http/schemas.js';
+import { authErrors, checkedResponse, IdParams, Instant, iso, listOf, Timestamp } from '../http/schemas.js';
 import { ensureMember } from '../members/repo.js';
-import { isValidLocalTime, isValidTimeZone } from './deadline.js';
+import { DEADLINE_HORIZON, isValidLocalTime } from './deadline.js';
 import * as repo from './repo.js';
 import { computeTimers } from './timers.js';
+import { timeZoneField, type TimeZones } from './zones.js';
 
-
-const TimeZone = z.string().max(64).refine(isValidTimeZone, 'must be an IANA time zone such as Europe/London');
 const LocalTime = z.string().refine(isValidLocalTime, 'must be HH:MM, 00:00 to 23:59');
 const Days = z.array(z.number().int().min(1).max(7)).min(1).max(7).refine((d) => new Set(d).size === d.length, 'days must not repeat');
 const Reminders = z.array(z.number().int().min(0).max(1440)).max(5).refine((d) => new Set(d).size === d.length, 'reminders must not repeat');
+// A once deadline must leave room for its alert (deadline + up to 720 minutes of grace) before 2200.
+const DueAt = Instant.refine((s) => Date.parse(s) < DEADLINE_HORIZON, `must be before ${new Date(DEADLINE_HORIZON).toISOString()}, so that its alert (after up to 12 h of grace) falls before 2200`);
 
-const common = {
-  time_zone: TimeZone.nullable().optional().describe("IANA zone; null or absent: the member's, following its changes"),
-  grace_minutes: z.number().int().min(0).max(720).optional(),
-  reminder_minutes: Reminders.optional().describe('minutes before the deadline to remind the member'),
-  active: z.boolean().optional(),
-};
-const Daily = z.strictObject({ kind: z.literal('daily'), local_time: LocalTime, days: Days.optional(), ...common });
-const Once = z.strictObject({ kind: z.literal('once'), due_at: z.iso.datetime({ offset: true }), ...common });
-const NewSchedule = z.discriminatedUnion('kind', [Daily, Once]);
-const SchedulePatch = z
-  .strictObject({ local_time: LocalTime.optional(), days: Days.optional(), due_at: z.iso.datetime({ offset: true }).optional(), ...common })
-  .refine((b) => Object.keys(b).length > 0, 'give at least one field to change');
+/** Request bodies: built per app, because a valid time zone is one the app's database knows. */
+function bodies(zones: TimeZones) {
+  const common = {
+    time_zone: timeZoneField(zones).nullable().optional().describe("IANA zone; null or absent: the member's, following its changes"),
+    grace_minutes: z.number().int().min(0).max(720).optional(),
+    reminder_minutes: Reminders.optional().describe('minutes before the deadline to remind the member'),
+    active: z.boolean().optional(),
+  };
+  const Daily = z.strictObject({ kind: z.literal('daily'), local_time: LocalTime, days: Days.optional(), ...common });
+  const Once = z.strictObject({ kind: z.literal('once'), due_at: DueAt, ...common });
+  return {
+    NewSchedule: z.discriminatedUnion('kind', [Daily, Once]),
+    SchedulePatch: z
+      .strictObject({ local_time: LocalTime.optional(), days: Days.optional(), due_at: DueAt.optional(), ...common })
+      .refine((b) => Object.keys(b).length > 0, 'give at least one field to change'),
+  };
+}
 
 const Schedule = z
   .object({
@@ -68,13 +74,14 @@ function scheduleOut(s: repo.ScheduleRow) {
   };
 }
 
-export type ScheduleDeps = { pool: pg.Pool };
+export type ScheduleDeps = { pool: pg.Pool; zones: TimeZones };
 
 export function scheduleRoutes(app: FastifyInstance, deps: ScheduleDeps): void {
   const r = app.withTypeProvider<ZodTypeProvider>();
   const secured = { preHandler: app.requireMember };
   const security = [{ bearerAuth: [] }];
   const tags = ['schedules'];
+  const { NewSchedule, SchedulePatch } = bodies(deps.zones);
 
   r.get('/v1/schedules', {
     ...secured,
@@ -103,9 +110,9 @@ export function scheduleRoutes(app: FastifyInstance, deps: ScheduleDeps): void {
       await ensureMember(tx, who);
       const ctx = await repo.timerContext(tx, who.id, now);
       const id = await repo.insertSchedule(tx, who.id, input, computeTimers(input, ctx.timeZone, now, ctx.pauses, ctx.lastCheckInAt), now);
-      return (await repo.getSchedule(tx, who.id, id))!;
+      return checkedResponse(Schedule, scheduleOut((await repo.getSchedule(tx, who.id, id))!));
     });
-    return reply.code(201).send(scheduleOut(row));
+    return reply.code(201).send(row);
   });
 
   r.get('/v1/schedules/:id', {
@@ -142,9 +149,9 @@ export function scheduleRoutes(app: FastifyInstance, deps: ScheduleDeps): void {
       if (input.kind === 'once' && b.due_at !== undefined && input.due_at! <= now) throw validation('due_at must be in the future', { issues: [{ path: 'body.due_at', message: 'is in the past' }] });
       const ctx = await repo.timerContext(tx, who.id, now);
       await repo.updateSchedule(tx, cur.id, input, computeTimers(input, ctx.timeZone, now, ctx.pauses, ctx.lastCheckInAt), now);
-      return (await repo.getSchedule(tx, who.id, cur.id))!;
+      return checkedResponse(Schedule, scheduleOut((await repo.getSchedule(tx, who.id, cur.id))!));
     });
-    return scheduleOut(row);
+    return row;
   });
 
   r.delete('/v1/schedules/:id', {

@@ -6,6 +6,7 @@ import { createTokenVerifier } from '../../src/auth/jwt.js';
 import { loadMigrations } from '../../src/db/migrate.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { QueueSystem } from '../../src/queue/index.js';
+import { timeZonesFrom } from '../../src/schedules/zones.js';
 import { startTestApp, testConfig, type TestApp } from '../helpers/app.js';
 import { TEST_JWT_SECRET, TEST_LINK_SECRET } from '../helpers/tokens.js';
 
@@ -79,7 +80,8 @@ describe('readiness when the database is down', () => {
     const pool = new pg.Pool({ connectionString: deadUrl, connectionTimeoutMillis: 500 });
     pool.on('error', () => undefined);
     const queues = new QueueSystem({ backend: 'redis', redisUrl: config.REDIS_URL, databaseUrl: deadUrl, prefix: config.QUEUE_PREFIX }, createLogger('silent'));
-    const app = await buildApp({ config, pool, queues, migrations: await loadMigrations(), verifyToken: createTokenVerifier({ hsSecret: TEST_JWT_SECRET }), linkSecret: TEST_LINK_SECRET });
+    // The zones are given: with no database there is none to load them from.
+    const app = await buildApp({ config, pool, queues, migrations: await loadMigrations(), verifyToken: createTokenVerifier({ hsSecret: TEST_JWT_SECRET }), linkSecret: TEST_LINK_SECRET, timeZones: timeZonesFrom(['UTC']) });
     try {
       const res = await app.inject({ method: 'GET', url: '/readyz' });
       expect(res.statusCode).toBe(503);

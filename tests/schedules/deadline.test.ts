@@ -2,6 +2,7 @@ import { describe, expect, it, jest } from '@jest/globals';
 import { DateTime, IANAZone } from 'luxon';
 import {
   alertAt,
+  DEADLINE_HORIZON,
   isValidLocalTime,
   isValidTimeZone,
   mergeIntervals,
@@ -693,5 +694,22 @@ describe('alertAt', () => {
 
   it('rejects an invalid deadline', () => {
     expect(() => alertAt(new Date('nope'), 30)).toThrow(/deadline/);
+  });
+});
+
+describe('the deadline horizon', () => {
+  const after = new Date('2199-12-30T00:00:00Z');
+
+  it('gives no daily deadline at or past 2200 less the longest grace, so no alert passes 2200', () => {
+    const rule: DailyRule = { kind: 'daily', localTime: '11:00', days: ALL, timeZone: 'UTC' };
+    expect(nextDeadline(rule, after)).toEqual(new Date('2199-12-30T11:00:00Z'));
+    expect(nextDeadline(rule, new Date('2199-12-31T11:00:00Z'))).toBeNull(); // 2200-01-01T11:00 would be next
+    expect(nextDeadline({ ...rule, localTime: '13:00' }, new Date('2199-12-31T00:00:00Z'))).toBeNull(); // 12:00 is the horizon
+    expect(new Date(DEADLINE_HORIZON).toISOString()).toBe('2199-12-31T12:00:00.000Z');
+  });
+
+  it('gives no once deadline at or past the horizon', () => {
+    expect(nextDeadline({ kind: 'once', dueAt: new Date('2199-12-31T11:59:00Z') }, after)).toEqual(new Date('2199-12-31T11:59:00Z'));
+    expect(nextDeadline({ kind: 'once', dueAt: new Date('9999-12-31T23:59:00Z') }, after)).toBeNull();
   });
 });
