@@ -30,7 +30,7 @@ import { incidentSettings } from './incidents/settings.js';
 import { checkInRoutes } from './checkins/routes.js';
 import { pauseRoutes } from './schedules/pause-routes.js';
 import { scheduleRoutes } from './schedules/routes.js';
-import { loadTimeZones, type TimeZones } from './schedules/zones.js';
+import { timeZonesOrLater, type TimeZones } from './schedules/zones.js';
 import { watchingRoutes } from './contacts/watching.js';
 import { twilioWebhookRoutes } from './channels/sms-twilio/webhook-routes.js';
 import type { AuthUserDeleter } from './members/supabase-admin.js';
@@ -67,7 +67,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const metrics = deps.metrics ?? createMetrics();
   const clock = deps.clock ?? systemClock;
   // Before any route: their validators accept only zones this database knows.
-  const zones = deps.timeZones ?? (await loadTimeZones(deps.pool));
+  const zones = deps.timeZones ?? (await timeZonesOrLater(deps.pool, (err) =>
+    (deps.logger ?? console).warn?.({ err: { message: err.message } }, 'could not read the time zones from the database; checking with luxon until it can')));
 
   const app = Fastify({
     ...(deps.logger !== undefined ? { loggerInstance: deps.logger as FastifyBaseLogger } : { logger: loggerOptions(config.LOG_LEVEL) }),

@@ -41,3 +41,28 @@ export function timeZoneField(zones: TimeZones) {
     .refine((s) => zones.canonical(s) !== undefined, 'must be an IANA time zone such as Europe/London (not a fixed offset, and one PostgreSQL knows)')
     .transform((s) => zones.canonical(s)!);
 }
+
+export const ZONES_RETRY_MS = 5000;
+
+/**
+ * The zones for a process that must start even while the database is unreachable (the API
+ * answers 503 then, and /readyz says why): until the list is read, luxon's judgement alone
+ * (isValidTimeZone), with the database's trigger refusing the rest; the read is retried every
+ * ZONES_RETRY_MS in the background until it succeeds.
+ */
+export async function timeZonesOrLater(db: Queryable, onError: (err: Error) => void): Promise<TimeZones> {
+  try {
+    return await loadTimeZones(db);
+  } catch (err) {
+    onError(err as Error);
+  }
+  let loaded: TimeZones | undefined;
+  const retry = setInterval(() => {
+    loadTimeZones(db).then((z) => { loaded = z; clearInterval(retry); }, () => undefined);
+  }, ZONES_RETRY_MS);
+  retry.unref();
+  return {
+    canonical: (name) => (loaded !== undefined ? loaded.canonical(name) : isValidTimeZone(name) ? name : undefined),
+    get size() { return loaded?.size ?? 0; },
+  };
+}
