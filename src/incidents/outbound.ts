@@ -81,8 +81,19 @@ export function alertDeliveries(
 }
 
 /** The plan's contact with this id, or undefined. */
+/**
+ * The contact a plan snapshot names, or undefined. The snapshot is a stored row like any other (an
+ * older version, a hand in psql): a part of it that is not the shape written today names nobody,
+ * and the message still goes out, addressed without a name, rather than not at all.
+ */
 export function planContact(plan: Plan, contactId: string): PlanContact | undefined {
-  return plan.tiers.flatMap((t) => t.contacts).find((c) => c.id === contactId);
+  const tiers: unknown = (plan as { tiers?: unknown } | null)?.tiers;
+  if (!Array.isArray(tiers)) return undefined;
+  for (const t of tiers as { contacts?: unknown }[]) {
+    const found = Array.isArray(t?.contacts) ? (t.contacts as PlanContact[]).find((c) => c?.id === contactId) : undefined;
+    if (found !== undefined) return found;
+  }
+  return undefined;
 }
 
 export function allClearDeliveries(

@@ -58,11 +58,22 @@ type MissedOutcome = { deliveryIds: string[]; missed: number; paused: number };
  * few big writes. The alerts' text is left to the worker that sends them (render 'at_send').
  * A schedule that makes the batch fail is isolated and set aside (see isolate.ts); the others commit.
  */
+/** The instants every version writes fall in [1970, 2200): the database's own rule (data_rules migration). */
+const SANE_FROM = `'1970-01-01T00:00:00Z'::timestamptz`;
+const SANE_UNTIL = `'2200-01-01T00:00:00Z'::timestamptz`;
+
 async function sweepMissed(deps: SweepDeps, now: Date, out: string[]): Promise<{ missed: number; paused: number; claimed: number }> {
   return withTransaction(deps.pool, async (tx) => {
     const { rows } = await tx.query<DueSchedule & { had_failed: boolean }>(
+      // Instants outside what any version writes (1970..2200: 'infinity', year 9999, written
+      // straight into the table) are not trusted: the deadline is the one the alert time implies,
+      // an odd following deadline is computed again. The alert goes out either way.
       `select s.id, s.member_id, s.kind, s.local_time, s.days::int[] as days, s.due_at, s.time_zone, s.grace_minutes,
-              s.next_deadline_at, s.alert_at, s.following_deadline_at, m.time_zone as member_time_zone,
+              case when s.next_deadline_at >= ${SANE_FROM} and s.next_deadline_at < ${SANE_UNTIL} and s.next_deadline_at <= s.alert_at then s.next_deadline_at
+                   else s.alert_at - make_interval(mins => s.grace_minutes) end as next_deadline_at,
+              s.alert_at,
+              case when s.following_deadline_at >= ${SANE_FROM} and s.following_deadline_at < ${SANE_UNTIL} then s.following_deadline_at end as following_deadline_at,
+              m.time_zone as member_time_zone,
               (select json_agg(json_build_object('from', p.starts_at, 'until', p.ends_at)) from pauses p
                 where p.member_id = s.member_id and p.ends_at > $1) as pauses,
               ${hadFailed('missed', 's')} as had_failed

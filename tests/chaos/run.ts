@@ -3,7 +3,7 @@
 //
 //   npm run test:chaos                     CI size: 300 members, both queue backends
 //   npm run test:chaos -- --full           2,000 members
-//   options: --backend=redis|postgres|both  --members=N  --concurrency=N (per worker)  --keep (keep logs)
+//   options: --backend=redis|postgres|both  --members=N  --data-members=N  --concurrency=N (per worker)  --keep (keep logs)
 //
 // Topology, all separate processes: this conductor (which also serves the provider fakes: FCM,
 // SendGrid and Twilio speaking their wire formats), the API (src/server.ts), two workers (the
@@ -19,6 +19,11 @@
 // sweep all along. Meanwhile a client checks in steadily, retrying idempotently.
 // At the end it reads the fakes' logs and the database and prints expected, delivered, lost,
 // duplicated and the worst deadline-to-delivery latency, and checks readiness and backpressure.
+// Then the data-fault phase (tests/chaos/lib/data-faults.ts): a clean burst of --data-members
+// (default N/3), then one as large beside members carrying a poison each (contacts and a member
+// deleted mid-incident, zones PostgreSQL or luxon do not know and instants out of range written
+// as postgres, an alert whose render throws, an unreadable plan): unaffected members' alerts
+// must all arrive, once, within two sweeps of the clean burst's slowest.
 // Exit code 0 only if every check holds.
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -36,6 +41,8 @@ import { signToken } from '../helpers/tokens.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { QueueSystem } from '../../src/queue/index.js';
 import { startPostgres, startRedis, type PgServer, type RedisServer } from './lib/services.js';
+import { acceptances, seed, type Fakes } from './lib/seed.js';
+import { dataFaultPhase } from './lib/data-faults.js';
 
 const FULL = flag('full');
 const MEMBERS = Number(arg('members', FULL ? '2000' : '300'));
@@ -46,64 +53,15 @@ const KEEP = flag('keep');
 /** Provider latency: long enough that the burst outlasts the whole sequence of faults. */
 const LATENCY: [number, number] = [50, 150];
 const STEADY_MEMBERS = 40;
+/** The data-fault phase: the members of each of its two bursts (clean, then poisoned). */
+const DATA_MEMBERS = Number(arg('data-members', String(Math.max(50, Math.round(MEMBERS / 3)))));
+const SWEEP_MS = 1000;
 const JWT_SECRET = 'chaos-jwt-secret-of-at-least-32-characters';
 const say = (msg: string) => process.stderr.write(`[chaos] ${msg}\n`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 type Check = { name: string; ok: boolean; detail: string };
-type Result = { backend: string; rows: [string, string][]; checks: Check[] };
-
-// ---------------------------------------------------------------- the fakes' logs
-
-type Fakes = { fcm: Awaited<ReturnType<typeof startFakeFcm>>; sendgrid: Awaited<ReturnType<typeof startFakeSendGrid>>; twilio: Awaited<ReturnType<typeof startFakeTwilio>> };
-
-/** channel:address → acceptance times (ms) of every message the providers accepted. */
-function acceptances(f: Fakes): Map<string, number[]> {
-  const m = new Map<string, number[]>();
-  const add = (key: string, at: number) => m.set(key, [...(m.get(key) ?? []), at]);
-  for (const a of f.fcm.accepted) add(`push:${a.token}`, a.at);
-  for (const a of f.sendgrid.accepted) for (const to of a.to) add(`email:${to}`, a.receivedAt.getTime());
-  for (const a of f.twilio.accepted) add(`sms:${a.to}`, a.receivedAt);
-  return m;
-}
-
-// ---------------------------------------------------------------- seeding
-
-type Seeded = { expected: Set<string>; silent: Set<string>; early: string[] };
-
-const email = (who: string, n: number) => `${who}-${n}@chaos.test`;
-const phone = (n: number) => `+1555${String(n).padStart(7, '0')}`;
-const token = (n: number) => `chaos-device-${n}`;
-
-/** Members 1..MEMBERS miss the deadline; the next EARLY check in before it. */
-async function seed(pool: pg.Pool, alertAt: Date): Promise<Seeded> {
-  const total = MEMBERS + EARLY;
-  const ids = Array.from({ length: total }, () => randomUUID());
-  const watchers = Array.from({ length: total }, () => randomUUID());
-  const n = Array.from({ length: total }, (_, i) => i + 1);
-  await pool.query(`insert into members (id, display_name, time_zone) select unnest($1::uuid[]), 'Member ' || unnest($2::int[]), 'UTC'`, [ids, n]);
-  await pool.query(`insert into members (id, display_name) select unnest($1::uuid[]), 'Watcher ' || unnest($2::int[])`, [watchers, n]);
-  await pool.query(`insert into devices (member_id, token, platform) select unnest($1::uuid[]), unnest($2::text[]), 'android'`, [watchers, n.map(token)]);
-  await pool.query(
-    `insert into contacts (member_id, name, email, phone, tier, status, linked_user_id, responded_at)
-     select m, 'Ann', e, p, 1, 'active', w, now() from unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[]) as t(m, e, p, w)
-     union all
-     select m, 'Bob', e, p, 1, 'active', null, now() from unnest($1::uuid[], $5::text[], $6::text[]) as t(m, e, p)`,
-    [ids, n.map((i) => email('ann', i)), n.map((i) => phone(2 * i)), watchers, n.map((i) => email('bob', i)), n.map((i) => phone(2 * i + 1))],
-  );
-  const deadline = new Date(alertAt.getTime() - 30 * 60_000);
-  await pool.query(
-    `insert into schedules (member_id, kind, local_time, time_zone, grace_minutes, next_deadline_at, alert_at, window_start_at, following_deadline_at)
-     select unnest($1::uuid[]), 'daily', '09:00', 'UTC', 30, $2, $3, $2::timestamptz - interval '1 day', $2::timestamptz + interval '1 day'`,
-    [ids, deadline, alertAt],
-  );
-  const keys = (i: number) => [`push:${token(i)}`, `email:${email('ann', i)}`, `sms:${phone(2 * i)}`, `email:${email('bob', i)}`, `sms:${phone(2 * i + 1)}`];
-  return {
-    expected: new Set(n.filter((i) => i <= MEMBERS).flatMap(keys)),
-    silent: new Set(n.filter((i) => i > MEMBERS).flatMap(keys)),
-    early: ids.slice(MEMBERS),
-  };
-}
+type Result = { backend: string; rows: [string, string][]; checks: Check[]; dataFaults?: string[] };
 
 // ---------------------------------------------------------------- HTTP helpers
 
@@ -249,7 +207,7 @@ async function scenario(backend: 'redis' | 'postgres'): Promise<Result> {
       DATABASE_URL: pgs.url, ...(redis === undefined ? {} : { REDIS_URL: redis.url }), QUEUE_PREFIX: 'chaos',
       SUPABASE_JWT_SECRET: JWT_SECRET, LINK_SIGNING_SECRET: 'chaos-link-secret-of-at-least-32-characters', PUBLIC_BASE_URL: base,
       RATE_LIMIT_IP_PER_MINUTE: '1000000', RATE_LIMIT_MEMBER_PER_MINUTE: '1000000',
-      FREE_PLAN_CHANNELS: 'push,sms,email', DELIVERY_CONCURRENCY: String(CONCURRENCY), SWEEP_EVERY_MS: '1000',
+      FREE_PLAN_CHANNELS: 'push,sms,email', DELIVERY_CONCURRENCY: String(CONCURRENCY), SWEEP_EVERY_MS: String(SWEEP_MS),
       SENDGRID_API_KEY: fakes.sendgrid.apiKey, SENDGRID_API_BASE: fakes.sendgrid.url, SENDGRID_FROM_EMAIL: 'alerts@chaos.test',
       TWILIO_ACCOUNT_SID: fakes.twilio.accountSid, TWILIO_AUTH_TOKEN: fakes.twilio.authToken, TWILIO_API_BASE: fakes.twilio.url,
       TWILIO_MESSAGING_SERVICE_SID: 'MGchaos', SMS_RATE_PER_SECOND: '1000',
@@ -266,7 +224,7 @@ async function scenario(backend: 'redis' | 'postgres'): Promise<Result> {
     await Promise.all([startWorkerProcess('worker-a'), startWorkerProcess('worker-b')]);
 
     const alertAt = new Date(Date.now() + 6000 + EARLY * 20);
-    const seeded = await seed(pool, alertAt);
+    const seeded = await seed(pool, alertAt, { members: MEMBERS, early: EARLY });
     say(`${backend}: ${MEMBERS} members miss a deadline at ${alertAt.toISOString()} (${seeded.expected.size} alerts expected); ${EARLY} check in before it`);
     const earlyAnswers = await Promise.all(seeded.early.map(async (id) => checkIn(base, await signToken({ sub: id, secret: JWT_SECRET }), randomUUID())));
     check('early check-ins answered', earlyAnswers.every((a) => a.status === 201), `${earlyAnswers.filter((a) => a.status === 201).length}/${EARLY} got 201`);
@@ -420,6 +378,14 @@ async function scenario(backend: 'redis' | 'postgres'): Promise<Result> {
     check('no check-in lost', client.wrong.length === 0 && client.completed === client.started && ci!.rows === client.completed && ci!.keys === client.completed,
       `${client.started} sent, ${client.completed} answered 2xx, ${ci!.rows} rows for ${ci!.keys} keys; ${client.retries} retries (${client.refused} refused connections, ${client.unavailable} 503s)${client.wrong.length === 0 ? '' : `; wrong: ${client.wrong.slice(0, 3).join(' | ')}`}`);
 
+    // ------------------------------------------------------------ hostile data
+    const data = await dataFaultPhase({
+      pool, fakes, members: DATA_MEMBERS, sweepMs: SWEEP_MS, say: (msg) => say(`${backend}: ${msg}`),
+      api: async (method, url, memberId) => (await call(`${base}${url}`, { method, headers: { authorization: `Bearer ${await signToken({ sub: memberId, secret: JWT_SECRET })}` } })).status,
+      ready: async () => (await call(`${base}/readyz`)).status,
+    });
+    checks.push(...data.checks);
+
     const rows: [string, string][] = [
       ['members missing the deadline', String(MEMBERS)],
       ['expected deliveries', String(seeded.expected.size)],
@@ -433,8 +399,9 @@ async function scenario(backend: 'redis' | 'postgres'): Promise<Result> {
       ['SendGrid outcomes', Object.entries(fakes.sendgrid.outcomes).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${v}`).join(', ')],
       ['check-ins during the run', `${client.completed} (${client.retries} retried)`],
       ['faults (time after alert_at, delivered so far)', events.map((e) => `${e.name.split(',')[0]} @${(e.at / 1000).toFixed(1)} s ${e.delivered}`).join('; ')],
+      ...data.rows,
     ];
-    return { backend, rows, checks };
+    return { backend, rows, checks, dataFaults: data.table };
   } finally {
     await client?.stop();
     await Promise.allSettled([...servers.values()].map((s) => s.stop()));
@@ -459,6 +426,7 @@ for (const backend of BACKENDS) {
 const out: string[] = ['', `chaos run: ${MEMBERS} members, ${CONCURRENCY} sends at once per worker, ${((Date.now() - started) / 1000).toFixed(0)} s`];
 for (const r of results) {
   out.push('', `## ${r.backend} queue backend`, '', '| figure | value |', '|---|---|', ...r.rows.map(([k, v]) => `| ${k} | ${v} |`), '');
+  if (r.dataFaults !== undefined) out.push(`### ${r.backend}: data faults`, '', ...r.dataFaults, '');
   for (const c of r.checks) out.push(`${c.ok ? 'PASS' : 'FAIL'} ${c.name}: ${c.detail}`);
 }
 const failed = results.flatMap((r) => r.checks.filter((c) => !c.ok));

@@ -155,6 +155,55 @@ describe('one member\'s bad data never stops another member\'s alerts', () => {
     expect(sent[0]!.body).toMatch(/9:30/);
   });
 
+  it('missed deadlines: instants no version writes (\'infinity\', year 9999), written straight into the table, still alert, on the deadline the alert time implies', async () => {
+    clock.set('2026-11-23T08:00:00Z');
+    const endless = await memberWithContacts(t, [1], { kind: 'daily', local_time: '18:00', time_zone: 'UTC', grace_minutes: 30 });
+    const far = await memberWithContacts(t, [1], { kind: 'daily', local_time: '18:00', time_zone: 'UTC', grace_minutes: 30 });
+    const good = await memberWithContacts(t, [1], { kind: 'daily', local_time: '18:00', time_zone: 'UTC', grace_minutes: 30 });
+    const c = await t.db.pool.connect();
+    try {
+      await c.query('begin');
+      await c.query('set local session_replication_role = replica');
+      await c.query(`update schedules set following_deadline_at = 'infinity' where id = $1`, [endless.scheduleId]);
+      await c.query(`update schedules set next_deadline_at = '9999-12-31T23:59:00Z' where id = $1`, [far.scheduleId]);
+      await c.query('commit');
+    } finally {
+      c.release();
+    }
+    failures.length = 0;
+    clock.set('2026-11-23T18:30:00Z');
+    expect((await sweep()).failedLanes).toEqual([]);
+    expect(failures).not.toContain('missed');
+    for (const m of [endless, far, good]) {
+      const [inc] = await incidentOf(m.sub);
+      expect(inc).toBeDefined();
+      expect(await alertsOf(inc!.id)).toHaveLength(2);
+      const { rows: [row] } = await t.db.pool.query<{ deadline_at: Date }>('select deadline_at from incidents where id = $1', [inc!.id]);
+      expect(row!.deadline_at.toISOString()).toBe('2026-11-23T18:00:00.000Z');
+      const { rows: [s] } = await t.db.pool.query<{ next_deadline_at: Date; following_deadline_at: Date }>(
+        'select next_deadline_at, following_deadline_at from schedules where id = $1', [m.scheduleId]);
+      expect(s!.next_deadline_at.toISOString()).toBe('2026-11-24T18:00:00.000Z');
+      expect(s!.following_deadline_at.toISOString()).toBe('2026-11-25T18:00:00.000Z');
+    }
+  });
+
+  it('the delivery job: an alert whose incident plan cannot be read is still sent, addressed without a name', async () => {
+    clock.set('2026-11-23T08:00:00Z');
+    const m = await memberWithContacts(t, [1], { kind: 'daily', local_time: '19:00', time_zone: 'UTC', grace_minutes: 0 });
+    clock.set('2026-11-23T19:00:00Z');
+    await sweep();
+    const [inc] = await incidentOf(m.sub);
+    await t.db.pool.query(`update incidents set plan = jsonb_set(plan, '{tiers}', '"not a list"') where id = $1`, [inc!.id]);
+    const sent: OutboundMessage[] = [];
+    const capture: Channel = { provider: 'capture', async send(msg) { sent.push(msg); return { provider: 'capture', providerMessageId: randomUUID() }; } };
+    const { rows } = await t.db.pool.query<{ id: string }>(`select id from deliveries where incident_id = $1 and status = 'pending'`, [inc!.id]);
+    expect(rows.length).toBeGreaterThan(0);
+    for (const d of rows) {
+      expect(await processDelivery({ pool: t.db.pool, channels: { push: capture, sms: capture, email: capture }, clock: () => clock.now, log: createLogger('silent') }, d.id, 0, 12)).toBe('sent');
+    }
+    expect(sent.map((x) => x.body).join('\n')).toMatch(/missed/i);
+  });
+
   it('escalation steps: an incident whose plan cannot be read is set aside while another member\'s step goes out', async () => {
     clock.set('2026-11-23T08:00:00Z');
     const bad = await memberWithContacts(t, [1, 2], { kind: 'daily', local_time: '10:00', time_zone: 'UTC', grace_minutes: 0 });
