@@ -21,9 +21,10 @@ function linkProblem(err: LinkError): AppError {
 }
 
 function htmlError(reply: FastifyReply, err: AppError) {
-  const title = err.statusCode === 410 ? 'This link has expired' : 'This link is not valid';
+  const title = err.statusCode === 410 ? 'This link has expired' : err.statusCode === 409 ? 'This invitation was already answered' : 'This link is not valid';
   const text = err.statusCode === 410
     ? 'Invitation links work for a limited time. Ask the person who invited you to send a new invitation.'
+    : err.statusCode === 409 ? err.message
     : 'The link may be incomplete, or a newer invitation replaced it. Check that you opened the whole link from the latest message.';
   return reply.code(err.statusCode).type('text/html; charset=utf-8').send(page(title, `<div class="card"><h1>${escapeHtml(title)}</h1><p>${escapeHtml(text)}</p></div>`));
 }
@@ -58,13 +59,19 @@ export function invitationRoutes(app: FastifyInstance, deps: InvitationDeps): vo
     }
     const who = escapeHtml(contact.member_name ?? 'A Pruuf member');
     const action = `/i/${encodeURIComponent(req.params.token)}`;
-    const state = contact.status === 'active'
-      ? '<p class="muted">You have already confirmed. You can still decline below.</p>'
-      : contact.status === 'declined' ? '<p class="muted">You declined this invitation. You can still confirm below.</p>' : '';
+    if (contact.status !== 'invited') {
+      // Answered: the link is spent (a forwarded link must not change who gets the alerts).
+      const done = contact.status === 'active'
+        ? `You have confirmed: you are an emergency contact for ${who}.`
+        : `You declined: you will not receive alerts for ${who}.`;
+      return reply.type('text/html; charset=utf-8').send(page('Invitation answered', `<div class="card">
+<h1>${escapeHtml(done)}</h1>
+<p>An invitation is answered once. To change your answer, ask ${who} to send you a new invitation.</p>
+</div>`));
+    }
     return reply.type('text/html; charset=utf-8').send(page('Be an emergency contact?', `<div class="card">
 <h1>${who} asked you to be their emergency contact</h1>
 <p>Hello ${escapeHtml(contact.name)}. ${who} checks in with Pruuf every day. If they miss a check-in, Pruuf will alert you so you can make sure they are OK.</p>
-${state}
 <form method="post" action="${action}/accept"><button class="primary" type="submit">Yes, I will be a contact</button></form>
 <form method="post" action="${action}/decline"><button class="secondary" type="submit">No, decline</button></form>
 <p class="muted">You do not need an account. You can opt out of text messages at any time by replying STOP.</p>
@@ -81,12 +88,17 @@ ${state}
       throw err;
     }
     const linkedUser = status === 'active' ? (req.principal?.id ?? null) : null;
-    const updated = await repo.respondToInvitation(deps.pool, contact.id, contact.invited_at.getTime(), status, linkedUser, app.clock());
-    if (updated === undefined) {
-      const gone = new AppError(404, 'NOT_FOUND', 'this invitation link is not valid');
-      if (json) throw gone;
-      return htmlError(reply, gone);
+    const fail = (err: AppError) => { if (json) throw err; return htmlError(reply, err); };
+    if (linkedUser !== null && linkedUser === contact.member_id) {
+      return fail(new AppError(409, 'OWN_INVITATION', 'you cannot be your own emergency contact: this invitation is for someone else'));
     }
+    const result = await repo.respondToInvitation(deps.pool, contact.id, contact.invited_at.getTime(), status, linkedUser, app.clock());
+    if (result === undefined) return fail(new AppError(404, 'NOT_FOUND', 'this invitation link is not valid'));
+    if (result.outcome === 'conflict') {
+      return fail(new AppError(409, 'ALREADY_ANSWERED',
+        `this invitation was already ${result.contact.status === 'active' ? 'accepted' : 'declined'}; an invitation is answered once. Ask ${contact.member_name ?? 'the member'} to send a new one`));
+    }
+    const updated = result.contact;
     if (json) return reply.send({ status: updated.status, linked: updated.linked_user_id !== null });
     const who = escapeHtml(contact.member_name ?? 'the member');
     const body = status === 'active'
@@ -97,7 +109,7 @@ ${state}
 
   const answerSchema = (summary: string) => ({
     tags, summary, params: TokenParams,
-    response: { 200: Answer, 400: ErrorEnvelopeSchema, 401: ErrorEnvelopeSchema, 404: ErrorEnvelopeSchema, 410: ErrorEnvelopeSchema },
+    response: { 200: Answer, 400: ErrorEnvelopeSchema, 401: ErrorEnvelopeSchema, 404: ErrorEnvelopeSchema, 409: ErrorEnvelopeSchema, 410: ErrorEnvelopeSchema },
   });
   r.post('/i/:token/accept', {
     preHandler: app.optionalMember,

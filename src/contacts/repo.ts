@@ -116,17 +116,26 @@ export async function deleteContact(db: Queryable, memberId: string, id: string)
   return (rowCount ?? 0) > 0;
 }
 
-/** Answer an invitation; only the invitation that was sent last (same invited_at) counts. */
+/**
+ * Answer an invitation, once. Only the invitation that was sent last (same invited_at) counts, and
+ * only while it is unanswered: the same answer again from the same user (or again without one) is a
+ * repeat and changes nothing; any other second answer is a conflict (a forwarded or leaked link must
+ * not move a contact's alerts to someone else, nor silence them). A new invitation (the member
+ * changes the address, or sends it again) starts over.
+ */
 export async function respondToInvitation(
   db: Queryable, id: string, invitedAtMs: number, answer: 'active' | 'declined', linkedUserId: string | null, now: Date,
-): Promise<ContactRow | undefined> {
+): Promise<{ outcome: 'answered' | 'repeat'; contact: ContactRow } | { outcome: 'conflict'; contact: ContactRow } | undefined> {
   const { rows } = await db.query<{ id: string; member_id: string }>(
     `update contacts set status = $3, responded_at = $5, updated_at = $5,
-       linked_user_id = case when $3 = 'active' then coalesce($4, linked_user_id) else null end
-     where id = $1 and floor(extract(epoch from invited_at) * 1000) = $2
+       linked_user_id = case when $3 = 'active' then $4::uuid end
+     where id = $1 and floor(extract(epoch from invited_at) * 1000) = $2 and status = 'invited'
      returning id, member_id`,
     [id, invitedAtMs, answer, linkedUserId, now],
   );
-  const row = rows[0];
-  return row === undefined ? undefined : getContact(db, row.member_id, row.id);
+  if (rows[0] !== undefined) return { outcome: 'answered', contact: (await getContact(db, rows[0].member_id, rows[0].id))! };
+  const current = await getContactById(db, id);
+  if (current === undefined || current.invited_at.getTime() !== invitedAtMs) return undefined;
+  const same = current.status === answer && (answer === 'declined' || current.linked_user_id === linkedUserId);
+  return { outcome: same ? 'repeat' : 'conflict', contact: current };
 }

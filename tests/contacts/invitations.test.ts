@@ -120,4 +120,74 @@ describe('invitation links', () => {
     const res = await t.app.inject({ method: 'POST', url: `/i/${token}/accept`, headers: {} });
     expect(res.statusCode).toBe(404);
   });
+
+  describe('an invitation is answered once (a forwarded or leaked link changes nothing)', () => {
+    it('a second signed-in user replaying an accepted link gets 409; the contact stays linked to the first, whose watching view is intact', async () => {
+      const memberSub = randomUUID();
+      const contact = randomUUID();
+      const thief = randomUUID();
+      const { contactId, token } = await invite(t, memberSub, 'kim20@example.test');
+      expect((await t.app.inject({ method: 'POST', url: `/i/${token}/accept`, headers: await t.as(contact) })).json()).toEqual({ status: 'active', linked: true });
+      const replay = await t.app.inject({ method: 'POST', url: `/i/${token}/accept`, headers: await t.as(thief) });
+      expect(replay.statusCode).toBe(409);
+      expect(errorOf(replay.body).code).toBe('ALREADY_ANSWERED');
+      const { rows } = await t.db.pool.query('select status, linked_user_id from contacts where id = $1', [contactId]);
+      expect(rows[0]).toEqual({ status: 'active', linked_user_id: contact });
+      expect((await t.app.inject({ method: 'GET', url: '/v1/watching', headers: await t.as(contact) })).json().data).toHaveLength(1);
+      expect((await t.app.inject({ method: 'GET', url: '/v1/watching', headers: await t.as(thief) })).json().data).toHaveLength(0);
+      // Nor can the link be used to silence the contact.
+      const decline = await t.app.inject({ method: 'POST', url: `/i/${token}/decline`, headers: {} });
+      expect(decline.statusCode).toBe(409);
+      expect((await t.db.pool.query('select status from contacts where id = $1', [contactId])).rows[0].status).toBe('active');
+    });
+
+    it('the same user repeating the same answer gets the same 200 and nothing changes', async () => {
+      const contact = randomUUID();
+      const { contactId, token } = await invite(t, randomUUID(), 'kim21@example.test');
+      const first = await t.app.inject({ method: 'POST', url: `/i/${token}/accept`, headers: await t.as(contact) });
+      const { rows: [before] } = await t.db.pool.query('select responded_at, updated_at from contacts where id = $1', [contactId]);
+      now = new Date(now.getTime() + 60_000);
+      const again = await t.app.inject({ method: 'POST', url: `/i/${token}/accept`, headers: await t.as(contact) });
+      expect(again.statusCode).toBe(200);
+      expect(again.json()).toEqual(first.json());
+      const { rows: [after] } = await t.db.pool.query('select responded_at, updated_at from contacts where id = $1', [contactId]);
+      expect(after).toEqual(before);
+      // An anonymous accept is repeated anonymously; a declined one can be declined again.
+      const anon = await invite(t, randomUUID(), 'kim22@example.test');
+      expect((await t.app.inject({ method: 'POST', url: `/i/${anon.token}/accept`, headers: {} })).statusCode).toBe(200);
+      expect((await t.app.inject({ method: 'POST', url: `/i/${anon.token}/accept`, headers: {} })).json()).toEqual({ status: 'active', linked: false });
+      // ...but it cannot be claimed afterwards by whoever holds the link.
+      expect((await t.app.inject({ method: 'POST', url: `/i/${anon.token}/accept`, headers: await t.as(randomUUID()) })).statusCode).toBe(409);
+      const declined = await invite(t, randomUUID(), 'kim23@example.test');
+      await t.app.inject({ method: 'POST', url: `/i/${declined.token}/decline`, headers: {} });
+      expect((await t.app.inject({ method: 'POST', url: `/i/${declined.token}/decline`, headers: {} })).statusCode).toBe(200);
+      expect((await t.app.inject({ method: 'POST', url: `/i/${declined.token}/accept`, headers: {} })).statusCode).toBe(409);
+    });
+
+    it('the member cannot accept their own contact\'s invitation', async () => {
+      const memberSub = randomUUID();
+      const { contactId, token } = await invite(t, memberSub, 'kim24@example.test');
+      const res = await t.app.inject({ method: 'POST', url: `/i/${token}/accept`, headers: await t.as(memberSub) });
+      expect(res.statusCode).toBe(409);
+      expect(errorOf(res.body).code).toBe('OWN_INVITATION');
+      expect((await t.db.pool.query('select status, linked_user_id from contacts where id = $1', [contactId])).rows[0]).toEqual({ status: 'invited', linked_user_id: null });
+    });
+
+    it('an answered link shows what was answered, without forms; a new invitation (changed address) can be answered again', async () => {
+      const memberSub = randomUUID();
+      const { contactId, token } = await invite(t, memberSub, 'kim25@example.test');
+      await t.app.inject({ method: 'POST', url: `/i/${token}/accept`, headers: {} });
+      const page = await t.app.inject({ method: 'GET', url: `/i/${token}`, headers: { accept: 'text/html' } });
+      expect(page.statusCode).toBe(200);
+      expect(page.body).toContain('You have confirmed');
+      expect(page.body).not.toContain('<form');
+      const html = await t.app.inject({ method: 'POST', url: `/i/${token}/decline`, headers: { accept: 'text/html', 'content-type': 'application/x-www-form-urlencoded' }, payload: '' });
+      expect(html.statusCode).toBe(409);
+      expect(html.body).toContain('already answered');
+      await t.app.inject({ method: 'PATCH', url: `/v1/contacts/${contactId}`, headers: await t.as(memberSub), payload: { email: 'kim25b@example.test' } });
+      const { rows } = await t.db.pool.query(`select body from deliveries where contact_id = $1 and kind = 'invitation' order by created_at desc limit 1`, [contactId]);
+      const fresh = /\/i\/([\w-]+)/.exec(rows[0].body)![1]!;
+      expect((await t.app.inject({ method: 'POST', url: `/i/${fresh}/decline`, headers: {} })).json()).toEqual({ status: 'declined', linked: false });
+    });
+  });
 });
