@@ -21,8 +21,9 @@ function linkProblem(err: LinkError): AppError {
 }
 
 function htmlError(reply: FastifyReply, err: AppError) {
-  const title = err.statusCode === 410 ? 'This link has expired' : err.statusCode === 409 ? 'This invitation was already answered' : 'This link is not valid';
-  const text = err.statusCode === 410
+  const title = err.code === 'CONTACT_REMOVED' ? 'This link no longer works' : err.statusCode === 410 ? 'This link has expired' : err.statusCode === 409 ? 'This invitation was already answered' : 'This link is not valid';
+  const text = err.code === 'CONTACT_REMOVED' ? 'You are no longer an emergency contact for this person, so this invitation no longer works.'
+    : err.statusCode === 410
     ? 'Invitation links work for a limited time. Ask the person who invited you to send a new invitation.'
     : err.statusCode === 409 ? err.message
     : 'The link may be incomplete, or a newer invitation replaced it. Check that you opened the whole link from the latest message.';
@@ -42,8 +43,10 @@ export function invitationRoutes(app: FastifyInstance, deps: InvitationDeps): vo
       throw err;
     }
     const contact = await repo.getContactById(deps.pool, payload.s);
-    // A newer invitation (changed address) or a removed contact makes an old link invalid.
-    if (contact === undefined || String(contact.invited_at.getTime()) !== payload.x) throw linkProblem(new LinkError('bad_signature'));
+    // We signed it, so the contact existed: removed since, the link is gone for good (410).
+    if (contact === undefined) throw new AppError(410, 'CONTACT_REMOVED', 'this invitation no longer works: the person who sent it removed you as a contact');
+    // A newer invitation (changed address) makes an old link invalid.
+    if (String(contact.invited_at.getTime()) !== payload.x) throw linkProblem(new LinkError('bad_signature'));
     return contact;
   }
 

@@ -19,6 +19,7 @@ const AckAnswer = z.object({ incident_id: z.uuid(), state: z.enum(['open', 'ackn
 
 const gone = (message: string) => new AppError(410, 'LINK_EXPIRED', message);
 const invalid = () => new AppError(404, 'NOT_FOUND', 'this alert link is not valid');
+const removed = () => new AppError(410, 'CONTACT_REMOVED', 'this alert link no longer works: you are no longer an emergency contact for this person');
 
 export function ackRoutes(app: FastifyInstance, deps: IncidentRouteDeps & { linkSecret: string }): void {
   const r = app.withTypeProvider<ZodTypeProvider>();
@@ -40,6 +41,9 @@ export function ackRoutes(app: FastifyInstance, deps: IncidentRouteDeps & { link
     const inc = await repo.getIncident(db, incidentId, { lock });
     // The link names a contact of this incident's plan; anything else is not a link we made.
     if (inc === undefined || planContact(inc.plan, contactId) === undefined) throw invalid();
+    // A contact the member removed keeps nothing: not the member's name, note or location, and no
+    // button (the plan snapshot still names them; the contacts table no longer does).
+    if (!(await repo.presentContacts(db, [contactId])).has(contactId)) throw removed();
     return { inc, contact: planContact(inc.plan, contactId)! };
   }
 
@@ -47,7 +51,7 @@ export function ackRoutes(app: FastifyInstance, deps: IncidentRouteDeps & { link
 
   function problem(req: FastifyRequest, reply: FastifyReply, err: unknown) {
     if (err instanceof AppError && wantsHtml(req.headers.accept)) {
-      const title = err.statusCode === 410 ? 'This link has expired' : err.statusCode === 409 ? 'All clear' : 'This link is not valid';
+      const title = err.code === 'CONTACT_REMOVED' ? 'This link no longer works' : err.statusCode === 410 ? 'This link has expired' : err.statusCode === 409 ? 'All clear' : 'This link is not valid';
       return sendHtml(reply, err.statusCode, page(title, `<div class="card"><h1>${escapeHtml(title)}</h1><p>${escapeHtml(err.message)}.</p></div>`));
     }
     throw err;

@@ -27,7 +27,7 @@ describe('signed contact links under attack', () => {
   }
 
   /** Asserts every request is refused with `status` and that no table changed. */
-  async function refused(status: number, requests: { route: string; url: string; method: 'GET' | 'POST' }[]) {
+  async function refused(status: number, requests: { route: string; url: string; method: 'GET' | 'POST' }[], title?: string) {
     const before = await snapshot(t.db.pool, sql);
     for (const r of requests) {
       const res = await t.call(r.route, { method: r.method, url: r.url });
@@ -35,7 +35,7 @@ describe('signed contact links under attack', () => {
       errorOf(res.body);
       const page = await t.app.inject({ method: r.method, url: r.url, headers: { accept: 'text/html' } });
       expect(page.statusCode).toBe(status);
-      expect(page.body).toContain(status === 410 ? 'This link has expired' : status === 409 ? 'All clear' : 'This link is not valid');
+      expect(page.body).toContain(title ?? (status === 410 ? 'This link has expired' : status === 409 ? 'All clear' : 'This link is not valid'));
     }
     expect(changedTables(before, await snapshot(t.db.pool, sql))).toEqual([]);
   }
@@ -88,6 +88,27 @@ describe('signed contact links under attack', () => {
     expect(inc).toEqual({ state: 'open', acknowledged_by: null });
   });
 
+  it('a removed contact\'s alert links answer 410 and show nothing of the member: no name, note or location, no button, and nothing changes', async () => {
+    clock.set('2026-11-23T08:00:00Z');
+    const m = await memberWithContacts(t, [1, 1]);
+    await t.call('/v1/me', { method: 'PATCH', url: '/v1/me', headers: m.headers, payload: { display_name: 'Zelda Secret' } });
+    await t.call('/v1/check-ins', { method: 'POST', url: '/v1/check-ins', headers: m.headers, payload: { note: 'the key is under the mat', location: { lat: 51.5, lng: -0.12 } } });
+    const { id, links } = await sos(m.headers);
+    const gone = links.find((l) => l.contactId === m.contacts[1]!.id)!;
+    expect((await t.app.inject({ method: 'GET', url: `/a/${gone.token}`, headers: { accept: 'text/html' } })).body).toContain('Zelda Secret');
+    expect((await t.call('/v1/contacts/:id', { method: 'DELETE', url: `/v1/contacts/${gone.contactId}`, headers: m.headers })).statusCode).toBe(204);
+    await refused(410, ackRequests(gone.token), 'This link no longer works');
+    for (const accept of ['text/html', 'application/json']) {
+      const res = await t.app.inject({ method: 'GET', url: `/a/${gone.token}`, headers: { accept } });
+      expect(res.body).not.toMatch(/Zelda|under the mat|maps\.google|51\.5|I'm on it/);
+    }
+    const { rows: [inc] } = await t.db.pool.query('select state, acknowledged_by from incidents where id = $1', [id]);
+    expect(inc).toEqual({ state: 'open', acknowledged_by: null });
+    // The contact still on the list keeps a working link.
+    const kept = links.find((l) => l.contactId === m.contacts[0]!.id)!;
+    expect((await t.call('/a/:token/ack', { method: 'POST', url: `/a/${kept.token}/ack` })).json()).toMatchObject({ state: 'acknowledged' });
+  });
+
   it('refuses an acknowledgement replayed after the incident was resolved, and says all is clear', async () => {
     clock.set('2026-11-23T08:00:00Z');
     const m = await memberWithContacts(t, [1, 1]);
@@ -105,7 +126,7 @@ describe('signed contact links under attack', () => {
     expect(page.body).not.toContain("I'm on it");
   });
 
-  it('refuses tampered, expired and removed-contact invitation links and tampered or expired check-in links', async () => {
+  it('refuses tampered, expired and (410) removed-contact invitation links and tampered or expired check-in links', async () => {
     clock.set('2026-11-23T08:00:00Z');
     const m = await memberWithContacts(t, [1]);
     const { rows: [c] } = await t.db.pool.query<{ id: string; invited_at: Date }>('select id, invited_at from contacts where member_id = $1', [m.sub]);
@@ -123,7 +144,7 @@ describe('signed contact links under attack', () => {
     const goneLink = signLink(TEST_LINK_SECRET, 'invite', String(other.json().id), soon, String(g!.invited_at.getTime()));
     expect((await t.call('/i/:token', { method: 'GET', url: `/i/${goneLink}` })).statusCode).toBe(200);
     expect((await t.call('/v1/contacts/:id', { method: 'DELETE', url: `/v1/contacts/${other.json().id}`, headers: m.headers })).statusCode).toBe(204);
-    await refused(404, inviteRequests(goneLink));
+    await refused(410, inviteRequests(goneLink), 'This link no longer works');
     const { rows: [fresh] } = await t.db.pool.query<{ invited_at: Date }>('select invited_at from contacts where id = $1', [c!.id]);
     const current = signLink(TEST_LINK_SECRET, 'invite', c!.id, soon, String(fresh!.invited_at.getTime()));
     clock.set('2026-11-24T08:00:01Z');
