@@ -15,6 +15,52 @@ const EventShape = z.object({
   data: z.object({ object: z.looseObject({ id: z.string().min(1).max(255).optional() }) }),
 });
 
+// What each applied event's object must look like, as strictly as our columns take it: a signed
+// event is Stripe's word, not proof of shape (an API version we do not expect, a test fixture, a
+// leaked secret). An object we cannot read is a clear 400, never a 500 and never a half-applied row.
+const StripeId = z.string().min(1).max(255);
+const Ref = z.union([StripeId, z.looseObject({ id: StripeId })]);
+const Seconds = z.number().int().nonnegative().max(7_258_118_400).nullish(); // before 2200
+const SubscriptionObject = z.looseObject({
+  object: z.literal('subscription'),
+  id: StripeId,
+  customer: Ref,
+  status: z.enum(['incomplete', 'incomplete_expired', 'trialing', 'active', 'past_due', 'canceled', 'unpaid', 'paused']),
+  cancel_at_period_end: z.boolean().nullish(),
+  cancel_at: Seconds, current_period_end: Seconds, trial_end: Seconds, canceled_at: Seconds, ended_at: Seconds,
+  metadata: z.record(z.string(), z.string()).nullish(),
+  items: z.looseObject({ data: z.array(z.looseObject({ price: Ref.nullish(), current_period_end: Seconds })) }).nullish(),
+});
+const CheckoutObject = z.looseObject({
+  object: z.literal('checkout.session'),
+  mode: z.string().nullish(),
+  client_reference_id: z.string().max(255).nullish(),
+  customer: Ref.nullish(),
+  subscription: Ref.nullish(),
+});
+const InvoiceObject = z.looseObject({
+  object: z.literal('invoice'),
+  customer: Ref.nullish(),
+  subscription: Ref.nullish(),
+  parent: z.looseObject({ subscription_details: z.looseObject({ subscription: Ref.nullish() }).nullish() }).nullish(),
+});
+
+/** Checks the object of an event we apply; others are acknowledged without reading them. */
+function checkObject(type: string, object: unknown): void {
+  const shape = SUBSCRIPTION_EVENTS.has(type) ? SubscriptionObject
+    : type === 'checkout.session.completed' ? CheckoutObject
+      : type === 'invoice.paid' || type === 'invoice.payment_failed' ? InvoiceObject : undefined;
+  if (shape === undefined || (object as { object?: unknown } | null)?.object !== shape.shape.object.value) return;
+  const r = shape.safeParse(object);
+  if (!r.success) {
+    const where = r.error.issues.slice(0, 3).map((i) => `data.object.${i.path.join('.')}: ${i.message}`).join('; ');
+    throw validation(`the signed ${type} event does not have the shape Pruuf reads (${where})`);
+  }
+}
+
+/** Stripe's signing clock may run a little ahead of ours; more than this is not a genuine event. */
+const FUTURE_SKEW_SECONDS = 60;
+
 const SUBSCRIPTION_EVENTS = new Set([
   'customer.subscription.created',
   'customer.subscription.updated',
@@ -39,7 +85,15 @@ export function verifyStripeEvent(secret: string | undefined, body: unknown, hea
     if (err instanceof Stripe.errors.StripeSignatureVerificationError) throw bad();
     throw validation('the signed body is not a Stripe event');
   }
+  // The SDK refuses a signature older than its tolerance, not one from the future (which would
+  // stay replayable until that time had come and gone).
+  const stamps = header.split(',').filter((kv) => kv.startsWith('t=')).map((kv) => Number.parseInt(kv.slice(2), 10));
+  const signedAt = stamps[stamps.length - 1];
+  if (signedAt === undefined || !Number.isFinite(signedAt) || signedAt > now.getTime() / 1000 + FUTURE_SKEW_SECONDS) {
+    throw new AppError(400, 'INVALID_SIGNATURE', 'the Stripe-Signature timestamp is in the future');
+  }
   if (!EventShape.safeParse(event).success) throw validation('the signed body is not a Stripe event');
+  checkObject(event.type, event.data.object);
   return event;
 }
 

@@ -23,6 +23,7 @@ describe('Stripe webhook', () => {
     it.each([
       ['signed with another secret', { secret: `whsec_${'x'.repeat(32)}` }],
       ['signed ten minutes ago', { timestamp: nowSeconds() - 600 }],
+      ['signed ten minutes in the future', { timestamp: nowSeconds() + 600 }],
     ])('refuses an event %s with 400 and leaves the state as it was', async (_name, opts) => {
       const payer = await payerWithCustomer(t);
       const id = await subscribe(t, payer, { price: PRICES.plus });
@@ -34,6 +35,31 @@ describe('Stripe webhook', () => {
       expect((await subscriptionRow(t, id)).status).toBe('active');
       expect(await auditOf(id)).toEqual(auditBefore);
       expect(await claimed(forged.id as string)).toBe(0);
+    });
+
+    it('accepts a signature a little ahead of our clock (Stripe\'s clock may run ahead)', async () => {
+      const payer = await payerWithCustomer(t);
+      const object = subscriptionObject({ id: subId(), customer: payer.customer, status: 'active', price: PRICES.plus, periodEnd: nowSeconds() + DAY, metadata: { member_id: payer.sub } });
+      t.stripe.subscriptions.set(object.id as string, object);
+      expect((await deliver(t, eventOf('customer.subscription.created', object, nowSeconds()), { timestamp: nowSeconds() + 30 })).statusCode).toBe(200);
+    });
+
+    it.each([
+      ['status null', { status: null }],
+      ['an unknown status', { status: 'exploded' }],
+      ['no customer', { customer: null }],
+      ['a period end that is text', { cancel_at: 'tomorrow' }],
+      ['items that are not a list', { items: { data: 'none' } }],
+    ])('answers a correctly signed subscription event with %s with a 400 naming the field, and stores nothing', async (_name, change) => {
+      const payer = await payerWithCustomer(t);
+      const id = await subscribe(t, payer, { price: PRICES.plus });
+      const odd = { ...subscriptionObject({ id, customer: payer.customer, status: 'active', price: PRICES.plus, periodEnd: nowSeconds() + DAY }), ...change };
+      const ev = eventOf('customer.subscription.updated', odd, nowSeconds() + 5);
+      const res = await deliver(t, ev);
+      expect(res.statusCode).toBe(400);
+      expect(errorOf(res.body)).toMatchObject({ code: 'VALIDATION_ERROR', message: expect.stringContaining('data.object.') });
+      expect((await subscriptionRow(t, id)).status).toBe('active');
+      expect(await claimed(ev.id as string)).toBe(0);
     });
 
     it('refuses a body changed after signing, and a missing or garbled header', async () => {
