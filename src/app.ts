@@ -13,7 +13,7 @@ import { installAuth } from './auth/plugin.js';
 import type { TokenVerifier } from './auth/jwt.js';
 import { systemClock, type Clock } from './clock.js';
 import type { Migration } from './db/migrate.js';
-import { installErrorHandlers } from './http/errors-install.js';
+import { clientErrorHandler, installErrorHandlers } from './http/errors-install.js';
 import { rejectNulCharacters } from './http/input-guards.js';
 import { AppError, envelope } from './http/errors.js';
 import { devOutboxChannels } from './channels/index.js';
@@ -83,6 +83,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       requestTimeout: config.REQUEST_TIMEOUT_MS,
     },
     keepAliveTimeout: 72_000,
+    clientErrorHandler,
     trustProxy: config.TRUST_PROXY,
     return503OnClosing: true,
     requestIdHeader: false, // genReqId reads x-request-id itself, accepting only sane values
@@ -105,6 +106,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   app.addHook('onRequest', async (req, reply) => {
     void reply.header('x-request-id', req.id);
+    // Answers here are personal, and the contact pages' URLs are bearer links: no cache keeps
+    // them (helmet already sends Referrer-Policy: no-referrer, so no link leaks on to other sites).
+    void reply.header('cache-control', 'no-store');
   });
   app.addHook('onResponse', async (req, reply) => {
     metrics.httpDuration.observe(

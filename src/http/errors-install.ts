@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance } from 'fastify';
 import { hasZodFastifySchemaValidationErrors, isResponseSerializationError } from 'fastify-type-provider-zod';
 import { isDatabaseUnavailable } from '../db/pool.js';
@@ -90,4 +91,23 @@ export function installErrorHandlers(app: FastifyInstance): void {
     req.log.error({ err }, 'unhandled error');
     return reply.code(500).send(envelope('INTERNAL', 'internal error'));
   });
+}
+
+/**
+ * Errors Node's HTTP parser answers before Fastify sees a request (headers over the size limit,
+ * a request that timed out, bytes that are not HTTP): still the envelope of API.md. Replaces
+ * Fastify's default, whose bodies are not.
+ */
+export function clientErrorHandler(err: Error & { code?: string }, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, text, body] = err.code === 'HPE_HEADER_OVERFLOW'
+    ? [431, 'Request Header Fields Too Large', envelope('HEADERS_TOO_LARGE', 'the request headers are larger than this server accepts (16 KB)')]
+    : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? [408, 'Request Timeout', envelope('REQUEST_TIMEOUT', 'the request took too long to arrive')]
+      : [400, 'Bad Request', envelope('VALIDATION_ERROR', 'the request is not valid HTTP')];
+  const json = JSON.stringify(body);
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${status} ${text}\r\nContent-Length: ${Buffer.byteLength(json)}\r\nContent-Type: application/json; charset=utf-8\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${json}`);
+  }
+  socket.destroy(err);
 }

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import net, { type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { errorOf, startTestApp, type TestApp } from '../helpers/app.js';
 
@@ -133,5 +134,43 @@ describe('rate limits', () => {
     expect(errorOf(res.body).code).toBe('RATE_LIMITED');
     expect(res.headers['retry-after']).toBeDefined();
     expect((await t.app.inject({ method: 'GET', url: '/healthz', remoteAddress: '192.0.2.7' })).statusCode).toBe(200);
+  });
+
+  describe('answers the HTTP parser refuses, before any route (on a real socket)', () => {
+    let port: number;
+    beforeAll(async () => {
+      await t.app.listen({ port: 0, host: '127.0.0.1' });
+      port = (t.app.server.address() as AddressInfo).port;
+    });
+    const raw = (request: string) => new Promise<string>((resolve, reject) => {
+      const socket = net.connect(port, '127.0.0.1');
+      let got = '';
+      socket.on('data', (d) => { got += d.toString(); });
+      socket.on('close', () => resolve(got));
+      socket.on('error', (err) => (got === '' ? reject(err) : resolve(got)));
+      socket.write(request);
+    });
+    const bodyOf = (response: string) => response.slice(response.indexOf('\r\n\r\n') + 4);
+
+    it('headers over the limit: 431 in the envelope', async () => {
+      const res = await raw(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+      expect(res.startsWith('HTTP/1.1 431 ')).toBe(true);
+      expect(res).toMatch(/content-type: application\/json/i);
+      expect(errorOf(bodyOf(res)).code).toBe('HEADERS_TOO_LARGE');
+    });
+
+    it('bytes that are not HTTP: 400 in the envelope', async () => {
+      const res = await raw('HELLO THERE\r\n\r\n');
+      expect(res.startsWith('HTTP/1.1 400 ')).toBe(true);
+      expect(errorOf(bodyOf(res)).code).toBe('VALIDATION_ERROR');
+    });
+  });
+
+  it('no answer may be cached: Cache-Control no-store, and Referrer-Policy no-referrer, on contact pages, API answers and errors alike', async () => {
+    const sub = randomUUID();
+    for (const [url, headers] of [['/a/not-a-token', { accept: 'text/html' }], ['/i/not-a-token', {}], ['/c/not-a-token', { accept: 'text/html' }], ['/v1/me', await t.as(sub)], ['/healthz', {}]] as const) {
+      const res = await t.app.inject({ method: 'GET', url, headers });
+      expect({ url, cache: res.headers['cache-control'], referrer: res.headers['referrer-policy'] }).toEqual({ url, cache: 'no-store', referrer: 'no-referrer' });
+    }
   });
 });
