@@ -84,7 +84,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     },
     keepAliveTimeout: 72_000,
     clientErrorHandler,
-    trustProxy: config.TRUST_PROXY,
+    trustProxy: config.TRUST_PROXY.length === 0 ? false : config.TRUST_PROXY,
     return503OnClosing: true,
     requestIdHeader: false, // genReqId reads x-request-id itself, accepting only sane values
     genReqId: (req) => {
@@ -150,7 +150,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   installAuth(app, deps.verifyToken, config.RATE_LIMIT_MEMBER_PER_MINUTE);
 
   app.get('/openapi.json', { schema: { hide: true }, config: { rateLimit: false } }, async () => app.swagger());
-  opsRoutes(app, { pool: deps.pool, queues: deps.queues, metrics, migrations: deps.migrations });
+  opsRoutes(app, {
+    pool: deps.pool, queues: deps.queues, metrics, migrations: deps.migrations, probeRatePerMinute: config.PROBE_RATE_PER_MINUTE,
+    metricsAccess: config.METRICS_TOKEN !== undefined ? { mode: 'token', token: config.METRICS_TOKEN }
+      : config.METRICS_PORT !== undefined || config.NODE_ENV === 'production' ? { mode: 'elsewhere' } : { mode: 'open' },
+  });
   memberRoutes(app, { pool: deps.pool, zones, deleteAuthUser: deps.deleteAuthUser });
   auditRoutes(app, { pool: deps.pool });
   await billingRoutes(app, { pool: deps.pool, config });

@@ -12,6 +12,7 @@ import { incidentSettings } from './incidents/settings.js';
 import { createSupabaseUserDeleter } from './members/supabase-admin.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
+import { metricsTokenMatches, opsMetricsCollector } from './ops/routes.js';
 import { openRuntime } from './runtime.js';
 import { startWorker } from './worker.js';
 
@@ -43,11 +44,14 @@ function configOrExit(): Config {
  * A worker-only process has no API to serve /metrics: this bare listener does, so its job,
  * delivery and breaker metrics can be scraped. Nothing else is served.
  */
-function serveMetrics(metrics: Metrics, host: string, port: number): Promise<Server> {
+function serveMetrics(metrics: Metrics, host: string, port: number, token: string | undefined, collect: () => Promise<void>): Promise<Server> {
   const server = createServer((req, res) => {
     const path = (req.url ?? '').split('?')[0];
-    if (req.method === 'GET' && path === '/metrics') {
-      metrics.registry.metrics().then(
+    if (req.method === 'GET' && path === '/metrics' && token !== undefined && !metricsTokenMatches(req.headers.authorization, token)) {
+      res.writeHead(401, { 'content-type': 'application/json', 'www-authenticate': 'Bearer realm="metrics"' })
+        .end('{"error":{"code":"UNAUTHENTICATED","message":"the metrics bearer token (METRICS_TOKEN) is required"}}');
+    } else if (req.method === 'GET' && path === '/metrics') {
+      collect().then(() => metrics.registry.metrics()).then(
         (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
         () => res.writeHead(500, { 'content-type': 'application/json' }).end('{"error":{"code":"INTERNAL","message":"metrics unavailable"}}'),
       );
@@ -107,9 +111,13 @@ export async function boot(roles: Roles, options: BootOptions = {}): Promise<voi
         ...(options.channels === undefined ? {} : { channels: options.channels(runtime.pool, config, log) }),
       });
     }
-    if (!roles.api && config.METRICS_PORT !== undefined) {
-      metricsServer = await serveMetrics(metrics, config.HOST, config.METRICS_PORT);
-      log.info({ port: (metricsServer.address() as AddressInfo).port }, 'worker metrics listening');
+    if (config.METRICS_PORT !== undefined) {
+      const rt = runtime;
+      const collect = roles.api ? opsMetricsCollector({ pool: rt.pool, queues: rt.queues, metrics }) : async () => undefined;
+      metricsServer = await serveMetrics(metrics, config.METRICS_HOST, config.METRICS_PORT, config.METRICS_TOKEN, collect);
+      log.info({ host: config.METRICS_HOST, port: (metricsServer.address() as AddressInfo).port }, 'metrics listening');
+    } else if (roles.api && config.NODE_ENV === 'production' && config.METRICS_TOKEN === undefined) {
+      log.warn('neither METRICS_PORT nor METRICS_TOKEN is set: /metrics is not served (docs/runbooks.md, README "Operations")');
     }
     if (roles.api) {
       if (!hasConfiguredAuthKey(config)) {

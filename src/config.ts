@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 
 /**
@@ -20,6 +21,24 @@ const priceIds = z
   .default('')
   .transform((v) => v.split(',').map((x) => x.trim()).filter(Boolean))
   .pipe(z.array(z.string().regex(/^[A-Za-z0-9_]{1,255}$/, 'must be Stripe price ids (price_…), comma-separated')));
+
+const PROXY_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+function isProxyEntry(v: string): boolean {
+  if (PROXY_NAMES.has(v)) return true;
+  const [addr, bits, ...rest] = v.split('/');
+  const family = isIP(addr ?? '');
+  if (family === 0 || rest.length > 0) return false;
+  if (bits === undefined) return true;
+  if (!/^\d{1,3}$/.test(bits)) return false;
+  return Number(bits) <= (family === 4 ? 32 : 128);
+}
+const trustedProxies = z
+  .string()
+  .default('')
+  .refine((v) => !['true', '1', 'yes'].includes(v.trim().toLowerCase()),
+    'trusting every sender lets any client choose its address: list your proxies instead (addresses, CIDRs, or loopback/linklocal/uniquelocal)')
+  .transform((v) => (['false', '0', 'no'].includes(v.trim().toLowerCase()) ? [] : v.split(',').map((x) => x.trim()).filter(Boolean)))
+  .pipe(z.array(z.string().refine(isProxyEntry, 'each entry must be an IP address, a CIDR (10.0.0.0/8) or loopback/linklocal/uniquelocal')));
 
 const schema = z
   .object({
@@ -60,6 +79,15 @@ const schema = z
     DELIVERY_CONCURRENCY: int(20, 1, 1000),
     /** A worker-only process (start:worker) serves /metrics and /healthz on this port; unset: none. */
     METRICS_PORT: z.coerce.number().int().min(0).max(65535).optional(),
+    /**
+     * Set on any process: /metrics (and /healthz) on METRICS_PORT, bound to METRICS_HOST (private by
+     * default), and the API's public port no longer serves /metrics.
+     */
+    METRICS_HOST: z.string().min(1).default('127.0.0.1'),
+    /** When set, /metrics answers only `Authorization: Bearer <METRICS_TOKEN>` (at least 32 characters). */
+    METRICS_TOKEN: optionalString.pipe(z.string().min(32, 'must be at least 32 characters').optional()),
+    /** /healthz and /readyz requests per address per minute (each), far above probing; a flood gets 429. */
+    PROBE_RATE_PER_MINUTE: int(600, 1),
 
     CORS_ORIGINS: optionalString,
     BODY_LIMIT_BYTES: int(64 * 1024, 1024, 10 * 1024 * 1024),
@@ -67,7 +95,12 @@ const schema = z
     RATE_LIMIT_MEMBER_PER_MINUTE: int(120, 1),
     REQUEST_TIMEOUT_MS: int(15000, 1000),
     SHUTDOWN_TIMEOUT_MS: int(20000, 100),
-    TRUST_PROXY: bool.default(false),
+    /**
+     * The proxies whose X-Forwarded-For is believed, comma-separated: addresses, CIDRs, or
+     * proxy-addr's names (loopback, linklocal, uniquelocal). Empty or false: none. `true` (every
+     * sender) is refused: anyone could then choose the address the rate limits see.
+     */
+    TRUST_PROXY: trustedProxies,
 
     STRIPE_SECRET_KEY: optionalString,
     STRIPE_WEBHOOK_SECRET: optionalString,

@@ -1,3 +1,4 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
@@ -7,6 +8,7 @@ import type { Metrics } from '../observability/metrics.js';
 import type { QueueSystem } from '../queue/index.js';
 import { applyAuditorState, AUDIT_STALE_MS, readAuditorState, TIMER_KINDS, type AuditorState } from './auditor.js';
 import { collectQueueMetrics } from './queue-metrics.js';
+import { AppError, unauthenticated } from '../http/errors.js';
 import { SWEEP_LANES_ALL, type SweepLane } from '../incidents/isolate.js';
 
 const Check = z.object({ ok: z.boolean(), detail: z.string().optional() });
@@ -35,7 +37,42 @@ const Readiness = z
   })
   .meta({ id: 'Readiness' });
 
-export type OpsDeps = { pool: pg.Pool; queues: QueueSystem; metrics: Metrics; migrations: Migration[] };
+/**
+ * Who may read /metrics on the API's port: 'open' (development and tests, nothing configured),
+ * 'token' (METRICS_TOKEN: `Authorization: Bearer <token>`), or 'elsewhere' (served on METRICS_PORT
+ * on a private address, or in production with neither configured: not on the public port at all).
+ */
+export type MetricsAccess = { mode: 'open' } | { mode: 'token'; token: string } | { mode: 'elsewhere' };
+
+export type OpsDeps = {
+  pool: pg.Pool; queues: QueueSystem; metrics: Metrics; migrations: Migration[];
+  metricsAccess?: MetricsAccess;
+  /** Per address, per minute, for /healthz and /readyz each (kubelet probes come every few seconds). */
+  probeRatePerMinute?: number;
+};
+
+const digest = (v: string) => createHash('sha256').update(v).digest();
+
+/** True when the request's bearer token is the metrics token (compared in constant time). */
+export function metricsTokenMatches(header: string | undefined, token: string): boolean {
+  const given = /^Bearer (.+)$/.exec(header ?? '')?.[1];
+  return given !== undefined && timingSafeEqual(digest(given), digest(token));
+}
+
+/**
+ * The shared state /metrics shows (queues, the auditor's verdict), read at most once at a time:
+ * concurrent scrapes share the read in flight, so a flood costs one read, not one per request.
+ */
+export function opsMetricsCollector(deps: Pick<OpsDeps, 'pool' | 'queues' | 'metrics'>): () => Promise<void> {
+  let inFlight: Promise<void> | undefined;
+  return () => {
+    inFlight ??= Promise.all([
+      collectQueueMetrics(deps.queues, deps.metrics),
+      readAuditorState(deps.pool).then((state) => applyAuditorState(deps.metrics, state), () => undefined),
+    ]).then(() => undefined).finally(() => { inFlight = undefined; });
+    return inFlight;
+  };
+}
 
 function alertingDetail(state: AuditorState, now: Date): z.infer<typeof Alerting> {
   return {
@@ -60,53 +97,68 @@ async function check(fn: () => Promise<string | undefined>): Promise<z.infer<typ
 
 export function opsRoutes(app: FastifyInstance, deps: OpsDeps): void {
   const r = app.withTypeProvider<ZodTypeProvider>();
-  const noLimit = { config: { rateLimit: false } } as const;
+  // Probes are cheap, but not free (readiness asks the database and the queue): a limit per
+  // address of their own, far above any orchestrator's probing, keeps a flood from reaching them.
+  const probeLimit = { config: { rateLimit: { max: deps.probeRatePerMinute ?? 600, timeWindow: 60_000 } } } as const;
+  const collect = opsMetricsCollector(deps);
+  const access = deps.metricsAccess ?? { mode: 'open' };
+  let readiness: Promise<{ ready: boolean; body: Record<string, unknown> }> | undefined;
 
   r.get('/healthz', {
-    ...noLimit,
+    ...probeLimit,
     schema: { tags: ['operations'], summary: 'Liveness: the process answers', response: { 200: z.object({ status: z.literal('ok') }) } },
   }, async () => ({ status: 'ok' as const }));
 
+  /** One readiness check at a time: concurrent probes share the one in flight (never a stale answer). */
+  const readinessNow = () => {
+    readiness ??= (async () => {
+      const detail: { alerting?: z.infer<typeof Alerting> | undefined } = {};
+      const [database, migrations, queue] = await Promise.all([
+        check(async () => {
+          await deps.pool.query('select 1');
+          return undefined;
+        }),
+        check(async () => {
+          const pending = await pendingMigrations(deps.pool, deps.migrations);
+          if (pending.length > 0) return `pending: ${pending.join(', ')}`;
+          // Detail only: not being able to read it never makes the process unready.
+          detail.alerting = await readAuditorState(deps.pool).then((state) => alertingDetail(state, app.clock()), () => undefined);
+          return undefined;
+        }),
+        check(async () => {
+          await deps.queues.ping();
+          return undefined;
+        }),
+      ]);
+      const ready = database.ok && migrations.ok && queue.ok;
+      return { ready, body: { status: ready ? ('ready' as const) : ('not_ready' as const), checks: { database, migrations, queue }, ...(detail.alerting === undefined ? {} : { alerting: detail.alerting }) } };
+    })().finally(() => { readiness = undefined; });
+    return readiness;
+  };
+
   r.get('/readyz', {
-    ...noLimit,
+    ...probeLimit,
     schema: {
       tags: ['operations'],
       summary: 'Readiness: database and queue reachable, migrations applied',
       response: { 200: Readiness, 503: Readiness },
     },
   }, async (_req, reply) => {
-    const detail: { alerting?: z.infer<typeof Alerting> | undefined } = {};
-    const [database, migrations, queue] = await Promise.all([
-      check(async () => {
-        await deps.pool.query('select 1');
-        return undefined;
-      }),
-      check(async () => {
-        const pending = await pendingMigrations(deps.pool, deps.migrations);
-        if (pending.length > 0) return `pending: ${pending.join(', ')}`;
-        // Detail only: not being able to read it never makes the process unready.
-        detail.alerting = await readAuditorState(deps.pool).then((state) => alertingDetail(state, app.clock()), () => undefined);
-        return undefined;
-      }),
-      check(async () => {
-        await deps.queues.ping();
-        return undefined;
-      }),
-    ]);
-    const ready = database.ok && migrations.ok && queue.ok;
-    const body = { status: ready ? ('ready' as const) : ('not_ready' as const), checks: { database, migrations, queue }, ...(detail.alerting === undefined ? {} : { alerting: detail.alerting }) };
-    if (ready) return body;
+    const { ready, body } = await readinessNow();
+    if (ready) return body as z.infer<typeof Readiness>;
     void reply.header('retry-after', '5');
-    return reply.code(503).send({ ...body, error: { code: 'NOT_READY', message: 'a dependency is unavailable' } });
+    return reply.code(503).send({ ...(body as z.infer<typeof Readiness>), error: { code: 'NOT_READY', message: 'a dependency is unavailable' } });
   });
 
-  app.get('/metrics', { ...noLimit, schema: { tags: ['operations'], summary: 'Prometheus metrics', produces: ['text/plain'] } }, async (_req, reply) => {
+  app.get('/metrics', { schema: { tags: ['operations'], summary: 'Prometheus metrics (METRICS_TOKEN bearer, or on METRICS_PORT)', produces: ['text/plain'] } }, async (req, reply) => {
+    if (access.mode === 'elsewhere') throw new AppError(404, 'NOT_FOUND', 'metrics are not served on this port (see METRICS_PORT and METRICS_TOKEN)');
+    if (access.mode === 'token' && !metricsTokenMatches(req.headers.authorization, access.token)) {
+      void reply.header('www-authenticate', 'Bearer realm="metrics"');
+      throw unauthenticated('the metrics bearer token (METRICS_TOKEN) is required');
+    }
     // The auditor and the queues are shared by every process: each scrape of any replica shows
     // their current state (bounded: a backend that is down leaves the last values).
-    await Promise.all([
-      collectQueueMetrics(deps.queues, deps.metrics),
-      readAuditorState(deps.pool).then((state) => applyAuditorState(deps.metrics, state), () => undefined),
-    ]);
+    await collect();
     void reply.header('content-type', deps.metrics.registry.contentType);
     return deps.metrics.registry.metrics();
   });
