@@ -152,6 +152,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.get('/openapi.json', { schema: { hide: true }, config: { rateLimit: false } }, async () => app.swagger());
   opsRoutes(app, {
     pool: deps.pool, queues: deps.queues, metrics, migrations: deps.migrations, probeRatePerMinute: config.PROBE_RATE_PER_MINUTE,
+    devOutbox: devOutboxChannels(config),
     metricsAccess: config.METRICS_TOKEN !== undefined ? { mode: 'token', token: config.METRICS_TOKEN }
       : config.METRICS_PORT !== undefined || config.NODE_ENV === 'production' ? { mode: 'elsewhere' } : { mode: 'open' },
   });

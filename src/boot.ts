@@ -3,7 +3,8 @@ import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import type pg from 'pg';
 import { buildApp } from './app.js';
-import type { Channels } from './channels/types.js';
+import { devOutboxChannels } from './channels/index.js';
+import { CHANNEL_NAMES, type Channels } from './channels/types.js';
 import { hasConfiguredAuthKey, resolveAuthKeys, resolveLinkSecret } from './auth/dev-secret.js';
 import { createTokenVerifier } from './auth/jwt.js';
 import { systemClock } from './clock.js';
@@ -67,11 +68,32 @@ function serveMetrics(metrics: Metrics, host: string, port: number, token: strin
   });
 }
 
+/**
+ * Channels with no provider send into the dev outbox, where nobody reads them. In production a
+ * worker with no real channel at all would "send" every alert to nobody: it refuses to start.
+ * Each channel left without a provider is logged loudly and shown (metric, /readyz detail).
+ */
+function checkChannels(roles: Roles, options: BootOptions, config: Config, log: Logger, metrics: Metrics): void {
+  const missing = devOutboxChannels(config);
+  for (const name of CHANNEL_NAMES) metrics.channelWithoutProvider.set({ channel: name }, missing.includes(name) ? 1 : 0);
+  if (config.NODE_ENV !== 'production') return;
+  if (roles.worker && options.channels === undefined && missing.length === CHANNEL_NAMES.length) {
+    process.stderr.write('pruuf: in production a worker needs a real provider for at least one alert channel '
+      + '(FIREBASE_SERVICE_ACCOUNT_JSON/_PATH for push, TWILIO_ACCOUNT_SID for SMS, SENDGRID_API_KEY for email); '
+      + 'without one, every alert would go to the dev outbox and reach nobody.\nSee .env.example for every variable.\n');
+    process.exit(1);
+  }
+  for (const name of missing) {
+    log.warn({ channel: name }, `no provider configured for ${name}: its messages go to the dev outbox and reach nobody (pruuf_channel_without_provider, /readyz channels)`);
+  }
+}
+
 export async function boot(roles: Roles, options: BootOptions = {}): Promise<void> {
   const started = Date.now();
   const config = configOrExit();
   const log = createLogger(config.LOG_LEVEL);
   const metrics = createMetrics();
+  checkChannels(roles, options, config, log, metrics);
   let app: FastifyInstance | undefined;
   let metricsServer: Server | undefined;
   let runtime: Awaited<ReturnType<typeof openRuntime>> | undefined;

@@ -102,6 +102,12 @@ export function createMetrics() {
       labelNames: ['lane'] as const,
       registers: [registry],
     }),
+    channelWithoutProvider: new Gauge({
+      name: 'pruuf_channel_without_provider',
+      help: '1 for each channel (push, sms, email) with no provider configured: its messages go to the dev outbox, nobody receives them',
+      labelNames: ['channel'] as const,
+      registers: [registry],
+    }),
     sweepQuarantined: new Gauge({
       name: 'pruuf_sweep_quarantined_items',
       help: 'Items that failed 3 times or more in a row, by lane, as of the last audit: an operator should look (docs/runbooks.md)',

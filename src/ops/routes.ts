@@ -33,6 +33,8 @@ const Readiness = z
     status: z.enum(['ready', 'not_ready']),
     checks: z.object({ database: Check, migrations: Check, queue: Check }),
     alerting: Alerting.optional(),
+    channels: z.record(z.enum(['push', 'sms', 'email']), z.enum(['provider', 'dev_outbox']))
+      .describe('per channel: a real provider configured, or the dev outbox (nobody receives those messages)').optional(),
     error: z.object({ code: z.string(), message: z.string() }).optional(),
   })
   .meta({ id: 'Readiness' });
@@ -47,6 +49,8 @@ export type MetricsAccess = { mode: 'open' } | { mode: 'token'; token: string } 
 export type OpsDeps = {
   pool: pg.Pool; queues: QueueSystem; metrics: Metrics; migrations: Migration[];
   metricsAccess?: MetricsAccess;
+  /** Channels with no provider (their messages go to the dev outbox), shown in /readyz. */
+  devOutbox?: readonly ('push' | 'sms' | 'email')[];
   /** Per address, per minute, for /healthz and /readyz each (kubelet probes come every few seconds). */
   probeRatePerMinute?: number;
 };
@@ -131,7 +135,9 @@ export function opsRoutes(app: FastifyInstance, deps: OpsDeps): void {
         }),
       ]);
       const ready = database.ok && migrations.ok && queue.ok;
-      return { ready, body: { status: ready ? ('ready' as const) : ('not_ready' as const), checks: { database, migrations, queue }, ...(detail.alerting === undefined ? {} : { alerting: detail.alerting }) } };
+      const channels = deps.devOutbox === undefined ? {}
+        : { channels: Object.fromEntries((['push', 'sms', 'email'] as const).map((c) => [c, deps.devOutbox!.includes(c) ? 'dev_outbox' : 'provider'])) };
+      return { ready, body: { status: ready ? ('ready' as const) : ('not_ready' as const), checks: { database, migrations, queue }, ...(detail.alerting === undefined ? {} : { alerting: detail.alerting }), ...channels } };
     })().finally(() => { readiness = undefined; });
     return readiness;
   };

@@ -31,6 +31,11 @@ describe('/metrics served on METRICS_PORT', () => {
   beforeAll(async () => { t = await startTestApp({ env: { METRICS_PORT: '0' } }); });
   afterAll(() => t.close());
 
+  it('/readyz and the metrics say which channels have no provider (their messages reach nobody)', async () => {
+    const res = await t.app.inject({ method: 'GET', url: '/readyz' });
+    expect(res.json().channels).toEqual({ push: 'dev_outbox', sms: 'dev_outbox', email: 'dev_outbox' });
+  });
+
   it('is not on the public port at all', async () => {
     const res = await t.app.inject({ method: 'GET', url: '/metrics' });
     expect(res.statusCode).toBe(404);

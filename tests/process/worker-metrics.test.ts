@@ -70,4 +70,24 @@ describe('a worker-only process', () => {
     proc.kill('SIGTERM');
     expect(await exited).toBe(0);
   }, 60_000);
+
+  it('refuses to start in production with no real provider for any alert channel, saying why', async () => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'workers/worker.ts'], {
+      cwd: process.cwd(),
+      env: {
+        PATH: process.env.PATH, HOME: process.env.HOME, NODE_ENV: 'production', LOG_LEVEL: 'warn', DATA_DIR: dataDir,
+        DATABASE_URL: db.url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: 'wm-refuse', HOST: '127.0.0.1',
+        LINK_SIGNING_SECRET: TEST_LINK_SECRET, SUPABASE_JWT_SECRET: TEST_JWT_SECRET, PUBLIC_BASE_URL: 'https://pruuf.test',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let said = '';
+    child.stderr!.on('data', (d: Buffer) => (said += d.toString()));
+    // A worker that starts anyway would run until killed: give it 30 s.
+    const killer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+    clearTimeout(killer);
+    expect(code).toBe(1);
+    expect(said).toMatch(/needs a real provider for at least one alert channel/);
+  }, 60_000);
 });
