@@ -1,163 +1,87 @@
-import { DateTime } from 'luxon';
 import { fitSms, multiLine, nameSteps, oneLine, preferGsm, truncate } from './sms.js';
 import { escapeHtml } from '../http/html.js';
+import { strings, type Locale, type Strings } from './locales/index.js';
+import { duration, email, fmt, mapLink, telLink, type Email, type Para, type Seg, type Where } from './message-format.js';
 
-// Every message Pruuf sends, in its three channel forms. Pure: times come in as arguments and are shown
-// in the member's time zone, the clock the member's promise was made on.
+// Every message Pruuf sends, in its three channel forms, in the reader's language (one template set
+// per locale: ./locales). Pure: times come in as arguments and are shown in the member's time zone,
+// the clock the member's promise was made on.
 export { smsSegments } from './sms.js';
-export { escapeHtml };
+export { escapeHtml, mapLink, type Where };
+export type { Locale };
 
 export type Rendered = {
   /** Plain text, "Pruuf:" first, at most two segments. */
   sms: string;
-  email: { subject: string; text: string; html: string };
+  email: Email;
   /** FCM data values must be strings. */
   push: { title: string; body: string; data: Record<string, string> };
 };
-export type Where = { lat: number; lng: number; accuracy_m?: number | null };
 
 const NAME_MAX = 60; // graphemes; a name is user input and can be any length
 const NOTE_MAX = 1000;
 
 const cleanName = (raw: string, fallback: string): string => truncate(oneLine(raw), NAME_MAX) || fallback;
+const clock = (at: Date, tz: string, t: Strings): string => fmt(at, tz, 'clock', t);
+const when = (at: Date, tz: string, t: Strings): string => fmt(at, tz, 'day', t);
+const whenLong = (at: Date, tz: string, t: Strings): string => fmt(at, tz, 'long', t);
+const fold = (locale: Locale | undefined): { fold: boolean } => ({ fold: (locale ?? 'en') !== 'en' });
 
-// luxon builds a fresh Intl formatter for each zone name it prints; there are few (zone, offset) pairs.
-const zoneNames = new Map<string, [string, string]>();
-/** clock "09:30 EST"; day "09:30 EST on Thu 15 Jan"; long "09:30 EST on Thursday 15 January 2026 (Eastern Standard Time)" */
-// A burst of alerts shares a few deadlines: the same (instant, zone, style) is formatted once.
-const formatted = new Map<string, string>();
-const FORMATTED_MAX = 5000;
-function fmt(at: Date, timeZone: string, style: 'clock' | 'day' | 'long'): string {
-  const key = `${at.getTime()}|${timeZone}|${style}`;
-  const hit = formatted.get(key);
-  if (hit !== undefined) return hit;
-  if (formatted.size >= FORMATTED_MAX) formatted.clear();
-  const out = format(at, timeZone, style);
-  formatted.set(key, out);
-  return out;
+/** "Call Ann: +1 555…" as a paragraph with a tel: link, or nothing when the phone is not a number. */
+function callPara(t: Strings, member: string, phone: string | null | undefined): Para[] {
+  const tel = telLink(phone);
+  return tel === null ? [] : [[t.alert.callLabel(member), { href: tel, label: phone! }]];
 }
-function format(at: Date, timeZone: string, style: 'clock' | 'day' | 'long'): string {
-  const z = DateTime.fromJSDate(at, { zone: timeZone });
-  // en-US names zones by abbreviation ("EST"); a bad zone must not stop an alert
-  const d = (z.isValid ? z : DateTime.fromJSDate(at, { zone: 'UTC' })).setLocale('en-US');
-  const key = `${d.zoneName}|${d.offset}`;
-  const [short, long] = zoneNames.get(key) ?? zoneNames.set(key, [d.toFormat('ZZZZ'), d.toFormat('ZZZZZ')]).get(key)!;
-  const time = `${d.toFormat('HH:mm')} ${short}`;
-  if (style === 'clock') return time;
-  if (style === 'day') return `${time} on ${d.toFormat('ccc d LLL')}`;
-  return `${time} on ${d.toFormat('cccc d LLLL yyyy')}${long === short ? '' : ` (${long})`}`;
-}
-const clock = (at: Date, tz: string): string => fmt(at, tz, 'clock');
-const when = (at: Date, tz: string): string => fmt(at, tz, 'day');
-const whenLong = (at: Date, tz: string): string => fmt(at, tz, 'long');
-
-function duration(minutes: number): string {
-  const m = Math.max(1, Math.round(minutes));
-  if (m < 60) return `${m} min`;
-  if (m < 1440) return m % 60 ? `${Math.floor(m / 60)} h ${m % 60} min` : `${m / 60} h`;
-  const d = Math.floor(m / 1440);
-  const h = Math.floor((m % 1440) / 60);
-  return `${d} day${d > 1 ? 's' : ''}${h ? ` ${h} h` : ''}`;
-}
-
-export function mapLink(w: Where | null): string | null {
-  if (!w || !Number.isFinite(w.lat) || !Number.isFinite(w.lng) || Math.abs(w.lat) > 90 || Math.abs(w.lng) > 180) return null;
-  const f = (n: number) => String(Number(n.toFixed(5)) || 0); // ~1 m; "|| 0" turns -0 into 0
-  return `https://maps.google.com/?q=${f(w.lat)},${f(w.lng)}`;
-}
-
-type Seg = string | { href: string; label?: string };
-type Para = Seg[] | { quote: string } | { small: string };
-
-const isWebUrl = (u: string): boolean => /^https?:\/\/[^\s"'<>]+$/i.test(u);
-
-const P = 'margin:0 0 14px;font-size:16px;line-height:1.5';
-function segHtml(s: Seg): string {
-  if (typeof s === 'string') return escapeHtml(s);
-  const label = escapeHtml(s.label ?? s.href);
-  return isWebUrl(s.href) ? `<a href="${escapeHtml(s.href)}" style="color:#1d4ed8">${label}</a>` : label;
-}
-const segText = (s: Seg): string => (typeof s === 'string' ? s : s.label ? `${s.label} (${s.href})` : s.href);
-
-function email(subject: string, paras: Para[], button: { href: string; label: string } | null): Rendered['email'] {
-  const text: string[] = [];
-  const html: string[] = [];
-  paras.forEach((p, i) => {
-    if (button && i === paras.length - 1) {
-      // the button goes right before the footer line
-      text.push(`${button.label}: ${button.href}`);
-      const a = escapeHtml(button.href);
-      if (isWebUrl(button.href)) {
-        html.push(`<p style="margin:24px 0"><a href="${a}" style="display:inline-block;padding:14px 28px;border-radius:8px;background:#dc2626;color:#ffffff;font-size:18px;font-weight:bold;text-decoration:none">${escapeHtml(button.label)}</a></p>`);
-        html.push(`<p style="margin:0 0 14px;font-size:13px;color:#71717a">If the button does not work, open this link: <a href="${a}" style="color:#1d4ed8;word-break:break-all">${a}</a></p>`);
-      } else html.push(`<p style="${P}">${escapeHtml(button.label)}: ${a}</p>`); // never an href we did not recognise
-    }
-    if (Array.isArray(p)) {
-      text.push(p.map(segText).join(''));
-      html.push(`<p style="${P}">${p.map(segHtml).join('')}</p>`);
-    } else if ('quote' in p) {
-      text.push(p.quote.split('\n').map((l) => `> ${l}`).join('\n'));
-      html.push(`<blockquote style="${P};padding:8px 12px;border-left:4px solid #d4d4d8;background:#fafafa">${escapeHtml(p.quote).replace(/\n/g, '<br>')}</blockquote>`);
-    } else {
-      text.push(p.small);
-      html.push(`<p style="margin:24px 0 0;font-size:13px;line-height:1.4;color:#71717a">${escapeHtml(p.small)}</p>`);
-    }
-  });
-  const title = escapeHtml(oneLine(subject));
-  return {
-    subject: truncate(oneLine(subject), 150), // one line: a newline in a name must not reach a mail header
-    text: text.join('\n\n'),
-    html: `<!doctype html><html><head><meta charset="utf-8"><title>${title}</title></head><body style="margin:0;padding:16px;background:#f4f4f5;font-family:Arial,Helvetica,sans-serif;color:#18181b"><div style="max-width:560px;margin:0 auto;padding:24px;background:#ffffff;border-radius:8px">${html.join('')}</div></body></html>`,
-  };
-}
-
-const hello = (contact: string): Seg[] => [contact ? `Hi ${contact},` : 'Hello,'];
-const becauseContact = (member: string): Para => ({ small: `You get this because ${member} added you as an emergency contact on Pruuf.` });
 
 export type AlertInput = {
   memberName: string; contactName: string; kind: 'missed' | 'sos';
   deadlineAt: Date | null; openedAt: Date; timeZone: string;
   lastCheckInAt: Date | null; lastLocation: Where | null; note: string | null;
   ackUrl: string; delayedByMinutes: number; round: number; incidentId: string;
+  /** The member's phone (E.164): every alert says how to reach them. */
+  memberPhone?: string | null;
+  /** Someone said "I'm on it" earlier and it lapsed: later alerts say so instead of "nobody has". */
+  ackLapsed?: { by: string; at: Date } | null;
+  locale?: Locale;
 };
 
-const TODO = "Call them or go and check on them. If you are taking care of it, tap I'm on it so others know.";
-const SMS_TODO = ["Call them or go and check on them. If you are taking care of it, tap I'm on it so others know: ", "Call or visit them. If you're on it, tap: ", "I'm on it: "];
-
-type AlertSms = { name: string; note: string; map: boolean; last: boolean; due: 0 | 1 | 2; todo: 0 | 1 | 2; delay: 0 | 1 | 2; again: 0 | 1 | 2; terse: boolean; generic: boolean };
+type AlertSms = { name: string; note: string; map: boolean; last: boolean; due: 0 | 1 | 2; todo: 0 | 1 | 2; delay: 0 | 1 | 2; again: 0 | 1 | 2; call: boolean; terse: boolean; generic: boolean };
 
 export function renderAlert(c: AlertInput): Rendered {
+  const t = strings(c.locale);
+  const a = t.alert;
   const tz = c.timeZone;
-  const member = cleanName(c.memberName, 'A Pruuf member');
+  const member = cleanName(c.memberName, t.aMember);
   const contact = cleanName(c.contactName, '');
   const sos = c.kind === 'sos';
   const map = mapLink(c.lastLocation);
+  const phone = telLink(c.memberPhone) === null ? null : c.memberPhone!;
   const note = c.note ? truncate(multiLine(c.note), NOTE_MAX) : '';
-  const late = c.delayedByMinutes > 0 ? duration(c.delayedByMinutes) : null;
+  const late = c.delayedByMinutes > 0 ? duration(c.delayedByMinutes, t) : null;
   const again = c.round > 1;
-  const what = sos ? `${member} pressed the SOS button and needs help` : `${member} missed a check-in`;
-  const accuracy = c.lastLocation?.accuracy_m != null && c.lastLocation.accuracy_m > 0 ? ` (within ${Math.round(c.lastLocation.accuracy_m)} m)` : '';
+  const lapsed = c.ackLapsed ? { by: cleanName(c.ackLapsed.by, t.anotherContact), at: c.ackLapsed.at } : null;
+  const accuracy = c.lastLocation?.accuracy_m != null && c.lastLocation.accuracy_m > 0 ? a.within(Math.round(c.lastLocation.accuracy_m)) : '';
 
   const dueAt = sos ? c.openedAt : c.deadlineAt;
-  const dueText = dueAt ? ['', clock(dueAt, tz), when(dueAt, tz)] : ['', '', ''];
-  const lastText = c.lastCheckInAt ? when(c.lastCheckInAt, tz) : '';
+  const dueText = dueAt ? ['', clock(dueAt, tz, t), when(dueAt, tz, t)] : ['', '', ''];
+  const lastText = c.lastCheckInAt ? when(c.lastCheckInAt, tz, t) : '';
   const sms = fitSms(
     (o: AlertSms): string => {
-      const who = o.generic ? 'Someone you are a contact for' : o.name;
+      const who = o.generic ? a.someone : o.name;
       const parts = ['Pruuf:'];
-      if (again && o.again) parts.push(o.again === 2 ? 'Reminder, still no answer:' : 'Reminder:');
-      const due = dueText[o.due];
-      if (sos) parts.push(`SOS! ${who} ${o.terse ? 'needs help' : 'pressed the SOS button and needs help'}${due ? ` (${due})` : ''}.`);
-      else parts.push(`${who} missed a check-in${due ? ` due ${due}` : ''}.`);
-      if (o.note) parts.push(`Note: "${o.note}"`);
-      if (late && o.delay) parts.push(o.delay === 2 ? `This alert is ${late} late: Pruuf had a problem.` : `(${late} late, our fault)`);
+      if (again && o.again) parts.push(lapsed && o.again === 2 ? a.smsAckLapsed(preferGsm(lapsed.by)) : a.againSms[o.again - 1]!);
+      const due = dueText[o.due]!;
+      parts.push(sos ? a.smsSos(who, o.terse, due) : a.smsMissed(who, due));
+      if (o.note) parts.push(a.smsNote(o.note));
+      if (late && o.delay) parts.push(a.smsLate(late, o.delay === 2));
       // no full stop right after a link: some phones would make it part of the link
-      if (!sos && o.last && c.lastCheckInAt) parts.push(`Last check-in ${lastText}${o.map && map ? `, at ${map}` : '.'}`);
-      else if (o.map && map) parts.push(`${sos ? 'Location' : 'Last location'}: ${map}`);
-      parts.push(SMS_TODO[o.todo] + c.ackUrl);
+      if (!sos && o.last && c.lastCheckInAt) parts.push(a.smsLast(lastText, o.map ? map : null));
+      else if (o.map && map) parts.push(a.smsLocation(sos, map));
+      if (o.call && phone) parts.push(a.smsCall(phone));
+      parts.push(a.smsTodo[o.todo] + c.ackUrl);
       return parts.join(' ');
     },
-    { name: member, note: oneLine(note), map: true, last: true, due: 2, todo: 0, delay: 2, again: 2, terse: false, generic: false },
+    { name: member, note: oneLine(note), map: true, last: true, due: 2, todo: 0, delay: 2, again: 2, call: true, terse: false, generic: false },
     [
       { name: preferGsm(member) },
       { todo: 1 },
@@ -169,53 +93,61 @@ export function renderAlert(c: AlertInput): Rendered {
       { map: false },
       ...nameSteps('name', preferGsm(member), [24, 12]),
       { delay: 0, again: 0 },
+      { call: false }, // a name of a few letters with the number beats a single letter with it
       ...nameSteps('name', preferGsm(member), [6, 3, 1]),
       { due: 1 },
       { terse: true },
       { generic: true }, // only when even a one-letter name does not fit next to the link
       { due: 0 },
     ],
+    fold(c.locale),
   );
 
-  const timing = sos ? `They pressed it at ${whenLong(c.openedAt, tz)}.` : c.deadlineAt ? `It was due at ${whenLong(c.deadlineAt, tz)}.` : '';
+  const timing = sos ? a.pressedAt(whenLong(c.openedAt, tz, t)) : c.deadlineAt ? a.dueAt(whenLong(c.deadlineAt, tz, t)) : '';
   const lastPara: Seg[] = [];
-  if (c.lastCheckInAt) lastPara.push(`Last check-in: ${whenLong(c.lastCheckInAt, tz)}.`);
-  else if (!sos) lastPara.push('There is no earlier check-in on record.');
-  const place = sos ? 'Location: ' : c.lastCheckInAt ? 'Location shared with it: ' : 'Last known location: ';
-  if (map) lastPara.push(lastPara.length ? ' ' : '', place, { href: map, label: 'open the map' }, `${accuracy}.`);
-  const delayLine = late ? `This alert is ${late} late because of a problem at Pruuf. We are sorry.` : null;
-  const headline = `${again ? 'Reminder: ' : ''}${sos ? `SOS: ${member} needs help` : `${member} missed a check-in`}`;
+  if (c.lastCheckInAt) lastPara.push(a.lastCheckIn(whenLong(c.lastCheckInAt, tz, t)));
+  else if (!sos) lastPara.push(a.noEarlier);
+  if (map) lastPara.push(lastPara.length ? ' ' : '', a.place(sos, c.lastCheckInAt !== null), { href: map, label: a.openMap }, `${accuracy}.`);
+  const headline = `${again ? a.reminderPrefix : ''}${a.headline(member, sos)}`;
 
-  const paras: Para[] = [hello(contact)];
-  if (delayLine) paras.push([delayLine]);
-  if (again) paras.push(['Still no answer: nobody has said they are on it yet.']);
-  paras.push([`${what}. ${timing}`.trim()]);
-  if (note) paras.push([sos ? 'Their message:' : 'Their note:'], { quote: note });
+  const paras: Para[] = [[t.hello(contact)]];
+  if (late) paras.push([a.lateLine(late)]);
+  if (lapsed) paras.push([a.ackLapsed(lapsed.by, whenLong(lapsed.at, tz, t), member)]);
+  else if (again) paras.push([a.stillNoAnswer]);
+  paras.push([`${a.what(member, sos)}. ${timing}`.trim()]);
+  if (note) paras.push([a.noteLabel(sos)], { quote: note });
   if (lastPara.length) paras.push(lastPara);
-  paras.push([TODO], { small: `You get this because ${member} added you as an emergency contact on Pruuf. Reference: ${c.incidentId}.` });
+  paras.push(...callPara(t, member, phone));
+  paras.push([a.todo], { small: a.footer(member, c.incidentId) });
 
+  const short = truncate(member, 40);
   const pushBody = [
-    late && `Sent ${late} late because of a Pruuf problem.`,
-    again && 'Still no answer.',
-    sos ? `${truncate(member, 40)} pressed the SOS button at ${clock(c.openedAt, tz)}.` : c.deadlineAt ? `It was due at ${when(c.deadlineAt, tz)}.` : '',
-    "Call them or check on them, and tap I'm on it if you are taking care of it.",
+    late && a.pushLate(late),
+    lapsed ? a.pushAckLapsed(truncate(lapsed.by, 40)) : again && a.pushStill,
+    sos ? a.pushSos(short, clock(c.openedAt, tz, t)) : c.deadlineAt ? a.pushDue(when(c.deadlineAt, tz, t)) : '',
+    phone && a.pushCall(phone),
+    a.pushTodo,
   ].filter(Boolean).join(' ');
 
   return {
     sms,
-    email: email(late ? `${headline} (sent ${late} late)` : headline, paras, { href: c.ackUrl, label: "I'm on it" }),
+    email: email(late ? `${headline}${a.sentLate(late)}` : headline, paras, { href: c.ackUrl, label: a.button }, t),
     push: {
-      title: `${again ? 'Reminder: ' : ''}${sos ? `SOS: ${truncate(member, 40)} needs help` : `${truncate(member, 40)} missed a check-in`}`,
+      title: `${again ? a.reminderPrefix : ''}${a.pushTitle(short, sos)}`,
       body: pushBody,
-      data: { type: 'alert', incident_id: c.incidentId, url: c.ackUrl },
+      data: { type: 'alert', incident_id: c.incidentId, url: c.ackUrl, ...(phone ? { phone } : {}) },
     },
   };
 }
 
+// Reminders go to the member, who has no language setting yet: English.
+const EN = strings('en');
+
 export function renderReminder(c: { memberName: string; deadlineAt: Date; timeZone: string; checkInUrl: string; minutesLeft: number }): Rendered {
   const member = cleanName(c.memberName, '');
   const left = Math.round(c.minutesLeft);
-  const due = left > 0 ? `at ${clock(c.deadlineAt, c.timeZone)} (in ${duration(left)})` : `now (${clock(c.deadlineAt, c.timeZone)})`;
+  const at = clock(c.deadlineAt, c.timeZone, EN);
+  const due = left > 0 ? `at ${at} (in ${duration(left, EN)})` : `now (${at})`;
   const sms = fitSms(
     (o: { name: string; hi: boolean; short: boolean; url: boolean }) =>
       `Pruuf: ${o.short ? 'Check-in' : o.hi && o.name ? `Hi ${o.name}, your check-in is` : 'Your check-in is'} due ${due}. Reply OK to check in${o.url ? `, or tap ${c.checkInUrl}` : '.'}`,
@@ -223,14 +155,14 @@ export function renderReminder(c: { memberName: string; deadlineAt: Date; timeZo
     [...nameSteps('name', preferGsm(member), [12, 6]), { hi: false }, { short: true }, { url: false }],
   );
   const paras: Para[] = [
-    hello(member),
+    [EN.hello(member)],
     [`Your check-in is due ${due}. Tap the button to tell us you are OK.`],
     ['If you do not check in, we will alert your emergency contacts.'],
     { small: 'You get this because you have a check-in schedule on Pruuf.' },
   ];
   return {
     sms,
-    email: email(`Check in by ${clock(c.deadlineAt, c.timeZone)}`, paras, { href: c.checkInUrl, label: "I'm OK" }),
+    email: email(`Check in by ${at}`, paras, { href: c.checkInUrl, label: "I'm OK" }, EN),
     push: {
       title: 'Time to check in',
       body: `Your check-in is due ${due}. Tap to let your contacts know you are OK.`,
@@ -239,75 +171,132 @@ export function renderReminder(c: { memberName: string; deadlineAt: Date; timeZo
   };
 }
 
-export function renderAllClear(c: { memberName: string; contactName: string; resolvedAt: Date; timeZone: string; how: 'check_in' | 'member_resolved'; incidentId: string }): Rendered {
-  const member = cleanName(c.memberName, 'A Pruuf member');
-  const short = when(c.resolvedAt, c.timeZone);
-  const says = (name: string, at = short) =>
-    c.how === 'check_in' ? `${name} checked in at ${at}.` : `${name} said they are OK and closed the alert at ${at}.`;
+export function renderAllClear(c: { memberName: string; contactName: string; resolvedAt: Date; timeZone: string; how: 'check_in' | 'member_resolved'; incidentId: string; locale?: Locale }): Rendered {
+  const t = strings(c.locale);
+  const member = cleanName(c.memberName, t.aMember);
+  const says = (name: string, at: string) => t.allClear.says(name, at, c.how);
+  const short = when(c.resolvedAt, c.timeZone, t);
   const sms = fitSms(
-    (o: { name: string; thanks: boolean }) => `Pruuf: All clear. ${says(o.name)} No need to do anything more.${o.thanks ? ' Thank you.' : ''}`,
+    (o: { name: string; thanks: boolean }) => t.allClear.sms(says(o.name, short), o.thanks),
     { name: preferGsm(member), thanks: true },
     [{ thanks: false }, ...nameSteps('name', preferGsm(member), [24, 12, 6, 3, 1])],
+    fold(c.locale),
   );
   const paras: Para[] = [
-    hello(cleanName(c.contactName, '')),
-    [`All clear: ${says(member, whenLong(c.resolvedAt, c.timeZone))}`],
-    ['You do not need to do anything more. Thank you for being there.'],
-    becauseContact(member),
+    [t.hello(cleanName(c.contactName, ''))],
+    [t.allClear.line(says(member, whenLong(c.resolvedAt, c.timeZone, t)))],
+    [t.allClear.nothingMore],
+    { small: t.becauseContact(member) },
   ];
   return {
     sms,
-    email: email(`All clear: ${member} is OK`, paras, null),
+    email: email(t.allClear.subject(member), paras, null, t),
     push: {
-      title: `All clear: ${truncate(member, 40)} is OK`,
-      body: `${says(truncate(member, 40))} No need to do anything more.`,
+      title: t.allClear.subject(truncate(member, 40)),
+      body: t.allClear.pushBody(says(truncate(member, 40), short)),
       data: { type: 'all_clear', incident_id: c.incidentId },
     },
   };
 }
 
-export function renderAckNotice(c: { memberName: string; contactName: string; ackedByName: string; ackedAt: Date; timeZone: string; incidentId: string }): Rendered {
-  const member = cleanName(c.memberName, 'A Pruuf member');
-  const acker = cleanName(c.ackedByName, 'Another contact');
-  const at = clock(c.ackedAt, c.timeZone);
+export function renderAckNotice(c: { memberName: string; contactName: string; ackedByName: string; ackedAt: Date; timeZone: string; incidentId: string; locale?: Locale }): Rendered {
+  const t = strings(c.locale);
+  const member = cleanName(c.memberName, t.aMember);
+  const acker = cleanName(c.ackedByName, t.anotherContact);
+  const at = clock(c.ackedAt, c.timeZone, t);
   const sms = fitSms(
-    (o: { m: string; a: string }) => `Pruuf: ${o.a} is on it: since ${at} they are taking care of ${o.m}. No need to act now; we will tell you if that changes.`,
+    (o: { m: string; a: string }) => t.ackNotice.sms(o.a, o.m, at),
     { m: preferGsm(member), a: preferGsm(acker) },
     [...nameSteps('a', preferGsm(acker), [24]), ...nameSteps('m', preferGsm(member), [24]), ...nameSteps('a', preferGsm(acker), [12, 6, 3, 1]), ...nameSteps('m', preferGsm(member), [12, 6, 3, 1])],
+    fold(c.locale),
   );
   const paras: Para[] = [
-    hello(cleanName(c.contactName, '')),
-    [`${acker} is on it: at ${whenLong(c.ackedAt, c.timeZone)} they said they are taking care of ${member}.`],
-    ['You do not need to act now. We will tell you if that changes, and when all is clear.'],
-    becauseContact(member),
+    [t.hello(cleanName(c.contactName, ''))],
+    [t.ackNotice.line(acker, whenLong(c.ackedAt, c.timeZone, t), member)],
+    [t.ackNotice.noNeed],
+    { small: t.becauseContact(member) },
   ];
   return {
     sms,
-    email: email(`${acker} is on it for ${member}`, paras, null),
+    email: email(t.ackNotice.subject(acker, member), paras, null, t),
     push: {
-      title: `${truncate(acker, 40)} is on it`,
-      body: `Since ${at}, ${truncate(acker, 40)} is taking care of ${truncate(member, 40)}. We will tell you if that changes.`,
+      title: t.ackNotice.pushTitle(truncate(acker, 40)),
+      body: t.ackNotice.pushBody(truncate(acker, 40), truncate(member, 40), at),
       data: { type: 'ack_notice', incident_id: c.incidentId },
     },
   };
 }
 
-export function renderCheckInNote(c: { memberName: string; contactName: string; at: Date; timeZone: string }): Rendered {
-  const member = cleanName(c.memberName, 'A Pruuf member');
-  const at = when(c.at, c.timeZone);
+/**
+ * An "I'm on it" that timed out with no check-in. The contacts who were told someone is on it learn
+ * that it lapsed and escalation resumes; the one who acknowledged (`toAcker`) is asked whether they
+ * reached the member, with their alert link to say so.
+ */
+export function renderAckLapsed(c: {
+  memberName: string; contactName: string; ackedByName: string; ackedAt: Date; timeZone: string; incidentId: string;
+  memberPhone?: string | null; toAcker: boolean; ackUrl: string; locale?: Locale;
+}): Rendered {
+  const t = strings(c.locale);
+  const l = t.ackLapsed;
+  const member = cleanName(c.memberName, t.aMember);
+  const acker = cleanName(c.ackedByName, t.anotherContact);
+  const at = clock(c.ackedAt, c.timeZone, t);
+  const phone = telLink(c.memberPhone) === null ? null : c.memberPhone!;
+  const withLink = (text: string) => (c.toAcker ? `${text}${c.ackUrl}` : `${text} ${c.ackUrl}`);
   const sms = fitSms(
-    (o: { name: string }) => `Pruuf: ${o.name} checked in at ${at}. All is well.`,
+    (o: { m: string; a: string; call: boolean }) =>
+      withLink(`${c.toAcker ? l.askerSms(o.m, at) : l.sms(o.a, o.m, at)}${!c.toAcker && o.call && phone ? ` ${t.alert.smsCall(phone)}` : ''}`),
+    { m: preferGsm(member), a: preferGsm(acker), call: true },
+    [...nameSteps('a', preferGsm(acker), [24]), ...nameSteps('m', preferGsm(member), [24]), { call: false }, ...nameSteps('a', preferGsm(acker), [12, 6, 3, 1]), ...nameSteps('m', preferGsm(member), [12, 6, 3, 1])],
+    fold(c.locale),
+  );
+  const long = whenLong(c.ackedAt, c.timeZone, t);
+  const paras: Para[] = c.toAcker
+    ? [[t.hello(cleanName(c.contactName, ''))], [l.askerLine(long, member)], ...callPara(t, member, phone), [l.askerTodo(member)], { small: t.becauseContact(member) }]
+    : [[t.hello(cleanName(c.contactName, ''))], [l.line(acker, long, member)], ...callPara(t, member, phone), [l.resumes], { small: t.becauseContact(member) }];
+  const m40 = truncate(member, 40);
+  return {
+    sms,
+    email: email(c.toAcker ? l.askerSubject(member) : l.subject(member), paras, { href: c.ackUrl, label: c.toAcker ? l.askerButton : t.alert.button }, t),
+    push: {
+      title: c.toAcker ? l.askerPushTitle(m40) : l.pushTitle(m40),
+      body: c.toAcker ? l.askerPushBody(m40) : l.pushBody(truncate(acker, 40), m40),
+      data: { type: 'ack_lapsed', incident_id: c.incidentId, url: c.ackUrl },
+    },
+  };
+}
+
+export function renderCheckInNote(c: { memberName: string; contactName: string; at: Date; timeZone: string; locale?: Locale }): Rendered {
+  const t = strings(c.locale);
+  const member = cleanName(c.memberName, t.aMember);
+  const at = when(c.at, c.timeZone, t);
+  const sms = fitSms(
+    (o: { name: string }) => t.checkInNote.sms(o.name, at),
     { name: preferGsm(member) },
     nameSteps('name', preferGsm(member), [24, 12, 6, 3, 1]),
+    fold(c.locale),
   );
   const paras: Para[] = [
-    hello(cleanName(c.contactName, '')),
-    [`${member} checked in at ${whenLong(c.at, c.timeZone)}. All is well.`],
-    { small: `You get this because ${member} asked Pruuf to tell you when they check in.` },
+    [t.hello(cleanName(c.contactName, ''))],
+    [t.checkInNote.line(member, whenLong(c.at, c.timeZone, t))],
+    { small: t.checkInNote.because(member) },
   ];
   return {
     sms,
-    email: email(`${member} checked in at ${clock(c.at, c.timeZone)}`, paras, null),
-    push: { title: `${truncate(member, 40)} checked in`, body: `${truncate(member, 40)} checked in at ${at}. All is well.`, data: { type: 'check_in_note' } },
+    email: email(t.checkInNote.subject(member, clock(c.at, c.timeZone, t)), paras, null, t),
+    push: { title: t.checkInNote.pushTitle(truncate(member, 40)), body: t.checkInNote.pushBody(truncate(member, 40), at), data: { type: 'check_in_note' } },
   };
+}
+
+/** The invitation asks for consent: email (subject + text) and SMS, in the contact's language. */
+export function renderInvitation(c: { memberName: string; contactName: string; link: string; locale?: Locale }): { sms: string; email: { subject: string; text: string } } {
+  const t = strings(c.locale);
+  const member = cleanName(c.memberName, t.aMember);
+  const sms = fitSms(
+    (o: { m: string }) => t.invitation.sms(o.m, c.link),
+    { m: preferGsm(member) },
+    nameSteps('m', preferGsm(member), [24, 12, 6]),
+    fold(c.locale),
+  );
+  return { sms, email: { subject: truncate(oneLine(t.invitation.subject(member)), 150), text: t.invitation.text(cleanName(c.contactName, ''), member, c.link) } };
 }

@@ -144,16 +144,40 @@ export function preferGsm(name: string): string {
  * list what to give up, in order. Returns the last version when nothing fits (only possible when
  * the one part that must stay, a link, is itself too long).
  */
-export function fitSms<O extends object>(build: (o: O) => string, start: O, steps: Partial<O>[]): string {
+export function fitSms<O extends object>(build: (o: O) => string, start: O, steps: Partial<O>[], opts: { fold?: boolean } = {}): string {
+  // fold: a language whose spelling leaves GSM-7 (Spanish á, French ê) may drop those accents when,
+  // and only when, the text would not fit otherwise; letters with no GSM base stay as they are.
+  const fits = (text: string): string | null => {
+    if (smsSegments(text) <= MAX_SMS_SEGMENTS) return text;
+    if (opts.fold !== true) return null;
+    const folded = foldAccents(text);
+    return smsSegments(folded) <= MAX_SMS_SEGMENTS ? folded : null;
+  };
   let o = { ...start };
   let text = gsmFriendly(build(o));
-  if (smsSegments(text) <= MAX_SMS_SEGMENTS) return text;
+  const first = fits(text);
+  if (first !== null) return first;
   for (const step of steps) {
     o = { ...o, ...step };
     text = gsmFriendly(build(o));
-    if (smsSegments(text) <= MAX_SMS_SEGMENTS) return text;
+    const fit = fits(text);
+    if (fit !== null) return fit;
   }
-  return text;
+  return opts.fold === true ? foldAccents(text) : text;
+}
+
+/** "Llámale, está" → "Llamale, esta": each letter outside GSM-7 whose base letter is in it; the rest kept. */
+export function foldAccents(text: string): string {
+  let out = '';
+  for (const ch of text) {
+    if (GSM_BASIC.has(ch) || GSM_EXTENDED.has(ch)) out += ch;
+    else if (LOOKALIKES[ch] !== undefined) out += LOOKALIKES[ch];
+    else {
+      const base = ch.normalize('NFKD').replace(/\p{M}/gu, '');
+      out += base !== '' && [...base].every((c) => GSM_BASIC.has(c)) ? base : ch;
+    }
+  }
+  return out;
 }
 
 /**

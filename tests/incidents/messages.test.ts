@@ -170,7 +170,7 @@ describe('HTML email', () => {
 
   it('is a small document styled inline, with no style or script blocks', () => {
     const html = alert().email.html;
-    expect(html).toMatch(/^<!doctype html><html>.*<\/html>$/s);
+    expect(html).toMatch(/^<!doctype html><html lang="en">.*<\/html>$/s);
     expect(html).not.toMatch(/<style|<script/i);
     expect(html.length).toBeLessThan(6000);
   });
