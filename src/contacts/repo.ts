@@ -1,5 +1,6 @@
 import type { ChannelName } from '../channels/types.js';
 import type { Queryable } from '../db/pool.js';
+import type { Locale } from '../incidents/locales/index.js';
 
 export type ContactStatus = 'invited' | 'active' | 'declined';
 
@@ -11,6 +12,8 @@ export type ContactRow = {
   phone: string | null;
   tier: number;
   notify_on_check_in: boolean;
+  /** One of LOCALES (the database checks it). */
+  locale: Locale;
   status: ContactStatus;
   sms_opted_out: boolean;
   sms_disabled: boolean;
@@ -25,7 +28,7 @@ export type ContactRow = {
   has_devices: boolean;
 };
 
-const COLUMNS = `c.id, c.member_id, c.name, c.email, c.phone, c.tier, c.notify_on_check_in, c.status, c.sms_opted_out,
+const COLUMNS = `c.id, c.member_id, c.name, c.email, c.phone, c.tier, c.notify_on_check_in, c.locale, c.status, c.sms_opted_out,
   c.sms_disabled, c.sms_disabled_reason, c.email_disabled, c.email_disabled_reason, c.linked_user_id, c.invited_at, c.responded_at, c.created_at, c.updated_at,
   exists (select 1 from devices d where c.linked_user_id is not null and d.member_id = c.linked_user_id) as has_devices`;
 
@@ -58,7 +61,7 @@ export async function getContact(db: Queryable, memberId: string, id: string): P
 /** For invitation links: the contact by id alone (the signed token is the authorisation). */
 export async function getContactById(db: Queryable, id: string): Promise<(ContactRow & { member_name: string | null }) | undefined> {
   const { rows } = await db.query<ContactRow & { member_name: string | null }>(
-    `select ${COLUMNS}, m.display_name as member_name from contacts c join members m on m.id = c.member_id where c.id = $1`,
+    `select ${COLUMNS}, coalesce(nullif(btrim(m.display_name), ''), m.email) as member_name from contacts c join members m on m.id = c.member_id where c.id = $1`,
     [id],
   );
   return rows[0];
@@ -71,13 +74,13 @@ export async function lockAndCountContacts(db: Queryable, memberId: string): Pro
   return rows[0]!.n;
 }
 
-export type NewContact = { name: string; email: string | null; phone: string | null; tier: number; notify_on_check_in: boolean };
+export type NewContact = { name: string; email: string | null; phone: string | null; tier: number; notify_on_check_in: boolean; locale?: Locale };
 
 export async function insertContact(db: Queryable, memberId: string, c: NewContact, now: Date): Promise<ContactRow> {
   const { rows } = await db.query<{ id: string }>(
-    `insert into contacts (member_id, name, email, phone, tier, notify_on_check_in, invited_at, created_at, updated_at)
-     values ($1, $2, $3, $4, $5, $6, $7, $7, $7) returning id`,
-    [memberId, c.name, c.email, c.phone, c.tier, c.notify_on_check_in, now],
+    `insert into contacts (member_id, name, email, phone, tier, notify_on_check_in, locale, invited_at, created_at, updated_at)
+     values ($1, $2, $3, $4, $5, $6, $8, $7, $7, $7) returning id`,
+    [memberId, c.name, c.email, c.phone, c.tier, c.notify_on_check_in, now, c.locale ?? 'en'],
   );
   return (await getContact(db, memberId, rows[0]!.id))!;
 }
@@ -94,6 +97,7 @@ export async function updateContact(db: Queryable, memberId: string, id: string,
        phone = case when $6::boolean then $7 else c.phone end,
        tier = coalesce($8, c.tier),
        notify_on_check_in = coalesce($9, c.notify_on_check_in),
+       locale = coalesce($11, c.locale),
        status = case when (($4 and $5 is distinct from old.email) or ($6 and $7 is distinct from old.phone)) then 'invited' else c.status end,
        invited_at = case when (($4 and $5 is distinct from old.email) or ($6 and $7 is distinct from old.phone)) then $10 else c.invited_at end,
        sms_opted_out = case when $6 and $7 is distinct from old.phone then false else c.sms_opted_out end,
@@ -104,7 +108,7 @@ export async function updateContact(db: Queryable, memberId: string, id: string,
        updated_at = $10
      from old where c.id = old.id
      returning c.id, (($4 and $5 is distinct from old.email) or ($6 and $7 is distinct from old.phone)) as reinvite`,
-    [memberId, id, patch.name ?? null, 'email' in patch, patch.email ?? null, 'phone' in patch, patch.phone ?? null, patch.tier ?? null, patch.notify_on_check_in ?? null, now],
+    [memberId, id, patch.name ?? null, 'email' in patch, patch.email ?? null, 'phone' in patch, patch.phone ?? null, patch.tier ?? null, patch.notify_on_check_in ?? null, now, patch.locale ?? null],
   );
   const row = rows[0];
   if (row === undefined) return undefined;

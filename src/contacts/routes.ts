@@ -18,6 +18,7 @@ export function contactOut(c: repo.ContactRow, allowed: ChannelName[]) {
     phone: c.phone,
     tier: c.tier,
     notify_on_check_in: c.notify_on_check_in,
+    locale: c.locale,
     status: c.status,
     sms_opted_out: c.sms_opted_out,
     sms_disabled: c.sms_disabled,
@@ -62,7 +63,7 @@ export function contactRoutes(app: FastifyInstance, deps: ContactDeps): void {
   }, async (req, reply) => {
     const who = member(req);
     const b = req.body;
-    const created = await addContact(deps, who, { name: b.name, email: b.email ?? null, phone: b.phone ?? null, tier: b.tier, notify_on_check_in: b.notify_on_check_in }, app.clock());
+    const created = await addContact(deps, who, { name: b.name, email: b.email ?? null, phone: b.phone ?? null, tier: b.tier, notify_on_check_in: b.notify_on_check_in, locale: b.locale }, app.clock());
     return reply.code(201).send(contactOut(created, await allowed(who.id)));
   });
 
@@ -96,6 +97,7 @@ export function contactRoutes(app: FastifyInstance, deps: ContactDeps): void {
     if ('phone' in req.body) patch.phone = req.body.phone ?? null;
     if (req.body.tier !== undefined) patch.tier = req.body.tier;
     if (req.body.notify_on_check_in !== undefined) patch.notify_on_check_in = req.body.notify_on_check_in;
+    if (req.body.locale !== undefined) patch.locale = req.body.locale;
     const updated = await changeContact(deps, who, req.params.id, patch, app.clock());
     return contactOut(updated, await allowed(who.id));
   });

@@ -1,5 +1,8 @@
 import { z } from 'zod';
 import { Timestamp } from '../http/schemas.js';
+import { LOCALES } from '../incidents/locales/index.js';
+
+export const ContactLocale = z.enum(LOCALES).describe('the language of the messages this contact receives (invitation, alerts, all clear)');
 
 /** E.164 after removing the spaces, dots, dashes and brackets people type. */
 export const Phone = z
@@ -18,6 +21,7 @@ export const Contact = z
     phone: z.string().nullable(),
     tier: z.number().int(),
     notify_on_check_in: z.boolean(),
+    locale: ContactLocale,
     status: z.enum(['invited', 'active', 'declined']),
     sms_opted_out: z.boolean().describe('the contact texted STOP: no SMS until they text START'),
     sms_disabled: z.boolean().describe('the number cannot receive SMS (invalid, landline); cleared when the phone changes'),
@@ -39,10 +43,11 @@ const fields = {
   phone: Phone.nullable().optional(),
   tier: z.number().int().min(1).max(3),
   notify_on_check_in: z.boolean(),
+  locale: ContactLocale,
 };
 
 export const NewContactBody = z
-  .strictObject({ ...fields, tier: fields.tier.default(1), notify_on_check_in: fields.notify_on_check_in.default(false) })
+  .strictObject({ ...fields, tier: fields.tier.default(1), notify_on_check_in: fields.notify_on_check_in.default(false), locale: fields.locale.default('en') })
   .refine((b) => (b.email ?? null) !== null || (b.phone ?? null) !== null, { message: 'give an email or a phone (or both)', path: ['email'] });
 
 export const ContactPatchBody = z
@@ -52,5 +57,6 @@ export const ContactPatchBody = z
     phone: fields.phone,
     tier: fields.tier.optional(),
     notify_on_check_in: fields.notify_on_check_in.optional(),
+    locale: fields.locale.optional(),
   })
   .refine((b) => Object.keys(b).length > 0, 'give at least one field to change');

@@ -7,6 +7,7 @@ import { conflict, notFound, planLimit } from '../http/errors.js';
 import { ensureMember } from '../members/repo.js';
 import type { Logger } from '../observability/logger.js';
 import type { QueueSystem } from '../queue/index.js';
+import { memberLabel } from '../incidents/plan.js';
 import { invitationDeliveries, type LinkSettings } from './invitation.js';
 import * as repo from './repo.js';
 
@@ -28,7 +29,7 @@ export async function addContact(deps: ContactDeps, who: Principal, input: repo.
         throw planLimit(`the ${ent.plan} plan allows ${ent.maxContacts} contacts`, { plan: ent.plan, max_contacts: ent.maxContacts });
       }
       const created = await repo.insertContact(tx, who.id, input, now);
-      deliveryIds = await insertDeliveries(tx, invitationDeliveries(deps.links, created, member.display_name, ent.channels));
+      deliveryIds = await insertDeliveries(tx, invitationDeliveries(deps.links, created, memberLabel(member), ent.channels));
       return created;
     });
     await enqueueDeliveries(deps.queues, deliveryIds, deps.log);
@@ -48,7 +49,7 @@ export async function changeContact(deps: ContactDeps, who: Principal, id: strin
       if (result.reinvite) {
         const member = await ensureMember(tx, who);
         const ent = await entitlementsFor(tx, who.id, deps.plans, now);
-        deliveryIds = await insertDeliveries(tx, invitationDeliveries(deps.links, result.contact, member.display_name, ent.channels));
+        deliveryIds = await insertDeliveries(tx, invitationDeliveries(deps.links, result.contact, memberLabel(member), ent.channels));
       }
       return result.contact;
     });

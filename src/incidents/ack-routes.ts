@@ -9,6 +9,7 @@ import { escapeHtml, page, sendHtml, wantsHtml } from '../http/html.js';
 import { ErrorEnvelopeSchema } from '../http/schemas.js';
 import { LinkError, verifyLink } from '../links/tokens.js';
 import { acknowledge, escalateByContact } from './engine.js';
+import { telLink } from './message-format.js';
 import { planContact } from './outbound.js';
 import * as repo from './repo.js';
 import type { IncidentRouteDeps } from './routes.js';
@@ -47,6 +48,7 @@ export function ackRoutes(app: FastifyInstance, deps: IncidentRouteDeps & { link
     return { inc, contact: planContact(inc.plan, contactId)! };
   }
 
+  const validZone = (z: string | null | undefined) => (typeof z === 'string' && DateTime.now().setZone(z).isValid ? z : null);
   const local = (d: Date | null, zone: string) => (d === null ? 'never' : DateTime.fromJSDate(d).setZone(zone).toFormat("ccc d LLL, HH:mm ZZZZ"));
 
   function problem(req: FastifyRequest, reply: FastifyReply, err: unknown) {
@@ -68,20 +70,26 @@ export function ackRoutes(app: FastifyInstance, deps: IncidentRouteDeps & { link
     }
     const { inc, contact } = loaded;
     const name = escapeHtml(inc.plan.member_name);
-    const zone = inc.plan.time_zone;
+    // Times in the reader's zone when we know it (a contact who uses the app), else the member's; always with the zone's name.
+    const zone = validZone(contact.time_zone) ?? inc.plan.time_zone;
     const action = `/a/${encodeURIComponent(req.params.token)}`;
     if (inc.state === 'resolved') {
       return sendHtml(reply, 200, page('All clear', `<div class="card"><h1>All clear: ${name} is OK</h1><p>${escapeHtml(inc.resolution === 'check_in' ? `${inc.plan.member_name} checked in` : `${inc.plan.member_name} marked it a false alarm`)} at ${escapeHtml(local(inc.resolved_at, zone))}. Thank you for being there.</p></div>`));
     }
     const what = inc.kind === 'sos'
-      ? `${name} pressed the SOS button and needs help.`
+      ? `${name} pressed the SOS button at ${escapeHtml(local(inc.opened_at, zone))} and needs help.`
       : `${name} missed a check-in due ${escapeHtml(local(inc.deadline_at, zone))}.`;
+    const alerted = inc.kind === 'sos' ? '' : `<p class="muted">Pruuf alerted contacts at ${escapeHtml(local(inc.opened_at, zone))}.</p>`;
+    const tel = telLink(inc.plan.member_phone);
+    const call = tel === null ? '' : `<p><a class="call" href="${escapeHtml(tel)}">Call ${name}: ${escapeHtml(inc.plan.member_phone!)}</a></p>`;
     const loc = inc.last_location === null ? '' : `<p><a href="https://maps.google.com/?q=${inc.last_location.lat},${inc.last_location.lng}">Last known location on a map</a></p>`;
     const ackBy = inc.state === 'acknowledged' ? planContact(inc.plan, inc.acknowledged_by ?? '')?.name ?? 'Someone' : null;
     const status = ackBy === null ? '' : `<p class="muted">${escapeHtml(ackBy === contact.name ? 'You are' : `${ackBy} is`)} on it since ${escapeHtml(local(inc.acknowledged_at, zone))}.</p>`;
     return sendHtml(reply, 200, page(`${inc.plan.member_name} may need help`, `<div class="card">
 <h1>${what}</h1>
+${alerted}
 <p>Last check-in: ${escapeHtml(local(inc.last_check_in_at, zone))}.</p>
+${call}
 ${loc}
 ${inc.note === null ? '' : `<p>Their note: “${escapeHtml(inc.note)}”</p>`}
 <p>Please call them or go and check on them. If you are taking care of it, tell the others:</p>

@@ -3,7 +3,7 @@ import type pg from 'pg';
 import { entitlementsForMany, type PlanSettings } from '../billing/entitlements.js';
 import { insertDeliveries, type NewDelivery } from '../delivery/outbox.js';
 import { remainingStep, stepAt, type Position, type Step } from './escalation.js';
-import { ackNoticeDeliveries, alertDeliveries, allClearDeliveries, planContact, type IncidentFacts, type LinkSettings } from './outbound.js';
+import { ackLapsedDeliveries, ackNoticeDeliveries, alertDeliveries, allClearDeliveries, planContact, type IncidentFacts, type LinkSettings } from './outbound.js';
 import { buildPlans } from './plan.js';
 import * as repo from './repo.js';
 
@@ -137,11 +137,30 @@ export async function escalate(tx: pg.PoolClient, s: IncidentSettings, inc: repo
   return applyStep(tx, s, inc, step, now, reason, render);
 }
 
-/** An acknowledgement that was not followed by a resolution in time: escalation resumes now. */
+/**
+ * An acknowledgement that was not followed by a resolution in time: escalation resumes now, and
+ * nobody is left believing someone is on it. The contacts who were told so hear it lapsed (unless
+ * this very step alerts them: that alert says it), and the one who acknowledged is asked whether
+ * they reached the member instead of being alerted as if they had never answered.
+ */
 export async function ackTimedOut(tx: pg.PoolClient, s: IncidentSettings, inc: repo.IncidentRow, now: Date, render: Render = 'now'): Promise<string[]> {
   await tx.query(`update incidents set state = 'open', ack_expires_at = null where id = $1`, [inc.id]);
   await repo.addEvent(tx, inc.id, now, 'ack_timed_out', { contact_id: inc.acknowledged_by ?? undefined });
-  return escalate(tx, s, { ...inc, state: 'open' }, now, 'ack_timeout', render);
+  const open = { ...inc, state: 'open' as const };
+  const acker = inc.acknowledged_by === null ? undefined : planContact(inc.plan, inc.acknowledged_by);
+  if (acker === undefined || inc.acknowledged_at === null) return escalate(tx, s, open, now, 'ack_timeout', render);
+  const step = stepAt(inc.plan, inc, inc.max_rounds);
+  const stepContacts = new Set((step?.contacts ?? []).filter((c) => c.id !== acker.id).map((c) => c.id));
+  const alerted = await repo.alertedAddresses(tx, inc.id);
+  const present = await repo.presentContacts(tx, alerted.map((a) => a.contact_id));
+  const told = alerted.filter((a) => present.has(a.contact_id) && !stepContacts.has(a.contact_id));
+  const ids = await insertDeliveries(tx, ackLapsedDeliveries(s.links, inc, inc.step_no + 1, told, acker, inc.acknowledged_at));
+  if (step === null) {
+    await tx.query('update incidents set next_step_at = null where id = $1', [inc.id]);
+    return ids;
+  }
+  const withoutAcker = { ...step, contacts: step.contacts.filter((c) => c.id !== acker.id) };
+  return [...ids, ...(await applyStep(tx, s, open, withoutAcker, now, 'ack_timeout', render))];
 }
 
 /** "I'm on it": escalation stops; the other alerted contacts are told who is on it. */

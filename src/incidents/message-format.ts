@@ -29,7 +29,7 @@ function format(at: Date, timeZone: string, style: TimeStyle, t: Strings): strin
   // a bad zone must not stop a message: it is shown in UTC
   const d = (z.isValid ? z : DateTime.fromJSDate(at, { zone: 'UTC' })).setLocale(t.intl);
   const key = `${d.zoneName}|${d.offset}|${t.intl}`;
-  const [short, long] = zoneNames.get(key) ?? zoneNames.set(key, [d.toFormat('ZZZZ'), d.toFormat('ZZZZZ')]).get(key)!;
+  const [short, long] = zoneNames.get(key) ?? zoneNames.set(key, [d.toFormat('ZZZZ').replace(/\u2212/g, '-'), d.toFormat('ZZZZZ').replace(/\u2212/g, '-')]).get(key)!;
   const time = `${d.toFormat('HH:mm')} ${short}`;
   if (style === 'clock') return time;
   if (style === 'day') return t.at(time, d.toFormat(t.dayPattern));

@@ -1,7 +1,7 @@
 import type { ChannelName } from '../channels/types.js';
 import type { NewDelivery } from '../delivery/outbox.js';
 import { signLink } from '../links/tokens.js';
-import { renderAckNotice, renderAlert, renderAllClear, type Rendered, type Where } from './messages.js';
+import { renderAckLapsed, renderAckNotice, renderAlert, renderAllClear, type Rendered, type Where } from './messages.js';
 import type { Plan, PlanContact } from './plan.js';
 
 /** Turns rendered messages into outbox rows: one per contact and channel. */
@@ -18,6 +18,9 @@ export type IncidentFacts = {
   last_check_in_at: Date | null;
   last_location: Where | null;
   plan: Plan;
+  /** An earlier "I'm on it" (kept on the row after it lapsed): alerts after it say who it was. */
+  acknowledged_at?: Date | null;
+  acknowledged_by?: string | null;
 };
 
 export function ackUrl(s: LinkSettings, incidentId: string, contactId: string, openedAt: Date): string {
@@ -37,7 +40,8 @@ function rows(
 export type AlertRender = { round: number; contact_id: string; ack_url: string };
 
 /** The alert one contact gets for one step of an incident, in every channel's form. */
-export function renderAlertFor(inc: IncidentFacts, contact: { name: string }, round: number, url: string): Rendered {
+export function renderAlertFor(inc: IncidentFacts, contact: Pick<PlanContact, 'name' | 'locale'>, round: number, url: string): Rendered {
+  const acker = inc.acknowledged_at != null && inc.acknowledged_by != null ? planContact(inc.plan, inc.acknowledged_by) : undefined;
   return renderAlert({
     memberName: inc.plan.member_name,
     contactName: contact.name,
@@ -52,6 +56,9 @@ export function renderAlertFor(inc: IncidentFacts, contact: { name: string }, ro
     delayedByMinutes: Math.round(inc.delayed_by_seconds / 60),
     round,
     incidentId: inc.id,
+    memberPhone: inc.plan.member_phone ?? null,
+    ackLapsed: acker === undefined ? null : { by: acker.name, at: inc.acknowledged_at! },
+    locale: contact.locale,
   });
 }
 
@@ -100,8 +107,8 @@ export function allClearDeliveries(
   inc: IncidentFacts, stepNo: number, alerted: { contact_id: string; channel: ChannelName; address: string }[], resolvedAt: Date, how: 'check_in' | 'member_resolved',
 ): NewDelivery[] {
   return alerted.flatMap((a) => {
-    const name = planContact(inc.plan, a.contact_id)?.name ?? 'there';
-    const r = renderAllClear({ memberName: inc.plan.member_name, contactName: name, resolvedAt, timeZone: inc.plan.time_zone, how, incidentId: inc.id });
+    const who = planContact(inc.plan, a.contact_id);
+    const r = renderAllClear({ memberName: inc.plan.member_name, contactName: who?.name ?? '', resolvedAt, timeZone: inc.plan.time_zone, how, incidentId: inc.id, locale: who?.locale });
     return rows({ memberId: inc.member_id, contactId: a.contact_id, kind: 'all_clear', incidentId: inc.id, stepNo }, [a], r);
   });
 }
@@ -112,8 +119,27 @@ export function ackNoticeDeliveries(
   return alerted
     .filter((a) => a.contact_id !== ackedBy.id)
     .flatMap((a) => {
-      const name = planContact(inc.plan, a.contact_id)?.name ?? 'there';
-      const r = renderAckNotice({ memberName: inc.plan.member_name, contactName: name, ackedByName: ackedBy.name, ackedAt, timeZone: inc.plan.time_zone, incidentId: inc.id });
+      const who = planContact(inc.plan, a.contact_id);
+      const r = renderAckNotice({ memberName: inc.plan.member_name, contactName: who?.name ?? '', ackedByName: ackedBy.name, ackedAt, timeZone: inc.plan.time_zone, incidentId: inc.id, locale: who?.locale });
       return rows({ memberId: inc.member_id, contactId: a.contact_id, kind: 'ack_notice', incidentId: inc.id, stepNo }, [a], r);
     });
+}
+
+/**
+ * An "I'm on it" lapsed: every address in `told` (contacts told someone was on it, and the one who
+ * said it) hears so, each with their own alert link; the one who acknowledged is asked whether they
+ * reached the member.
+ */
+export function ackLapsedDeliveries(
+  s: LinkSettings, inc: IncidentFacts, stepNo: number, told: { contact_id: string; channel: ChannelName; address: string }[], ackedBy: PlanContact, ackedAt: Date,
+): NewDelivery[] {
+  return told.flatMap((a) => {
+    const who = planContact(inc.plan, a.contact_id);
+    const r = renderAckLapsed({
+      memberName: inc.plan.member_name, contactName: who?.name ?? '', ackedByName: ackedBy.name, ackedAt, timeZone: inc.plan.time_zone,
+      incidentId: inc.id, memberPhone: inc.plan.member_phone ?? null, toAcker: a.contact_id === ackedBy.id,
+      ackUrl: ackUrl(s, inc.id, a.contact_id, inc.opened_at), locale: who?.locale,
+    });
+    return rows({ memberId: inc.member_id, contactId: a.contact_id, kind: 'ack_lapsed', incidentId: inc.id, stepNo }, [a], r);
+  });
 }

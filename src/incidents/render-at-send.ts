@@ -40,5 +40,5 @@ export async function messageText(db: Queryable, row: StoredMessage): Promise<Me
   if (inc === undefined) throw new Error(`delivery ${row.id}: its incident is gone`);
   // The plan snapshot names the contact; the row's contact_id may have been cleared since (contact deleted).
   const contact = planContact(inc.plan, row.render.contact_id);
-  return channelText(row.channel, renderAlertFor(inc, { name: contact?.name ?? '' }, round, ackUrl));
+  return channelText(row.channel, renderAlertFor(inc, { name: contact?.name ?? '', locale: contact?.locale }, round, ackUrl));
 }

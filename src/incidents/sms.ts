@@ -100,7 +100,7 @@ export function multiLine(text: string): string {
 // Typography that has a GSM look-alike. Swapped only when that makes the whole message GSM:
 // one "’" in a name would otherwise halve the room (UCS-2) for everything else.
 const LOOKALIKES: Record<string, string> = {
-  '…': '...', '‘': "'", '’': "'", '‚': ',', '“': '"', '”': '"', '„': '"', '–': '-', '—': '-', '\u00a0': ' ', '«': '"', '»': '"',
+  '…': '...', '‘': "'", '’': "'", '‚': ',', '“': '"', '”': '"', '„': '"', '–': '-', '—': '-', '\u00a0': ' ', '«': '"', '»': '"', '−': '-', '\u202f': ' ',
 };
 // Latin letters with no Unicode decomposition to a base letter.
 const LETTERS: Record<string, string> = {

@@ -2,10 +2,12 @@ import { describe, expect, it } from '@jest/globals';
 import {
   escapeHtml,
   mapLink,
+  renderAckLapsed,
   renderAckNotice,
   renderAlert,
   renderAllClear,
   renderCheckInNote,
+  renderInvitation,
   renderReminder,
   smsSegments,
   type AlertInput,
@@ -333,5 +335,40 @@ describe('renderCheckInNote', () => {
     expect(r.push).toEqual({ title: 'Ann checked in', body: 'Ann checked in at 09:12 EST on Thu 15 Jan. All is well.', data: { type: 'check_in_note' } });
     expect(r.email.subject).toBe('Ann checked in at 09:12 EST');
     expect(r.email.html).toContain('Ann checked in at 09:12 EST on Thursday 15 January 2026 (Eastern Standard Time). All is well.');
+  });
+});
+
+describe('every locale', () => {
+  const locales = ['en', 'es', 'de', 'fr'] as const;
+  const lapsed = (locale: (typeof locales)[number], toAcker: boolean) => renderAckLapsed({
+    memberName: 'Ann Lee', contactName: 'Bob', ackedByName: 'Carol', ackedAt: base.openedAt, timeZone: base.timeZone,
+    incidentId: 'inc-1', memberPhone: '+15551234567', toAcker, ackUrl: REAL_ACK, locale,
+  });
+  it.each(locales)('%s: every message fills every variable and fits its SMS in two segments, with the link whole', (locale) => {
+    const all: Rendered[] = [
+      alert({ locale, ackUrl: REAL_ACK, note: 'Fui al médico, vuelvo pronto', memberPhone: '+15551234567', round: 2, delayedByMinutes: 7, ackLapsed: { by: 'Carol', at: base.openedAt } }),
+      alert({ locale, kind: 'sos', ackUrl: REAL_ACK }),
+      renderAllClear({ memberName: 'Ann Lee', contactName: 'Bob', resolvedAt: base.openedAt, timeZone: base.timeZone, how: 'check_in', incidentId: 'inc-1', locale }),
+      renderAckNotice({ memberName: 'Ann Lee', contactName: 'Bob', ackedByName: 'Carol', ackedAt: base.openedAt, timeZone: base.timeZone, incidentId: 'inc-1', locale }),
+      lapsed(locale, false), lapsed(locale, true),
+      renderCheckInNote({ memberName: 'Ann Lee', contactName: 'Bob', at: base.openedAt, timeZone: base.timeZone, locale }),
+    ];
+    for (const r of all) {
+      for (const text of texts(r)) expect(text).not.toMatch(/undefined|null|NaN|\[object/);
+      expect(smsSegments(r.sms)).toBeLessThanOrEqual(2);
+      expect(r.sms.startsWith('Pruuf:')).toBe(true);
+    }
+    expect(all[0]!.sms).toContain(REAL_ACK);
+    const inv = renderInvitation({ memberName: 'Ann Lee', contactName: 'Bob', link: 'https://pruuf.example.com/i/abc', locale });
+    expect(inv.sms).toContain('https://pruuf.example.com/i/abc');
+    expect(inv.email.text).toContain('Ann Lee');
+  });
+
+  it('keeps accents in an SMS that fits, and folds only the ones GSM-7 lacks when it would not', () => {
+    const short = renderAllClear({ memberName: 'Ann', contactName: 'Bob', resolvedAt: base.openedAt, timeZone: base.timeZone, how: 'member_resolved', incidentId: 'i', locale: 'es' });
+    expect(short.sms).toContain('dijo que está bien y cerró la alerta');
+    const long = alert({ locale: 'es', ackUrl: REAL_ACK, memberPhone: '+15551234567' });
+    expect(isGsm(long.sms)).toBe(true);
+    expect(long.sms).toContain('Su teléfono: +15551234567'); // é is in GSM-7; Ú (Último) is folded
   });
 });
