@@ -11,7 +11,7 @@ import type { QueueSystem } from '../queue/index.js';
  * (after commit, and by the reconciler) never duplicates.
  */
 
-export type DeliveryKind = 'invitation' | 'reminder' | 'alert' | 'all_clear' | 'ack_notice' | 'ack_lapsed' | 'check_in_note';
+export type DeliveryKind = 'invitation' | 'reminder' | 'alert' | 'all_clear' | 'ack_notice' | 'ack_lapsed' | 'check_in_note' | 'verification';
 
 export type NewDelivery = {
   memberId: string | null;

@@ -10,4 +10,4 @@ alter table public.contacts
 -- acknowledgement times out with no check-in.
 alter table public.deliveries drop constraint deliveries_kind_check;
 alter table public.deliveries add constraint deliveries_kind_check
-  check (kind in ('invitation', 'reminder', 'alert', 'all_clear', 'ack_notice', 'ack_lapsed', 'check_in_note'));
+  check (kind in ('invitation', 'reminder', 'alert', 'all_clear', 'ack_notice', 'ack_lapsed', 'check_in_note', 'verification'));
