@@ -11,7 +11,7 @@ import type { QueueSystem } from '../queue/index.js';
  * (after commit, and by the reconciler) never duplicates.
  */
 
-export type DeliveryKind = 'invitation' | 'reminder' | 'alert' | 'all_clear' | 'ack_notice' | 'check_in_note';
+export type DeliveryKind = 'invitation' | 'reminder' | 'alert' | 'all_clear' | 'ack_notice' | 'check_in_note' | 'verification';
 
 export type NewDelivery = {
   memberId: string | null;
@@ -28,7 +28,7 @@ export type NewDelivery = {
   stepNo?: number | null;
   /** Push only: the data payload (string values) sent beside the title and body. */
   data?: Record<string, string> | null;
-  /** With `body` null: what the message is rendered from at send time (an alert's round, contact and link). */
+  /** With `body` null: what the message is rendered from at send time (an alert's round, contact and link; a verification's sealed code). */
   render?: object | null;
 };
 
