@@ -177,6 +177,8 @@ export async function startWorker(deps: WorkerDeps): Promise<StartedWorker> {
     : withBreakers(channels, { ...DEFAULT_BREAKER_OPTIONS, timeoutMs: SEND_TIMEOUT_MS, ...deps.breakers }, deps.metrics);
   const deliver = deliveryProcessor({
     pool: deps.pool, channels: guarded.channels, clock: deps.clock, log: deps.log, metrics: deps.metrics, failoverAfterMs: deps.failoverAfterMs,
+    // The sweeper's link secret (every production worker has one) also opens phone verification codes.
+    ...(deps.incidents === undefined ? {} : { linkSecret: deps.incidents.links.linkSecret }),
     ...(deps.breakers === false || deps.breakers?.timeoutMs === undefined ? {} : { sendTimeoutMs: deps.breakers.timeoutMs }),
   });
   deps.queues.worker('delivery', async (job: Job, token?: string) => {

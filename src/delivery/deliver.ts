@@ -7,6 +7,7 @@ import type { Metrics } from '../observability/metrics.js';
 import { isDatabaseUnavailable } from '../db/pool.js';
 import type { AlertRender } from '../incidents/outbound.js';
 import { messageText, type MessageText } from '../incidents/render-at-send.js';
+import { verificationText } from '../members/phone-verification.js';
 import { circuitDownForMs, circuitRetryAfterMs } from './breaker.js';
 import { disableContactChannel, recordFailover } from './feedback.js';
 import type { DeliveryJobData } from './outbox.js';
@@ -39,6 +40,8 @@ export type DeliveryDeps = {
   metrics?: DeliveryMetrics;
   /** A provider circuit open this long: the incident timeline records the channel as down (PROVIDER_FAILOVER_MINUTES). */
   failoverAfterMs?: number;
+  /** LINK_SIGNING_SECRET: opens the sealed code of a phone verification SMS (src/members/phone-verification.ts). */
+  linkSecret?: string;
 };
 
 export const FAILOVER_AFTER_MS = 5 * 60_000;
@@ -207,7 +210,10 @@ export async function processDelivery(
   const channel = deps.channels[row.channel];
   let text: MessageText;
   try {
-    text = await messageText(deps.pool, row);
+    // A verification code is sealed in its row (members read their own deliveries): opened only here.
+    text = row.kind === 'verification'
+      ? { subject: null, body: verificationText(deps.linkSecret, row), html: null, data: null }
+      : await messageText(deps.pool, row);
   } catch (err) {
     if (isDatabaseUnavailable(err)) throw err;
     // Its data cannot make a message (a corrupt snapshot, a row an older version wrote): trying

@@ -28,7 +28,7 @@ export type NewDelivery = {
   stepNo?: number | null;
   /** Push only: the data payload (string values) sent beside the title and body. */
   data?: Record<string, string> | null;
-  /** With `body` null: what the message is rendered from at send time (an alert's round, contact and link). */
+  /** With `body` null: what the message is rendered from at send time (an alert's round, contact and link; a verification's sealed code). */
   render?: object | null;
 };
 

@@ -281,7 +281,9 @@ type DueReminder = {
 export async function sweepReminders(deps: SweepDeps, now: Date, out: string[]): Promise<number> {
   return withTransaction(deps.pool, async (tx) => {
     const { rows } = await tx.query<DueReminder>(
-      `select s.id, s.member_id, s.next_deadline_at, s.grace_minutes, s.reminder_minutes, m.email, m.phone, m.sms_opted_out, m.display_name as member_name, m.time_zone,
+      // Only a verified phone gets SMS reminders: an unverified one may be anybody's number.
+      `select s.id, s.member_id, s.next_deadline_at, s.grace_minutes, s.reminder_minutes, m.email,
+         case when m.phone_verified_at is not null then m.phone end as phone, m.sms_opted_out, m.display_name as member_name, m.time_zone,
          exists (select 1 from devices d where d.member_id = s.member_id) as has_devices, ${hadFailed('reminders', 's')} as had_failed
        from schedules s join members m on m.id = s.member_id
        where s.active and s.next_reminder_at <= $1 and not ${setAside('reminders', 's', '$1')}

@@ -7,6 +7,8 @@ export type MemberRow = {
   display_name: string | null;
   time_zone: string;
   phone: string | null;
+  /** null: the phone is a claim only (no SMS reminders, no check-in by SMS reply) until verified by a code. */
+  phone_verified_at: Date | null;
   sms_opted_out: boolean;
   created_at: Date;
   updated_at: Date;
@@ -14,7 +16,7 @@ export type MemberRow = {
 
 export type DeviceRow = { id: string; member_id: string; token: string; platform: string; created_at: Date; last_seen_at: Date };
 
-const MEMBER_COLUMNS = 'id, email, display_name, time_zone, phone, sms_opted_out, created_at, updated_at';
+export const MEMBER_COLUMNS = 'id, email, display_name, time_zone, phone, phone_verified_at, sms_opted_out, created_at, updated_at';
 
 /** The member row for a verified token, created on first sight from its claims (one statement). */
 export async function ensureMember(db: Queryable, who: Principal): Promise<MemberRow> {
@@ -39,35 +41,26 @@ export async function ensureMember(db: Queryable, who: Principal): Promise<Membe
 
 export type MemberPatch = { display_name?: string | null | undefined; time_zone?: string | undefined; phone?: string | null | undefined };
 
-/** Another member already has this phone: replies to our texts are matched to one member by it. */
-export class PhoneTakenError extends Error {
-  constructor() {
-    super('phone number already belongs to another member');
-    this.name = 'PhoneTakenError';
-  }
-}
-
+/**
+ * A phone set here is unverified (the database's members_phone_verification_rule clears
+ * phone_verified_at whenever the phone changes; setting the same phone again keeps it), so it
+ * never collides with another member's: only verified phones are unique.
+ */
 export async function updateMember(db: Queryable, who: Principal, patch: MemberPatch): Promise<MemberRow> {
   await ensureMember(db, who);
-  try {
-    // A new number has not said STOP: its opt-out belonged to the old one.
-    const { rows } = await db.query<MemberRow>(
-      `update members set
-         display_name = case when $2::boolean then $3 else display_name end,
-         time_zone = coalesce($4, time_zone),
-         sms_opted_out = case when $5::boolean and $6::text is distinct from phone then false else sms_opted_out end,
-         phone = case when $5::boolean then $6 else phone end,
-         updated_at = now()
-       where id = $1
-       returning ${MEMBER_COLUMNS}`,
-      [who.id, 'display_name' in patch, patch.display_name ?? null, patch.time_zone ?? null, 'phone' in patch, patch.phone ?? null],
-    );
-    return rows[0]!;
-  } catch (err) {
-    const e = err as { code?: string; constraint?: string };
-    if (e.code === '23505' && e.constraint === 'members_phone_uidx') throw new PhoneTakenError();
-    throw err;
-  }
+  // A new number has not said STOP: its opt-out belonged to the old one.
+  const { rows } = await db.query<MemberRow>(
+    `update members set
+       display_name = case when $2::boolean then $3 else display_name end,
+       time_zone = coalesce($4, time_zone),
+       sms_opted_out = case when $5::boolean and $6::text is distinct from phone then false else sms_opted_out end,
+       phone = case when $5::boolean then $6 else phone end,
+       updated_at = now()
+     where id = $1
+     returning ${MEMBER_COLUMNS}`,
+    [who.id, 'display_name' in patch, patch.display_name ?? null, patch.time_zone ?? null, 'phone' in patch, patch.phone ?? null],
+  );
+  return rows[0]!;
 }
 
 /** Deletes the member and, by cascade, every row that belongs to them. */

@@ -13,13 +13,14 @@ import { timeZoneField, type TimeZones } from '../schedules/zones.js';
 import * as repo from './repo.js';
 import type { AuthUserDeleter } from './supabase-admin.js';
 
-const Member = z
+export const Member = z
   .object({
     id: z.uuid(),
     email: z.string().nullable(),
     display_name: z.string().nullable(),
     time_zone: z.string(),
-    phone: z.string().nullable().describe('E.164; SMS reminders go here, and a reply of OK from it checks in'),
+    phone: z.string().nullable().describe('E.164; once verified, SMS reminders go here and a reply of OK from it checks in'),
+    phone_verified: z.boolean().describe('the member proved they hold the phone with an SMS code (POST /v1/me/phone/verification); an unverified phone gets no SMS and cannot check in by SMS reply; changing the phone clears it'),
     sms_opted_out: z.boolean().describe('the phone texted STOP: no SMS until it texts START; cleared when the phone changes'),
     created_at: Timestamp,
     updated_at: Timestamp,
@@ -31,7 +32,7 @@ const memberPatch = (zones: TimeZones) => z
   .strictObject({
     display_name: z.string().trim().min(1).max(100).nullable().optional(),
     time_zone: timeZoneField(zones).optional(),
-    phone: Phone.nullable().optional().describe('E.164 (spaces, dots, dashes and brackets are removed); null removes it'),
+    phone: Phone.nullable().optional().describe('E.164 (spaces, dots, dashes and brackets are removed); null removes it. Stored unverified: verify it with POST /v1/me/phone/verification'),
   })
   .refine((b) => Object.keys(b).length > 0, 'give at least one of display_name, time_zone, phone');
 
@@ -44,7 +45,8 @@ const DeviceBody = z.strictObject({
   platform: z.enum(['ios', 'android', 'web']),
 });
 
-const memberOut = (m: repo.MemberRow) => ({ ...m, created_at: iso(m.created_at), updated_at: iso(m.updated_at) });
+export const memberOut = ({ phone_verified_at: verifiedAt, ...m }: repo.MemberRow) =>
+  ({ ...m, phone_verified: verifiedAt !== null, created_at: iso(m.created_at), updated_at: iso(m.updated_at) });
 // The push token itself is never echoed back: it is a credential for reaching the phone.
 const deviceOut = (d: repo.DeviceRow) => ({ id: d.id, platform: d.platform as 'ios', created_at: iso(d.created_at), last_seen_at: iso(d.last_seen_at) });
 
@@ -66,20 +68,18 @@ export function memberRoutes(app: FastifyInstance, deps: MemberRouteDeps): void 
 
   r.patch('/v1/me', {
     ...secured,
-    schema: { tags: ['members'], summary: 'Change display name, time zone or phone', security, body: MemberPatch, response: { 200: Member, ...authErrors, 409: ErrorEnvelopeSchema } },
+    schema: { tags: ['members'], summary: 'Change display name, time zone or phone (a new phone is unverified)', security, body: MemberPatch, response: { 200: Member, ...authErrors } },
   }, async (req) => {
     const who = member(req);
     // A new time zone moves every schedule that follows the member's zone, in the same transaction.
-    const updated = await withTransaction(deps.pool, async (tx) => {
+    // A phone never conflicts: it is stored unverified, and only verified phones are unique (no
+    // answer here says whether another member uses the number).
+    return withTransaction(deps.pool, async (tx) => {
       const before = await repo.ensureMember(tx, who);
       const after = await repo.updateMember(tx, who, req.body);
       if (after.time_zone !== before.time_zone) await recomputeMemberSchedules(tx, who.id, app.clock());
       return checkedResponse(Member, memberOut(after));
-    }).catch((err: unknown) => {
-      if (err instanceof repo.PhoneTakenError) throw conflict('this phone number is already used by another account', { field: 'phone' });
-      throw err;
     });
-    return updated;
   });
 
   r.delete('/v1/me', {

@@ -13,6 +13,8 @@ import type { Metrics } from '../observability/metrics.js';
  *   after RETENTION_DAYS;
  * - shared locations: check-ins' after LOCATION_RETENTION_HOURS; an incident's (and the alerts
  *   quoting it) that long after it was resolved (contacts may need it while it is open);
+ * - phone verification codes (their keyed hashes, the number): after a day (they serve 10 minutes
+ *   of code and the hour of resend limits);
  * - deleted members: their rows go with the member (foreign keys cascade); what outlives the
  *   member (the audit trail, links to them as someone's contact) goes at the next run. Queue
  *   jobs carry delivery ids only, and a job whose row is gone is skipped by its handler.
@@ -37,7 +39,7 @@ export const DEFAULT_RETENTION_SETTINGS: RetentionSettings = { retentionDays: 90
 
 export type RetentionResult = Record<
   'delivery_payloads' | 'check_in_notes' | 'incident_payloads' | 'check_in_locations' | 'incident_locations' | 'provider_events'
-  | 'deleted_members' | 'deleted_member_audit_rows' | 'stale_heartbeats',
+  | 'deleted_members' | 'deleted_member_audit_rows' | 'stale_heartbeats' | 'phone_verifications',
   number
 >;
 
@@ -144,6 +146,10 @@ export async function runRetention(deps: RetentionDeps): Promise<RetentionResult
   const staleHeartbeats = await purgeKind(deps, 'stale_heartbeats', async () =>
     (await pool.query(`delete from worker_heartbeats where beat_at < $1`, [new Date(now.getTime() - 7 * 86_400_000)])).rowCount ?? 0);
 
+  const phoneVerifications = await purgeKind(deps, 'phone_verifications', () => drain(async () => (await pool.query(
+    `delete from phone_verifications where id in (select id from phone_verifications where created_at < $1 limit $2)`,
+    [new Date(now.getTime() - 86_400_000), size])).rowCount ?? 0, size));
+
   let deleted = { members: 0, auditRows: 0 };
   await purgeKind(deps, 'deleted_members', async () => { deleted = await purgeDeletedMembers(pool, size); return deleted.members; });
 
@@ -151,6 +157,7 @@ export async function runRetention(deps: RetentionDeps): Promise<RetentionResult
     delivery_payloads: deliveryPayloads, check_in_notes: checkInNotes, incident_payloads: incidentPayloads,
     check_in_locations: checkInLocations, incident_locations: incidentLocations, provider_events: providerEvents,
     deleted_members: deleted.members, deleted_member_audit_rows: deleted.auditRows, stale_heartbeats: staleHeartbeats,
+    phone_verifications: phoneVerifications,
   };
   for (const [what, n] of Object.entries(result)) if (n > 0) deps.metrics?.retentionPurged.inc({ what }, n);
   deps.metrics?.retentionLastRun.set(deps.clock().getTime() / 1000);

@@ -7,6 +7,7 @@ import { processDelivery } from '../../src/delivery/deliver.js';
 import { insertDeliveries } from '../../src/delivery/outbox.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { errorOf, startTestApp, type TestApp } from '../helpers/app.js';
+import { setVerifiedPhone } from '../helpers/phone.js';
 import { memberWithContacts, testClock } from '../incidents/helpers.js';
 import { inboundParams, startFakeTwilio, statusCallbackParams, twilioSignature, type AcceptedMessage, type FakeTwilio } from '../fakes/twilio.js';
 
@@ -215,6 +216,8 @@ describe('Twilio webhooks', () => {
       const phone = newPhone();
       const res = await t.app.inject({ method: 'PATCH', url: '/v1/me', headers, payload: { phone } });
       expect(res.statusCode).toBe(200);
+      // Only a verified phone checks in by reply (tests/members/phone-verification.test.ts covers how it gets verified).
+      await setVerifiedPhone(t.db.pool, sub, phone);
       return { sub, headers, phone };
     }
     const checkIns = async (headers: { authorization: string }) => (await t.app.inject({ method: 'GET', url: '/v1/check-ins', headers })).json().data as { source: string }[];
@@ -241,7 +244,7 @@ describe('Twilio webhooks', () => {
     it('resolves an open incident when the member replies OK', async () => {
       const m = await memberWithContacts(t, [1]);
       const phone = newPhone();
-      await t.app.inject({ method: 'PATCH', url: '/v1/me', headers: m.headers, payload: { phone } });
+      await setVerifiedPhone(t.db.pool, m.sub, phone);
       const incidentId = (await t.app.inject({ method: 'POST', url: '/v1/sos', headers: m.headers })).json().id as string;
       const res = await inbound(phone, 'OK');
       expect(twimlMessage(res.body)).toContain('contacts are being told');

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { sweepOnce } from '../../src/incidents/sweep.js';
 import { startTestApp, type TestApp } from '../helpers/app.js';
+import { setVerifiedPhone } from '../helpers/phone.js';
 import { alerts, memberWithContacts, sweepDeps, testClock, tokenFrom } from './helpers.js';
 
 const clock = testClock('2026-11-23T08:00:00Z');
@@ -230,7 +231,7 @@ describe('reminders and check-in notes', () => {
   it('reminds a member with a phone by SMS, with "Reply OK", only on a plan with SMS', async () => {
     clock.set('2026-11-23T08:00:00Z');
     const free = await memberWithContacts(t, []);
-    await t.db.pool.query(`update members set phone = '+447700900301' where id = $1`, [free.sub]);
+    await setVerifiedPhone(t.db.pool, free.sub, '+447700900301');
     clock.set('2026-11-23T09:00:00Z');
     await sweepOnce(sweepDeps(t, clock));
     const sent = async (memberId: string) =>
@@ -241,7 +242,7 @@ describe('reminders and check-in notes', () => {
     plus.settings = { ...plus.settings, plans: { ...plus.settings.plans, freePlanChannels: ['push', 'sms', 'email'] } };
     clock.set('2026-11-23T08:00:00Z');
     const paid = await memberWithContacts(t, []);
-    await t.db.pool.query(`update members set phone = '+447700900302' where id = $1`, [paid.sub]);
+    await setVerifiedPhone(t.db.pool, paid.sub, '+447700900302');
     clock.set('2026-11-23T09:00:00Z');
     await sweepOnce(plus);
     const sms = (await sent(paid.sub)).filter((d) => d.channel === 'sms');

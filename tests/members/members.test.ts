@@ -17,7 +17,7 @@ describe('GET and PATCH /v1/me', () => {
     const headers = { authorization: `Bearer ${await t.token({ sub, email: 'ann@example.test' })}` };
     const first = await t.app.inject({ method: 'GET', url: '/v1/me', headers });
     expect(first.statusCode).toBe(200);
-    expect(first.json()).toMatchObject({ id: sub, email: 'ann@example.test', display_name: null, time_zone: 'UTC', phone: null, sms_opted_out: false });
+    expect(first.json()).toMatchObject({ id: sub, email: 'ann@example.test', display_name: null, time_zone: 'UTC', phone: null, phone_verified: false, sms_opted_out: false });
     const again = await t.app.inject({ method: 'GET', url: '/v1/me', headers });
     expect(again.json().created_at).toBe(first.json().created_at);
     const { rows } = await t.db.pool.query('select count(*)::int as n from members where id = $1', [sub]);
@@ -45,16 +45,15 @@ describe('GET and PATCH /v1/me', () => {
     expect(cleared.json()).toMatchObject({ display_name: 'Ann', phone: null });
   });
 
-  it("refuses another member's phone with 409 and keeps both profiles as they were", async () => {
+  it("stores another member's phone unverified without a conflict, and changes neither profile otherwise", async () => {
     const a = await t.as(randomUUID());
     const b = await t.as(randomUUID());
     await t.app.inject({ method: 'PATCH', url: '/v1/me', headers: a, payload: { phone: '+447700900200' } });
     await t.app.inject({ method: 'PATCH', url: '/v1/me', headers: b, payload: { phone: '+447700900201', display_name: 'Bo' } });
     const res = await t.app.inject({ method: 'PATCH', url: '/v1/me', headers: b, payload: { phone: '+44 7700 900200', display_name: 'Bob' } });
-    expect(res.statusCode).toBe(409);
-    expect(errorOf(res.body)).toMatchObject({ code: 'CONFLICT', details: { field: 'phone' } });
-    expect((await t.app.inject({ method: 'GET', url: '/v1/me', headers: b })).json()).toMatchObject({ phone: '+447700900201', display_name: 'Bo' });
-    expect((await t.app.inject({ method: 'GET', url: '/v1/me', headers: a })).json().phone).toBe('+447700900200');
+    expect(res.statusCode).toBe(200);
+    expect(res.json()).toMatchObject({ phone: '+447700900200', phone_verified: false, display_name: 'Bob' });
+    expect((await t.app.inject({ method: 'GET', url: '/v1/me', headers: a })).json()).toMatchObject({ phone: '+447700900200', phone_verified: false });
   });
 
   it('forgets an SMS opt-out when the phone changes, and keeps it when the same phone is set again', async () => {

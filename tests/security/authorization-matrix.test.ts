@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { randomUUID } from 'node:crypto';
+import { randomInt, randomUUID } from 'node:crypto';
 import type { InjectOptions } from 'fastify';
 import { routeTable } from '../helpers/route-table.js';
 import { signToken, unsignedToken } from '../helpers/tokens.js';
@@ -24,6 +24,10 @@ const own = (url: string, payload?: unknown) => () => ({ url, ...(payload === un
 const RULES: Record<string, MemberRule | PublicRule> = {
   'GET /v1/me': m(200, 200, own('/v1/me')),
   'PATCH /v1/me': m(200, 200, own('/v1/me', { time_zone: 'Europe/London' })),
+  // A fresh number each time: the answer never depends on who else uses it.
+  'POST /v1/me/phone/verification': m(202, 202, () => ({ url: '/v1/me/phone/verification', payload: { phone: `+4477009${String(randomInt(10_000, 100_000))}` } })),
+  // No code was asked for that number by this caller: nothing to confirm, whoever asks.
+  'POST /v1/me/phone/verification/confirm': m(400, 400, () => ({ url: '/v1/me/phone/verification/confirm', payload: { phone: `+4477009${String(randomInt(10_000, 100_000))}`, code: '123456' } })),
   'GET /v1/devices': m(200, 200, own('/v1/devices')),
   'POST /v1/devices': m(201, 201, () => ({ url: '/v1/devices', payload: { token: `push-${randomUUID()}`, platform: 'ios' } })),
   'DELETE /v1/devices/:id': m(204, 404, async (_w, f) => ({ url: `/v1/devices/${await f.device()}` })),

@@ -4,6 +4,8 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import twilio from 'twilio';
 import { buildApp } from '../../src/app.js';
+import { createDevOutboxChannel } from '../../src/channels/dev-outbox/index.js';
+import { processDelivery } from '../../src/delivery/deliver.js';
 import { createTokenVerifier } from '../../src/auth/jwt.js';
 import { loadMigrations } from '../../src/db/migrate.js';
 import { signLink } from '../../src/links/tokens.js';
@@ -26,12 +28,14 @@ describe('logs at debug level', () => {
   let queues: QueueSystem;
   let app: Awaited<ReturnType<typeof buildApp>>;
   const secrets: Record<string, string> = {};
+  let logger: Logger;
 
   beforeAll(async () => {
     db = await createTestDatabase();
     const config = testConfig('redis', db.url, { ...TWILIO_ENV, LOG_LEVEL: 'debug', FREE_PLAN_CHANNELS: 'push,sms,email' });
     const sink = new Writable({ write(chunk: Buffer, _enc, done) { lines.push(...chunk.toString().split('\n').filter(Boolean)); done(); } });
     const log = pino(loggerOptions('debug'), sink) as unknown as Logger;
+    logger = log;
     queues = new QueueSystem({ backend: 'redis', redisUrl: config.REDIS_URL, databaseUrl: db.url, prefix: config.QUEUE_PREFIX }, log);
     app = await buildApp({
       config, pool: db.pool, queues, migrations: await loadMigrations(), logger: log,
@@ -59,6 +63,16 @@ describe('logs at debug level', () => {
       return res;
     };
     await ok('PATCH', '/v1/me', { display_name: 'Ann', phone: secrets.memberPhone });
+    // The phone verified by its SMS code, the worker sending it: neither the code nor its SMS is logged.
+    await ok('POST', '/v1/me/phone/verification', { phone: secrets.memberPhone });
+    const { rows: [code] } = await db.pool.query<{ id: string }>(`select id from deliveries where kind = 'verification'`);
+    const dev = createDevOutboxChannel(db.pool);
+    expect(await processDelivery({ pool: db.pool, channels: { push: dev, sms: dev, email: dev }, clock: () => new Date(), log: logger, linkSecret: TEST_LINK_SECRET }, code!.id, 0, 1)).toBe('sent');
+    const { rows: [sent] } = await db.pool.query<{ body: string }>(`select body from dev_outbox where kind = 'verification'`);
+    secrets.verificationSms = sent!.body;
+    const digits = /\d{6}/.exec(sent!.body)![0];
+    await ok('POST', '/v1/me/phone/verification/confirm', { phone: secrets.memberPhone, code: String((Number(digits) + 1) % 1_000_000).padStart(6, '0') });
+    expect((await ok('POST', '/v1/me/phone/verification/confirm', { phone: secrets.memberPhone, code: digits })).json().phone_verified).toBe(true);
     const contact = await ok('POST', '/v1/contacts', { name: 'Bob', email: secrets.contactEmail, phone: secrets.contactPhone });
     await db.pool.query(`update contacts set status = 'active' where id = $1`, [contact.json().id]);
     await ok('POST', '/v1/check-ins', { note: secrets.note, location: { lat: 51.5, lng: -0.12 } }, { 'idempotency-key': 'key-1' });
@@ -92,6 +106,7 @@ describe('logs at debug level', () => {
     const text = lines.join('\n');
     const found = Object.entries(secrets).filter(([, v]) => text.includes(v)).map(([k]) => k);
     expect(found).toEqual([]);
+    expect(text).not.toMatch(new RegExp(`(^|\\D)${/\d{6}/.exec(secrets.verificationSms!)![0]}(\\D|$)`));
     // And nothing that merely looks like one: no JWT, no full E.164 number, no full email address.
     expect(text.match(/eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]*/g) ?? []).toEqual([]);
     expect(text.match(/\+[1-9]\d{9,14}/g) ?? []).toEqual([]);

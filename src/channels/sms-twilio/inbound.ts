@@ -58,7 +58,9 @@ export async function handleInboundSms(deps: InboundDeps, sms: InboundSms): Prom
     return { action: 'help', reply: HELP_TEXT };
   }
 
-  const { rows } = await deps.pool.query<MemberByPhone>('select id, time_zone from members where phone = $1', [sms.from]);
+  // Only a verified phone speaks for a member: anyone can type any number into their profile, and a
+  // reply from a number its member never proved to hold checks nobody in (it is a stranger's).
+  const { rows } = await deps.pool.query<MemberByPhone>('select id, time_zone from members where phone = $1 and phone_verified_at is not null', [sms.from]);
   const member = rows[0];
   // YES is Twilio's opt-in keyword as well as an "I'm OK": a member's YES does both.
   if (OPT_IN.has(word) && !(member !== undefined && CHECK_IN.has(word))) {
