@@ -58,6 +58,7 @@ const TABLES: Record<string, Decision> = {
   provider_events: closed('service bookkeeping'),
   sms_sender_rate: closed('service bookkeeping'),
   sweep_failures: closed('service bookkeeping'),
+  phone_verifications: closed('code hashes: the API verifies phones'),
   auditor_state: closed('operator data'),
   worker_heartbeats: closed('operator data'),
   pruuf_migrations: closed('migration ledger'),
@@ -93,6 +94,7 @@ const FUNCTIONS: Record<string, readonly Role[]> = {
   'public.schedules_arm_reminder': INTERNAL,
   'public.refresh_time_zone_names': INTERNAL,
   'public.refuse_data_rule_violation': INTERNAL,
+  'public.members_phone_verification_rule': INTERNAL,
   // Used in trigger WHEN clauses, which run as the writer: members write no column they guard.
   'public.is_time_zone_name': INTERNAL,
   'public.is_instant_in_range': INTERNAL,
