@@ -18,10 +18,19 @@ async function asPostgres<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<T>
   }
 }
 
+/** As Supabase's service_role (the server key: every table, no RLS), rolled back. */
+async function asServiceRole<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+  return asPostgres(pool, async (c) => {
+    await c.query('set local role service_role');
+    return fn(c);
+  });
+}
+
+// A Supabase client (authenticated) may write none of these columns at all: tests/db/rls.test.ts (R2).
 type Writer = [string, (pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<unknown>) => Promise<unknown>];
 const WRITERS: Writer[] = [
   ['postgres', asPostgres],
-  ['authenticated (Supabase client under RLS)', (pool, fn) => asUser(pool, ANN, fn)],
+  ['service_role (Supabase server key)', asServiceRole],
 ];
 
 /** The refusal: a check_violation whose message names the table and column. */

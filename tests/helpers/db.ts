@@ -34,16 +34,25 @@ export async function createTestDatabase(opts: { empty?: boolean } = {}): Promis
   };
 }
 
-/** Runs `fn` as Supabase's `authenticated` role with the given user's claims, then rolls back. */
-export async function asUser<T>(pool: pg.Pool, sub: string, fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+/**
+ * Runs `fn` as one of Supabase's client roles (`anon`, `authenticated`) with the given user's claims
+ * (none when `sub` is null), then rolls back.
+ */
+export async function asRole<T>(pool: pg.Pool, role: 'anon' | 'authenticated', sub: string | null, fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
   const c = await pool.connect();
   try {
     await c.query('begin');
-    await c.query('set local role authenticated');
-    await c.query(`select set_config('request.jwt.claims', $1, true)`, [JSON.stringify({ sub, role: 'authenticated' })]);
+    await c.query(`set local role ${role}`);
+    const claims = sub === null ? { role } : { sub, role };
+    await c.query(`select set_config('request.jwt.claims', $1, true)`, [JSON.stringify(claims)]);
     return await fn(c);
   } finally {
     await c.query('rollback');
     c.release();
   }
+}
+
+/** Runs `fn` as Supabase's `authenticated` role with the given user's claims, then rolls back. */
+export async function asUser<T>(pool: pg.Pool, sub: string, fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+  return asRole(pool, 'authenticated', sub, fn);
 }

@@ -148,10 +148,13 @@ describe('phone verification (issue 16 #4: phone squatting)', () => {
       expect(code).toMatch(/^\d{6}$/);
 
       // The member reads their own deliveries under RLS: the code is not in theirs (sealed), nor anywhere but the dev outbox.
-      const own = await asUser(t.db.pool, m.sub, async (c) => (await c.query(`select body, render from deliveries where kind = 'verification'`)).rows);
+      // (Members may not read delivery bodies or render data at all since rls_hardening; the code is sealed in any case.)
+      const own = await asUser(t.db.pool, m.sub, async (c) => (await c.query(`select id, status from deliveries where kind = 'verification'`)).rows);
       expect(own).toHaveLength(1);
-      expect(own[0].body).toBeNull();
-      expect(Object.keys(own[0].render).sort()).toEqual(['sealed', 'verification_id']);
+      await expect(asUser(t.db.pool, m.sub, (c) => c.query(`select body, render from deliveries where kind = 'verification'`))).rejects.toThrow(/permission denied/);
+      const { rows: [stored] } = await t.db.pool.query(`select body, render from deliveries where kind = 'verification' and member_id = $1`, [m.sub]);
+      expect(stored.body).toBeNull();
+      expect(Object.keys(stored.render).sort()).toEqual(['sealed', 'verification_id']);
       await expect(asUser(t.db.pool, m.sub, (c) => c.query('select * from phone_verifications'))).rejects.toThrow(/permission denied/);
       const { rows: [row] } = await t.db.pool.query(`select * from phone_verifications where member_id = $1`, [m.sub]);
       expect(row.code_hash).toHaveLength(32);
@@ -306,17 +309,25 @@ describe('phone verification (issue 16 #4: phone squatting)', () => {
   });
 
   describe('the database', () => {
-    it('refuses a Supabase client that marks a phone verified, and clears the mark when a client changes the phone', async () => {
+    it('refuses a Supabase client that marks a phone verified or changes it, and clears the mark when any write changes the phone', async () => {
       const m = await newMember();
       const phone = newPhone();
       await verify(m, phone);
+      // Column grants (migration rls_hardening) keep the phone service-owned: refused before any trigger runs.
       await expect(asUser(t.db.pool, m.sub, (c) => c.query(`update members set phone_verified_at = now() - interval '1 day' where id = $1`, [m.sub])))
-        .rejects.toThrow(/set by the service only/);
-      await expect(asUser(t.db.pool, m.sub, (c) => c.query(`update members set phone = $2, phone_verified_at = now() where id = $1`, [m.sub, newPhone()])))
-        .rejects.toThrow(/set by the service only/);
-      const moved = await asUser(t.db.pool, m.sub, async (c) => (await c.query(
-        `update members set phone = $2 where id = $1 returning phone_verified_at`, [m.sub, newPhone()])).rows[0]);
-      expect(moved).toEqual({ phone_verified_at: null });
+        .rejects.toThrow(/permission denied/);
+      await expect(asUser(t.db.pool, m.sub, (c) => c.query(`update members set phone = $2 where id = $1`, [m.sub, newPhone()])))
+        .rejects.toThrow(/permission denied/);
+      // A write that bypasses the API entirely (an operator's psql) still cannot keep a mark that belonged to the old number.
+      const c = await t.db.pool.connect();
+      try {
+        await c.query('begin');
+        const moved = (await c.query(`update members set phone = $2 where id = $1 returning phone_verified_at`, [m.sub, newPhone()])).rows[0];
+        expect(moved).toEqual({ phone_verified_at: null });
+      } finally {
+        await c.query('rollback');
+        c.release();
+      }
       expect((await me(m)).phone_verified).toBe(true); // rolled back: untouched
     });
 
