@@ -21,6 +21,7 @@ import { contactRoutes } from './contacts/routes.js';
 import { devOutboxRoutes } from './delivery/routes.js';
 import { invitationRoutes } from './contacts/invitation-routes.js';
 import { memberRoutes } from './members/routes.js';
+import { deviceRoutes } from './devices/routes.js';
 import { billingRoutes } from './billing/routes.js';
 import { planSettings } from './billing/entitlements.js';
 import { ackRoutes } from './incidents/ack-routes.js';
@@ -157,6 +158,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       : config.METRICS_PORT !== undefined || config.NODE_ENV === 'production' ? { mode: 'elsewhere' } : { mode: 'open' },
   });
   memberRoutes(app, { pool: deps.pool, zones, deleteAuthUser: deps.deleteAuthUser });
+  deviceRoutes(app, { pool: deps.pool });
   auditRoutes(app, { pool: deps.pool });
   await billingRoutes(app, { pool: deps.pool, config });
   const links = { publicBaseUrl: config.publicBaseUrl, linkSecret: deps.linkSecret, invitationTtlDays: config.INVITATION_TTL_DAYS };
