@@ -88,6 +88,10 @@ export function memberRoutes(app: FastifyInstance, deps: MemberRouteDeps): void 
       if (charging.length > 0) {
         throw conflict('cancel your subscription first (POST /v1/billing/portal), then delete the account: deleting it would not stop the payments', { subscriptions: charging.length });
       }
+      // A user who never opened their profile can still be someone's linked contact: the profile is
+      // created first so that its deletion goes the one way every deletion goes (the
+      // members_record_deletion trigger: tombstone, links to the account cleared).
+      await repo.ensureMember(tx, who);
       await repo.deleteMember(tx, who.id);
       if (deps.deleteAuthUser !== undefined) {
         try {
