@@ -22,6 +22,7 @@ import { devOutboxRoutes } from './delivery/routes.js';
 import { invitationRoutes } from './contacts/invitation-routes.js';
 import { memberRoutes } from './members/routes.js';
 import { phoneRoutes } from './members/phone-routes.js';
+import { deviceRoutes } from './devices/routes.js';
 import { billingRoutes } from './billing/routes.js';
 import { planSettings } from './billing/entitlements.js';
 import { ackRoutes } from './incidents/ack-routes.js';
@@ -159,6 +160,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
   memberRoutes(app, { pool: deps.pool, zones, deleteAuthUser: deps.deleteAuthUser });
   phoneRoutes(app, { pool: deps.pool, queues: deps.queues, log: app.log as unknown as Logger, linkSecret: deps.linkSecret });
+  deviceRoutes(app, { pool: deps.pool });
   auditRoutes(app, { pool: deps.pool });
   await billingRoutes(app, { pool: deps.pool, config });
   const links = { publicBaseUrl: config.publicBaseUrl, linkSecret: deps.linkSecret, invitationTtlDays: config.INVITATION_TTL_DAYS };

@@ -54,10 +54,14 @@ export function auditRoutes(app: FastifyInstance, deps: AuditRouteDeps): void {
   }, async (req) => {
     const { limit, cursor } = req.query;
     const before = cursor === undefined ? null : decodeCursor(cursor);
+    // Only the trail of the profile as it is now: from its creation on. A deleted account's trail
+    // (kept until retention purges it) is not readable with a token that outlived the deletion,
+    // neither before nor after that token re-creates a profile with the same id.
     const { rows } = await deps.pool.query<Row>(
-      `select id, at, actor_type, actor_id, action, entity_type, entity_id, changes, detail
-         from audit_log where member_id = $1 and ($2::bigint is null or id < $2)
-        order by id desc limit $3`,
+      `select a.id, a.at, a.actor_type, a.actor_id, a.action, a.entity_type, a.entity_id, a.changes, a.detail
+         from audit_log a join members m on m.id = a.member_id and a.at >= m.created_at
+        where a.member_id = $1 and ($2::bigint is null or a.id < $2)
+        order by a.id desc limit $3`,
       [member(req).id, before, limit + 1],
     );
     const page = rows.slice(0, limit);

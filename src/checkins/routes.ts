@@ -6,6 +6,7 @@ import { AppError, validation } from '../http/errors.js';
 import { escapeHtml, page, sendHtml, wantsHtml } from '../http/html.js';
 import { authErrors, ErrorEnvelopeSchema, iso, listOf, Timestamp } from '../http/schemas.js';
 import { LinkError, verifyLink } from '../links/tokens.js';
+import { ACCOUNT_DELETED, accountDeleted, checkInLinkOfDeletedAccount, generationOf } from '../members/deleted-accounts.js';
 import * as repo from './repo.js';
 import { checkIn, requestHash, type CheckInDeps } from './service.js';
 
@@ -99,23 +100,35 @@ export function checkInRoutes(app: FastifyInstance, deps: CheckInDeps & { linkSe
 
   // The signed link in a reminder: one big "I'm OK" button that works without JavaScript.
   const TokenParams = z.object({ token: z.string().min(1).max(1000) });
-  const verify = (token: string) => {
+  const invalid = () => new AppError(404, 'NOT_FOUND', 'this check-in link is not valid');
+  /** The member the link checks in; throws 404, 410 expired, or 410 for a deleted account. */
+  const verify = async (token: string): Promise<string> => {
+    let payload;
     try {
-      return verifyLink(deps.linkSecret, 'checkin', token, app.clock());
+      payload = verifyLink(deps.linkSecret, 'checkin', token, app.clock());
     } catch (err) {
       if (!(err instanceof LinkError)) throw err;
-      throw err.reason === 'expired'
-        ? new AppError(410, 'LINK_EXPIRED', 'this check-in link has expired; open the app or reply OK to the text')
-        : new AppError(404, 'NOT_FOUND', 'this check-in link is not valid');
+      throw err.reason === 'expired' ? new AppError(410, 'LINK_EXPIRED', 'this check-in link has expired; open the app or reply OK to the text') : invalid();
     }
+    const generation = generationOf(payload.x);
+    if (generation === undefined) throw invalid();
+    // A link outlives nothing: an erased account must not come back through an old reminder, not
+    // even when a still-valid access token has re-created a profile with the same id.
+    if (await checkInLinkOfDeletedAccount(deps.pool, payload.s, generation)) {
+      throw accountDeleted('this check-in link no longer works: the Pruuf account it belongs to was deleted');
+    }
+    return payload.s;
   };
-  const problemPage = (err: AppError) => page('Link not valid', `<div class="card"><h1>${err.statusCode === 410 ? 'This link has expired' : 'This link is not valid'}</h1><p>${escapeHtml(err.message)}.</p></div>`);
+  const problemPage = (err: AppError) => {
+    const title = err.code === ACCOUNT_DELETED ? 'This link no longer works' : err.statusCode === 410 ? 'This link has expired' : 'This link is not valid';
+    return page('Link not valid', `<div class="card"><h1>${title}</h1><p>${escapeHtml(err.message)}.</p></div>`);
+  };
 
   r.get('/c/:token', {
     schema: { tags: ['contact pages'], summary: 'Check-in page from a reminder link', params: TokenParams, produces: ['text/html'] },
   }, async (req, reply) => {
     try {
-      verify(req.params.token);
+      await verify(req.params.token);
     } catch (err) {
       if (err instanceof AppError && wantsHtml(req.headers.accept)) return sendHtml(reply, err.statusCode, problemPage(err));
       throw err;
@@ -132,17 +145,10 @@ export function checkInRoutes(app: FastifyInstance, deps: CheckInDeps & { linkSe
     const json = !wantsHtml(req.headers.accept);
     let memberId: string;
     try {
-      memberId = verify(req.params.token).s;
+      memberId = await verify(req.params.token);
     } catch (err) {
       if (err instanceof AppError && !json) return sendHtml(reply, err.statusCode, problemPage(err));
       throw err;
-    }
-    // A link outlives nothing: an erased account must not come back through an old reminder.
-    const exists = await deps.pool.query('select 1 from members where id = $1', [memberId]);
-    if (exists.rowCount === 0) {
-      const gone = new AppError(404, 'NOT_FOUND', 'this check-in link is not valid');
-      if (json) throw gone;
-      return sendHtml(reply, 404, problemPage(gone));
     }
     const result = await checkIn(deps, { memberId, email: null, at: app.clock(), source: 'link', note: null, location: null, idempotencyKey: null, requestHash: null });
     if (json) return reply.code(201).send(result);

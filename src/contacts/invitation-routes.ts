@@ -6,6 +6,7 @@ import { AppError } from '../http/errors.js';
 import { escapeHtml, page, wantsHtml } from '../http/html.js';
 import { ErrorEnvelopeSchema } from '../http/schemas.js';
 import { LinkError, verifyLink } from '../links/tokens.js';
+import { ACCOUNT_DELETED, accountDeleted, contactOfDeletedAccount } from '../members/deleted-accounts.js';
 import * as repo from './repo.js';
 
 /** Invitation pages: a contact confirms or declines without an account, through a signed link. */
@@ -21,8 +22,9 @@ function linkProblem(err: LinkError): AppError {
 }
 
 function htmlError(reply: FastifyReply, err: AppError) {
-  const title = err.code === 'CONTACT_REMOVED' ? 'This link no longer works' : err.statusCode === 410 ? 'This link has expired' : err.statusCode === 409 ? 'This invitation was already answered' : 'This link is not valid';
+  const title = err.code === 'CONTACT_REMOVED' || err.code === ACCOUNT_DELETED ? 'This link no longer works' : err.statusCode === 410 ? 'This link has expired' : err.statusCode === 409 ? 'This invitation was already answered' : 'This link is not valid';
   const text = err.code === 'CONTACT_REMOVED' ? 'You are no longer an emergency contact for this person, so this invitation no longer works.'
+    : err.code === ACCOUNT_DELETED ? 'The Pruuf account that sent this invitation was deleted, so this invitation no longer works.'
     : err.statusCode === 410
     ? 'Invitation links work for a limited time. Ask the person who invited you to send a new invitation.'
     : err.statusCode === 409 ? err.message
@@ -43,8 +45,12 @@ export function invitationRoutes(app: FastifyInstance, deps: InvitationDeps): vo
       throw err;
     }
     const contact = await repo.getContactById(deps.pool, payload.s);
-    // We signed it, so the contact existed: removed since, the link is gone for good (410).
-    if (contact === undefined) throw new AppError(410, 'CONTACT_REMOVED', 'this invitation no longer works: the person who sent it removed you as a contact');
+    // We signed it, so the contact existed: removed since (or with the whole account), the link is
+    // gone for good (410).
+    if (contact === undefined) {
+      if (await contactOfDeletedAccount(deps.pool, payload.s)) throw accountDeleted('this invitation no longer works: the Pruuf account that sent it was deleted');
+      throw new AppError(410, 'CONTACT_REMOVED', 'this invitation no longer works: the person who sent it removed you as a contact');
+    }
     // A newer invitation (changed address) makes an old link invalid.
     if (String(contact.invited_at.getTime()) !== payload.x) throw linkProblem(new LinkError('bad_signature'));
     return contact;

@@ -8,6 +8,7 @@ import { AppError } from '../http/errors.js';
 import { escapeHtml, page, sendHtml, wantsHtml } from '../http/html.js';
 import { ErrorEnvelopeSchema } from '../http/schemas.js';
 import { LinkError, verifyLink } from '../links/tokens.js';
+import { ACCOUNT_DELETED, accountDeleted, contactOfDeletedAccount } from '../members/deleted-accounts.js';
 import { acknowledge, escalateByContact } from './engine.js';
 import { telLink } from './message-format.js';
 import { planContact } from './outbound.js';
@@ -21,6 +22,7 @@ const AckAnswer = z.object({ incident_id: z.uuid(), state: z.enum(['open', 'ackn
 const gone = (message: string) => new AppError(410, 'LINK_EXPIRED', message);
 const invalid = () => new AppError(404, 'NOT_FOUND', 'this alert link is not valid');
 const removed = () => new AppError(410, 'CONTACT_REMOVED', 'this alert link no longer works: you are no longer an emergency contact for this person');
+const accountGone = () => accountDeleted('this alert link no longer works: the Pruuf account it was about was deleted, and nobody is alerted for it any more');
 
 export function ackRoutes(app: FastifyInstance, deps: IncidentRouteDeps & { linkSecret: string }): void {
   const r = app.withTypeProvider<ZodTypeProvider>();
@@ -40,6 +42,9 @@ export function ackRoutes(app: FastifyInstance, deps: IncidentRouteDeps & { link
   async function load(db: Parameters<typeof repo.getIncident>[0], token: string, lock: boolean) {
     const { contactId, incidentId } = verify(token);
     const inc = await repo.getIncident(db, incidentId, { lock });
+    // Incidents go only with their member's account: a link we signed for one that is gone (its
+    // contact recorded with the deleted account) says so, and shows nothing else.
+    if (inc === undefined && (await contactOfDeletedAccount(db, contactId))) throw accountGone();
     // The link names a contact of this incident's plan; anything else is not a link we made.
     if (inc === undefined || planContact(inc.plan, contactId) === undefined) throw invalid();
     // A contact the member removed keeps nothing: not the member's name, note or location, and no
@@ -53,7 +58,7 @@ export function ackRoutes(app: FastifyInstance, deps: IncidentRouteDeps & { link
 
   function problem(req: FastifyRequest, reply: FastifyReply, err: unknown) {
     if (err instanceof AppError && wantsHtml(req.headers.accept)) {
-      const title = err.code === 'CONTACT_REMOVED' ? 'This link no longer works' : err.statusCode === 410 ? 'This link has expired' : err.statusCode === 409 ? 'All clear' : 'This link is not valid';
+      const title = err.code === 'CONTACT_REMOVED' || err.code === ACCOUNT_DELETED ? 'This link no longer works' : err.statusCode === 410 ? 'This link has expired' : err.statusCode === 409 ? 'All clear' : 'This link is not valid';
       return sendHtml(reply, err.statusCode, page(title, `<div class="card"><h1>${escapeHtml(title)}</h1><p>${escapeHtml(err.message)}.</p></div>`));
     }
     throw err;

@@ -272,6 +272,8 @@ export async function sweepOnce(deps: SweepDeps): Promise<SweepResult> {
 type DueReminder = {
   id: string; member_id: string; next_deadline_at: Date; grace_minutes: number; reminder_minutes: number[]; email: string | null;
   phone: string | null; sms_opted_out: boolean; member_name: string | null; time_zone: string; has_devices: boolean; had_failed: boolean;
+  /** How often this member id was deleted before (a profile re-created since): see members/deleted-accounts.ts. */
+  link_generation: number;
 };
 
 /**
@@ -284,7 +286,8 @@ export async function sweepReminders(deps: SweepDeps, now: Date, out: string[]):
       // Only a verified phone gets SMS reminders: an unverified one may be anybody's number.
       `select s.id, s.member_id, s.next_deadline_at, s.grace_minutes, s.reminder_minutes, m.email,
          case when m.phone_verified_at is not null then m.phone end as phone, m.sms_opted_out, m.display_name as member_name, m.time_zone,
-         exists (select 1 from devices d where d.member_id = s.member_id) as has_devices, ${hadFailed('reminders', 's')} as had_failed
+         exists (select 1 from devices d where d.member_id = s.member_id) as has_devices, ${hadFailed('reminders', 's')} as had_failed,
+         coalesce((select da.deletions from deleted_accounts da where da.member_id = s.member_id), 0) as link_generation
        from schedules s join members m on m.id = s.member_id
        where s.active and s.next_reminder_at <= $1 and not ${setAside('reminders', 's', '$1')}
        order by s.next_reminder_at limit $2 for update of s skip locked`,
@@ -308,7 +311,9 @@ async function remind(tx: pg.PoolClient, deps: SweepDeps, s: DueReminder, now: D
   const nextAt = later.length === 0 ? null : new Date(Math.min(...later));
   await tx.query('update schedules set next_reminder_at = $2 where id = $1', [s.id, nextAt]);
   if (deadline < now.getTime()) return []; // too late to remind: the deadline has passed
-  const link = `${deps.settings.links.publicBaseUrl}/c/${signLink(deps.settings.links.linkSecret, 'checkin', s.member_id, new Date(deadline + (s.grace_minutes + 12 * 60) * 60_000))}`;
+  // The link carries the member's link generation (none while it is 0), so it dies if the account is deleted.
+  const generation = s.link_generation > 0 ? String(s.link_generation) : undefined;
+  const link = `${deps.settings.links.publicBaseUrl}/c/${signLink(deps.settings.links.linkSecret, 'checkin', s.member_id, new Date(deadline + (s.grace_minutes + 12 * 60) * 60_000), generation)}`;
   const r = renderReminder({ memberName: s.member_name ?? 'there', deadlineAt: s.next_deadline_at, timeZone: s.time_zone, checkInUrl: link, minutesLeft: Math.max(0, Math.round((deadline - now.getTime()) / 60_000)) });
   const rowsOut: NewDelivery[] = [];
   const base = { memberId: s.member_id, contactId: null, kind: 'reminder' as const };

@@ -14,8 +14,6 @@ export type MemberRow = {
   updated_at: Date;
 };
 
-export type DeviceRow = { id: string; member_id: string; token: string; platform: string; created_at: Date; last_seen_at: Date };
-
 export const MEMBER_COLUMNS = 'id, email, display_name, time_zone, phone, phone_verified_at, sms_opted_out, created_at, updated_at';
 
 /** The member row for a verified token, created on first sight from its claims (one statement). */
@@ -66,32 +64,5 @@ export async function updateMember(db: Queryable, who: Principal, patch: MemberP
 /** Deletes the member and, by cascade, every row that belongs to them. */
 export async function deleteMember(db: Queryable, memberId: string): Promise<boolean> {
   const { rowCount } = await db.query('delete from members where id = $1', [memberId]);
-  return (rowCount ?? 0) > 0;
-}
-
-/** Idempotent on the token: the same install registering again (or under a new owner) updates the row. */
-export async function upsertDevice(db: Queryable, who: Principal, token: string, platform: string): Promise<{ device: DeviceRow; created: boolean }> {
-  await ensureMember(db, who);
-  const { rows } = await db.query<DeviceRow & { created: boolean }>(
-    `insert into devices (member_id, token, platform) values ($1, $2, $3)
-     on conflict (token) do update
-       set member_id = excluded.member_id, platform = excluded.platform, last_seen_at = now()
-     returning id, member_id, token, platform, created_at, last_seen_at, (xmax = 0) as created`,
-    [who.id, token, platform],
-  );
-  const { created, ...device } = rows[0]!;
-  return { device, created };
-}
-
-export async function listDevices(db: Queryable, memberId: string): Promise<DeviceRow[]> {
-  const { rows } = await db.query<DeviceRow>(
-    'select id, member_id, token, platform, created_at, last_seen_at from devices where member_id = $1 order by created_at desc, id',
-    [memberId],
-  );
-  return rows;
-}
-
-export async function deleteDevice(db: Queryable, memberId: string, deviceId: string): Promise<boolean> {
-  const { rowCount } = await db.query('delete from devices where id = $1 and member_id = $2', [deviceId, memberId]);
   return (rowCount ?? 0) > 0;
 }

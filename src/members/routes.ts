@@ -6,8 +6,8 @@ import { member } from '../auth/plugin.js';
 import { subscriptionsOf } from '../billing/repo.js';
 import { withTransaction } from '../db/pool.js';
 import { Phone } from '../contacts/schemas.js';
-import { conflict, notFound, unavailable } from '../http/errors.js';
-import { authErrors, checkedResponse, ErrorEnvelopeSchema, IdParams, iso, Timestamp } from '../http/schemas.js';
+import { conflict, unavailable } from '../http/errors.js';
+import { authErrors, checkedResponse, ErrorEnvelopeSchema, iso, Timestamp } from '../http/schemas.js';
 import { recomputeMemberSchedules } from '../schedules/repo.js';
 import { timeZoneField, type TimeZones } from '../schedules/zones.js';
 import * as repo from './repo.js';
@@ -36,19 +36,8 @@ const memberPatch = (zones: TimeZones) => z
   })
   .refine((b) => Object.keys(b).length > 0, 'give at least one of display_name, time_zone, phone');
 
-const Device = z
-  .object({ id: z.uuid(), platform: z.enum(['ios', 'android', 'web']), created_at: Timestamp, last_seen_at: Timestamp })
-  .meta({ id: 'Device' });
-
-const DeviceBody = z.strictObject({
-  token: z.string().trim().min(1).max(4096),
-  platform: z.enum(['ios', 'android', 'web']),
-});
-
 export const memberOut = ({ phone_verified_at: verifiedAt, ...m }: repo.MemberRow) =>
   ({ ...m, phone_verified: verifiedAt !== null, created_at: iso(m.created_at), updated_at: iso(m.updated_at) });
-// The push token itself is never echoed back: it is a credential for reaching the phone.
-const deviceOut = (d: repo.DeviceRow) => ({ id: d.id, platform: d.platform as 'ios', created_at: iso(d.created_at), last_seen_at: iso(d.last_seen_at) });
 
 /** Subscription states in which Stripe will charge again at the next period. */
 const STILL_CHARGING = new Set(['active', 'trialing', 'past_due', 'unpaid']);
@@ -99,6 +88,10 @@ export function memberRoutes(app: FastifyInstance, deps: MemberRouteDeps): void 
       if (charging.length > 0) {
         throw conflict('cancel your subscription first (POST /v1/billing/portal), then delete the account: deleting it would not stop the payments', { subscriptions: charging.length });
       }
+      // A user who never opened their profile can still be someone's linked contact: the profile is
+      // created first so that its deletion goes the one way every deletion goes (the
+      // members_record_deletion trigger: tombstone, links to the account cleared).
+      await repo.ensureMember(tx, who);
       await repo.deleteMember(tx, who.id);
       if (deps.deleteAuthUser !== undefined) {
         try {
@@ -109,34 +102,6 @@ export function memberRoutes(app: FastifyInstance, deps: MemberRouteDeps): void 
         }
       }
     });
-    return reply.code(204).send(null);
-  });
-
-  r.get('/v1/devices', {
-    ...secured,
-    schema: { tags: ['members'], summary: "The caller's registered push devices", security, response: { 200: z.object({ data: z.array(Device) }), ...authErrors } },
-  }, async (req) => ({ data: (await repo.listDevices(deps.pool, member(req).id)).map(deviceOut) }));
-
-  r.post('/v1/devices', {
-    ...secured,
-    schema: {
-      tags: ['members'],
-      summary: 'Register a push token (idempotent on the token)',
-      security,
-      body: DeviceBody,
-      response: { 200: Device, 201: Device, ...authErrors },
-    },
-  }, async (req, reply) => {
-    // One transaction: the member row a first request creates goes with the device, or neither.
-    const { device, created } = await withTransaction(deps.pool, (tx) => repo.upsertDevice(tx, member(req), req.body.token, req.body.platform));
-    return reply.code(created ? 201 : 200).send(deviceOut(device));
-  });
-
-  r.delete('/v1/devices/:id', {
-    ...secured,
-    schema: { tags: ['members'], summary: 'Forget a push token', security, params: IdParams, response: { 204: z.null(), ...authErrors } },
-  }, async (req, reply) => {
-    if (!(await repo.deleteDevice(deps.pool, member(req).id, req.params.id))) throw notFound('device');
     return reply.code(204).send(null);
   });
 }

@@ -15,9 +15,12 @@ import type { Metrics } from '../observability/metrics.js';
  *   quoting it) that long after it was resolved (contacts may need it while it is open);
  * - phone verification codes (their keyed hashes, the number): after a day (they serve 10 minutes
  *   of code and the hour of resend limits);
- * - deleted members: their rows go with the member (foreign keys cascade); what outlives the
- *   member (the audit trail, links to them as someone's contact) goes at the next run. Queue
- *   jobs carry delivery ids only, and a job whose row is gone is skipped by its handler.
+ * - deleted members: their rows go with the member (foreign keys cascade), links to them as
+ *   someone's contact at once (the members_record_deletion trigger); their audit trail up to the
+ *   deletion goes at the next run, even when a still-valid token re-created a profile with the same
+ *   id meanwhile; their tombstone (deleted_accounts: the id, when, how often, their contacts' ids)
+ *   once every link signed before the deletion has expired (linkLifetimeDays) and no profile has
+ *   the id. Queue jobs carry delivery ids only, and a job whose row is gone is skipped by its handler.
  *
  * Runs every hour (so "after 24 h" means within 25 h), in batches, each its own short
  * transaction, so it never holds locks the sweeper or the check-in path wait on.
@@ -29,17 +32,30 @@ export const RETENTION_BATCH = 1000;
 /** Bound per kind per run: a backlog drains over a few runs rather than in one long job. */
 const MAX_BATCHES = 500;
 
-export type RetentionSettings = { retentionDays: number; locationRetentionHours: number; batchSize?: number };
+export type RetentionSettings = {
+  retentionDays: number;
+  locationRetentionHours: number;
+  /** How long a signed link can live (invitation, alert, check-in): a deleted account's tombstone outlives them all. Default 31. */
+  linkLifetimeDays?: number;
+  batchSize?: number;
+};
+
+/** A check-in link lives until its deadline + grace + 12 h: at most 24 h + 12 h + 12 h after the reminder. */
+const CHECK_IN_LINK_DAYS = 2;
 
 export function retentionSettings(config: Config): RetentionSettings {
-  return { retentionDays: config.RETENTION_DAYS, locationRetentionHours: config.LOCATION_RETENTION_HOURS };
+  return {
+    retentionDays: config.RETENTION_DAYS,
+    locationRetentionHours: config.LOCATION_RETENTION_HOURS,
+    linkLifetimeDays: Math.max(config.INVITATION_TTL_DAYS, config.ACK_LINK_TTL_DAYS, CHECK_IN_LINK_DAYS) + 1,
+  };
 }
 
-export const DEFAULT_RETENTION_SETTINGS: RetentionSettings = { retentionDays: 90, locationRetentionHours: 24 };
+export const DEFAULT_RETENTION_SETTINGS: RetentionSettings = { retentionDays: 90, locationRetentionHours: 24, linkLifetimeDays: 31 };
 
 export type RetentionResult = Record<
   'delivery_payloads' | 'check_in_notes' | 'incident_payloads' | 'check_in_locations' | 'incident_locations' | 'provider_events'
-  | 'deleted_members' | 'deleted_member_audit_rows' | 'stale_heartbeats' | 'phone_verifications',
+  | 'deleted_members' | 'deleted_member_audit_rows' | 'deleted_account_tombstones' | 'stale_heartbeats' | 'phone_verifications',
   number
 >;
 
@@ -153,10 +169,13 @@ export async function runRetention(deps: RetentionDeps): Promise<RetentionResult
   let deleted = { members: 0, auditRows: 0 };
   await purgeKind(deps, 'deleted_members', async () => { deleted = await purgeDeletedMembers(pool, size); return deleted.members; });
 
+  const linksDead = new Date(now.getTime() - (deps.settings.linkLifetimeDays ?? 31) * 86_400_000);
+  const tombstones = await purgeKind(deps, 'deleted_account_tombstones', () => purgeTombstones(pool, linksDead));
+
   const result: RetentionResult = {
     delivery_payloads: deliveryPayloads, check_in_notes: checkInNotes, incident_payloads: incidentPayloads,
     check_in_locations: checkInLocations, incident_locations: incidentLocations, provider_events: providerEvents,
-    deleted_members: deleted.members, deleted_member_audit_rows: deleted.auditRows, stale_heartbeats: staleHeartbeats,
+    deleted_members: deleted.members, deleted_member_audit_rows: deleted.auditRows, deleted_account_tombstones: tombstones, stale_heartbeats: staleHeartbeats,
     phone_verifications: phoneVerifications,
   };
   for (const [what, n] of Object.entries(result)) if (n > 0) deps.metrics?.retentionPurged.inc({ what }, n);
@@ -166,24 +185,47 @@ export async function runRetention(deps: RetentionDeps): Promise<RetentionResult
 }
 
 /**
- * What outlives a deleted member: their audit trail (found through its member.deleted row,
- * which a partial index keeps cheap) and other members' contacts linked to their user id.
+ * What outlives a deleted member: their audit trail up to the deletion. Found through the
+ * tombstone (whether or not a profile with the same id was created since), or, for deletions made
+ * before tombstones existed, through a member.deleted row of an id with no profile (a partial
+ * index keeps that cheap); those also still have links to them as someone's contact, unlinked here.
  */
 export async function purgeDeletedMembers(pool: pg.Pool, batchSize = RETENTION_BATCH): Promise<{ members: number; auditRows: number }> {
   const { rows } = await pool.query<{ member_id: string }>(
-    `select distinct a.member_id from audit_log a
-      where a.action = 'member.deleted' and a.member_id is not null
-        and not exists (select 1 from members m where m.id = a.member_id)
-      limit $1`, [batchSize]);
+    `(select d.member_id from deleted_accounts d
+       where exists (select 1 from audit_log a where a.member_id = d.member_id and a.at <= d.deleted_at))
+     union
+     (select a.member_id from audit_log a
+       where a.action = 'member.deleted' and a.member_id is not null
+         and not exists (select 1 from members m where m.id = a.member_id))
+     limit $1`, [batchSize]);
   let auditRows = 0;
   for (const { member_id: id } of rows) {
     auditRows += await withTransaction(pool, async (c) => {
       // The trail refuses every delete but this one (see the audit_log_append_only trigger).
       await c.query(`select set_config('pruuf.audit_purge', 'deleted_members', true)`);
-      await c.query('update contacts set linked_user_id = null where linked_user_id = $1', [id]);
-      const { rowCount } = await c.query('delete from audit_log where member_id = $1', [id]);
+      await c.query('update contacts set linked_user_id = null where linked_user_id = $1 and not exists (select 1 from members where id = $1)', [id]);
+      // A re-created profile keeps its own trail: only the rows up to the deletion go.
+      const { rowCount } = await c.query(
+        `delete from audit_log where member_id = $1
+            and (not exists (select 1 from members where id = $1)
+                 or at <= (select deleted_at from deleted_accounts where member_id = $1))`, [id]);
       return rowCount ?? 0;
     });
   }
   return { members: rows.length, auditRows };
+}
+
+/**
+ * Tombstones once every link signed before the deletion has expired (`linksDead`): the contact ids
+ * go, and the whole row when no profile has the id (a re-created profile keeps its generation, or
+ * its own older links would come back to life) and its trail is purged.
+ */
+export async function purgeTombstones(pool: pg.Pool, linksDead: Date): Promise<number> {
+  await pool.query(`update deleted_accounts set contact_ids = '{}' where deleted_at < $1 and cardinality(contact_ids) > 0`, [linksDead]);
+  const { rowCount } = await pool.query(
+    `delete from deleted_accounts d where d.deleted_at < $1
+        and not exists (select 1 from members m where m.id = d.member_id)
+        and not exists (select 1 from audit_log a where a.member_id = d.member_id and a.at <= d.deleted_at)`, [linksDead]);
+  return rowCount ?? 0;
 }

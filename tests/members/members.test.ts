@@ -89,64 +89,6 @@ describe('GET and PATCH /v1/me', () => {
   });
 });
 
-describe('devices', () => {
-  let t: TestApp;
-  beforeAll(async () => {
-    t = await startTestApp();
-  });
-  afterAll(() => t.close());
-
-  it('registers a push token idempotently and never echoes the token', async () => {
-    const headers = await t.as(randomUUID());
-    const payload = { token: `fcm-${randomUUID()}`, platform: 'android' };
-    const first = await t.app.inject({ method: 'POST', url: '/v1/devices', headers, payload });
-    expect(first.statusCode).toBe(201);
-    expect(first.body).not.toContain(payload.token);
-    const second = await t.app.inject({ method: 'POST', url: '/v1/devices', headers, payload });
-    expect(second.statusCode).toBe(200);
-    expect(second.json().id).toBe(first.json().id);
-    const list = await t.app.inject({ method: 'GET', url: '/v1/devices', headers });
-    expect(list.json().data).toHaveLength(1);
-  });
-
-  it('moves a token to the member who registers it last (the phone changed hands)', async () => {
-    const token = `fcm-${randomUUID()}`;
-    const a = await t.as(randomUUID());
-    const b = await t.as(randomUUID());
-    await t.app.inject({ method: 'POST', url: '/v1/devices', headers: a, payload: { token, platform: 'ios' } });
-    await t.app.inject({ method: 'POST', url: '/v1/devices', headers: b, payload: { token, platform: 'ios' } });
-    expect((await t.app.inject({ method: 'GET', url: '/v1/devices', headers: a })).json().data).toHaveLength(0);
-    expect((await t.app.inject({ method: 'GET', url: '/v1/devices', headers: b })).json().data).toHaveLength(1);
-  });
-
-  it("answers 404 for another member's device and keeps it", async () => {
-    const owner = await t.as(randomUUID());
-    const other = await t.as(randomUUID());
-    const created = await t.app.inject({ method: 'POST', url: '/v1/devices', headers: owner, payload: { token: `t-${randomUUID()}`, platform: 'web' } });
-    const id = created.json().id as string;
-    const res = await t.app.inject({ method: 'DELETE', url: `/v1/devices/${id}`, headers: other });
-    expect(res.statusCode).toBe(404);
-    expect(errorOf(res.body).code).toBe('NOT_FOUND');
-    expect((await t.app.inject({ method: 'DELETE', url: `/v1/devices/${id}`, headers: owner })).statusCode).toBe(204);
-    expect((await t.app.inject({ method: 'DELETE', url: `/v1/devices/${id}`, headers: owner })).statusCode).toBe(404);
-  });
-
-  it.each([
-    ['an unknown platform', { token: 'x', platform: 'symbian' }],
-    ['a missing token', { platform: 'ios' }],
-    ['an empty token', { token: '  ', platform: 'ios' }],
-  ])('rejects %s with 400', async (_name, payload) => {
-    const res = await t.app.inject({ method: 'POST', url: '/v1/devices', headers: await t.as(randomUUID()), payload });
-    expect(res.statusCode).toBe(400);
-    expect(errorOf(res.body).code).toBe('VALIDATION_ERROR');
-  });
-
-  it('rejects a device id that is not a uuid with 400', async () => {
-    const res = await t.app.inject({ method: 'DELETE', url: '/v1/devices/123', headers: await t.as(randomUUID()) });
-    expect(res.statusCode).toBe(400);
-  });
-});
-
 /** A local stand-in for Supabase Auth's admin endpoint, speaking its wire format. */
 function supabaseStub(respond: (req: IncomingMessage) => number) {
   const calls: { method: string; url: string; apikey: string | undefined; authorization: string | undefined }[] = [];

@@ -109,7 +109,7 @@ describe('data retention', () => {
     expect(text).toContain(contacts[0]!.name);
   });
 
-  it('leaves nothing of a deleted member in any table or queue payload after the next run', async () => {
+  it('leaves nothing of a deleted member in any table or queue payload after the next run but its tombstone, and that once its links have expired', async () => {
     const m = await memberWithContacts(t, [1]);
     const memberEmail = `${m.sub.slice(0, 8)}@member.test`;
     await t.db.pool.query('update members set email = $2, phone = $3 where id = $1', [m.sub, memberEmail, '+447700900777']);
@@ -129,9 +129,14 @@ describe('data retention', () => {
     expect(result.deleted_members).toBe(1);
     expect(result.deleted_member_audit_rows).toBeGreaterThan(0);
     // (The contacts' phone numbers of this helper are shared by every test member: not a needle.)
-    for (const needle of [m.sub, memberEmail, '+447700900777', m.contacts[0]!.email, ...deliveryIds.map((d) => d.id)]) {
+    // The tombstone (the id, when, how often, the contacts' ids) keeps old links dead while they could be valid.
+    for (const needle of [memberEmail, '+447700900777', m.contacts[0]!.email, ...deliveryIds.map((d) => d.id)]) {
       expect({ needle, found: await rowsMentioning(t.db.pool, needle) }).toEqual({ needle, found: {} });
     }
+    expect(await rowsMentioning(t.db.pool, m.sub)).toEqual({ deleted_accounts: 1 });
+    expect((await run(new Date(Date.now() + 30 * DAY))).deleted_account_tombstones).toBe(0);
+    expect((await run(new Date(Date.now() + 32 * DAY))).deleted_account_tombstones).toBeGreaterThanOrEqual(1);
+    for (const needle of [m.sub, m.contacts[0]!.id]) expect({ needle, found: await rowsMentioning(t.db.pool, needle) }).toEqual({ needle, found: {} });
     // The other member's trail records the unlinking; their contact stays.
     const { rows: [kept] } = await t.db.pool.query('select linked_user_id from contacts where id = $1', [other.contacts[0]!.id]);
     expect(kept.linked_user_id).toBeNull();
@@ -153,6 +158,22 @@ describe('data retention', () => {
     } finally {
       redis.disconnect();
     }
+  });
+
+  it("purges a deleted account's trail even after a still-valid token re-created the profile, keeping the new profile's trail and its tombstone", async () => {
+    const m = await memberWithContacts(t, [1]);
+    expect((await t.app.inject({ method: 'DELETE', url: '/v1/me', headers: m.headers })).statusCode).toBe(204);
+    expect((await t.app.inject({ method: 'GET', url: '/v1/me', headers: m.headers })).statusCode).toBe(200);
+    await t.app.inject({ method: 'PATCH', url: '/v1/me', headers: m.headers, payload: { display_name: 'Again' } });
+    const actions = async () => (await t.db.pool.query<{ action: string }>('select action from audit_log where member_id = $1 order by id', [m.sub])).rows.map((r) => r.action);
+    expect(await actions()).toEqual(expect.arrayContaining(['contact.created', 'schedule.created', 'member.deleted', 'member.created', 'member.updated']));
+    const result = await run(new Date());
+    expect(result.deleted_member_audit_rows).toBeGreaterThan(0);
+    expect(await actions()).toEqual(['member.created', 'member.updated']);
+    // The profile has the id again: its tombstone stays (it keeps links from before the deletion dead).
+    await run(new Date(Date.now() + 400 * DAY));
+    expect((await t.db.pool.query('select deletions from deleted_accounts where member_id = $1', [m.sub])).rows).toEqual([{ deletions: 1 }]);
+    expect(await actions()).toEqual(['member.created', 'member.updated']);
   });
 
   it("keeps a living member's audit trail however old it is", async () => {

@@ -2,7 +2,9 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { randomInt, randomUUID } from 'node:crypto';
 import type { InjectOptions } from 'fastify';
 import { routeTable } from '../helpers/route-table.js';
-import { signToken, unsignedToken } from '../helpers/tokens.js';
+import { signLink } from '../../src/links/tokens.js';
+import { errorOf } from '../helpers/app.js';
+import { signToken, TEST_LINK_SECRET, unsignedToken } from '../helpers/tokens.js';
 import { makeWorld, secretsOf, startSecurityApp, type SecurityApp, type World } from './world.js';
 
 /**
@@ -119,6 +121,25 @@ describe('authorization matrix over the route table', () => {
     }
   });
 
+  it("lets no other member take the owner's push device by its token: the answer is a fresh token's, and the owner keeps its device", async () => {
+    const ownerToken = `push-${owner.marker}`;
+    const list = async (w: World) => (await t.call('/v1/devices', { method: 'GET', url: '/v1/devices', headers: w.headers })).json().data as { id: string }[];
+    const before = await list(owner);
+    expect(before.map((d) => d.id)).toContain(owner.ids.device);
+    const shape = (res: { statusCode: number; body: string; json: () => Record<string, unknown> }) => ({ status: res.statusCode, keys: Object.keys(res.json()).sort() });
+    const post = (w: World, payload: Record<string, unknown>) => t.call('/v1/devices', { method: 'POST', url: '/v1/devices', headers: w.headers, payload });
+    const fresh = shape(await post(other, { token: `push-${randomUUID()}`, platform: 'ios' }));
+    expect(fresh).toEqual({ status: 201, keys: ['created_at', 'device_secret', 'id', 'last_seen_at', 'platform'] });
+    for (const extra of [{}, { previous_device_secret: 'guessed' }, { previous_device_secret: 'A'.repeat(43) }]) {
+      const res = await post(other, { token: ownerToken, platform: 'android', ...extra });
+      cells += 1;
+      expect(shape(res)).toEqual(fresh);
+      for (const secret of secretsOf(owner)) expect(res.body).not.toContain(secret);
+      await t.call('/v1/devices/:id', { method: 'DELETE', url: `/v1/devices/${String(res.json().id)}`, headers: other.headers });
+    }
+    expect(await list(owner)).toEqual(before);
+  });
+
   it('refuses no, expired, wrong-audience and unsigned tokens with 401, another member with 404 (or its own data), serves the owner, and leaks nothing across members', async () => {
     const expired = { authorization: `Bearer ${await signToken({ sub: owner.sub, expiresIn: Math.floor(Date.now() / 1000) - 60 })}` };
     const wrongAud = { authorization: `Bearer ${await signToken({ sub: owner.sub, aud: 'anon' })}` };
@@ -178,6 +199,48 @@ describe('authorization matrix over the route table', () => {
         if (rule.leaks === undefined) for (const s of secretsOf(w)) if (res.body.includes(s)) failures.push(`${k}: body carries member data ${s}`);
       }
     }
+    expect(failures).toEqual([]);
+  });
+
+  it('deleted accounts: every link of the account answers 410 ACCOUNT_DELETED (also after its token re-creates the profile), its trail is unreadable, and it watches nobody', async () => {
+    const host = await makeWorld(t, 'host');
+    const gone = await makeWorld(t, 'gone');
+    // The deleted account is also the host's linked contact (a watcher).
+    await t.db.pool.query(`update contacts set status = 'active', linked_user_id = $1 where id = $2`, [gone.sub, host.ids.contact]);
+    expect((await t.call('/v1/watching', { method: 'GET', url: '/v1/watching', headers: gone.headers })).json().data).toHaveLength(1);
+    // The links its messages carried: a reminder's check-in link, its contact's invitation and alert links.
+    const later = new Date(Date.now() + 86_400_000);
+    const { rows: [c] } = await t.db.pool.query<{ invited_at: Date }>('select invited_at from contacts where id = $1', [gone.ids.contact]);
+    const { rows: [alert] } = await t.db.pool.query<{ body: string }>(
+      `select body from deliveries where incident_id = $1 and contact_id = $2 and kind = 'alert' and channel = 'email'`, [gone.ids.incident, gone.ids.contact]);
+    const links: Record<string, string> = {
+      '/c/': signLink(TEST_LINK_SECRET, 'checkin', gone.sub, later),
+      '/i/': signLink(TEST_LINK_SECRET, 'invite', gone.ids.contact, later, String(c!.invited_at.getTime())),
+      '/a/': /\/a\/([\w-]+)/.exec(alert!.body)![1]!,
+    };
+    const linkRoutes = routes().filter((r) => r.url.includes(':token'));
+    expect(linkRoutes.length).toBeGreaterThanOrEqual(8);
+    const failures: string[] = [];
+    const check = async (when: string) => {
+      for (const r of linkRoutes) {
+        const prefix = Object.keys(links).find((p) => r.url.startsWith(p));
+        if (prefix === undefined) { failures.push(`${key(r)}: no link of a deleted account checked for this route`); continue; }
+        const res = await t.call(r.url, { method: r.method as 'GET', url: r.url.replace(':token', links[prefix]!), ...(r.method === 'POST' ? { payload: {} } : {}) });
+        cells += 1;
+        const code = res.statusCode === 410 ? errorOf(res.body).code : res.body.slice(0, 120);
+        if (res.statusCode !== 410 || code !== 'ACCOUNT_DELETED') failures.push(`${key(r)} ${when}: ${res.statusCode} ${code}`);
+        for (const secret of secretsOf(gone)) if (res.body.includes(secret)) failures.push(`${key(r)} ${when}: body carries ${secret}`);
+      }
+    };
+    expect((await t.call('/v1/me', { method: 'DELETE', url: '/v1/me', headers: gone.headers })).statusCode).toBe(204);
+    await check('after the deletion');
+    expect((await t.call('/v1/audit', { method: 'GET', url: '/v1/audit', headers: gone.headers })).json().data).toEqual([]);
+    expect((await t.call('/v1/me', { method: 'GET', url: '/v1/me', headers: gone.headers })).statusCode).toBe(200);
+    await check('after its token re-created the profile');
+    const audit = (await t.call('/v1/audit', { method: 'GET', url: '/v1/audit', headers: gone.headers })).json().data as { action: string }[];
+    expect(audit.map((e) => e.action)).toEqual(['member.created']);
+    expect((await t.call('/v1/watching', { method: 'GET', url: '/v1/watching', headers: gone.headers })).json().data).toEqual([]);
+    expect((await t.call('/v1/contacts/:id', { method: 'GET', url: `/v1/contacts/${host.ids.contact}`, headers: host.headers })).json().linked).toBe(false);
     expect(failures).toEqual([]);
   });
 

@@ -12,7 +12,9 @@ import { CallWire, FcmAgent, withWire } from './wire.js';
 
 /**
  * Push through Firebase Cloud Messaging: one delivery goes to every device of the member named
- * by its address (`user:<uuid>`, see pushAddress). Accepted once any device accepted.
+ * by its address (`user:<uuid>`, see pushAddress). Accepted once any device accepted. A member
+ * holds a token at most once (devices are unique per member and token), so one message reaches
+ * each token once even when another member registered the same token too.
  *
  * The SDK runs on its HTTP/1.1 transport (`enableLegacyHttpTransport`), in production too: its
  * HTTP/2 transport opens a new session per sendEach call (nothing to reuse for our one- to
@@ -106,8 +108,10 @@ export function createFcmChannel(opts: FcmChannelOptions): FcmChannel {
   async function forget(msg: OutboundMessage, dead: Device[]): Promise<void> {
     if (dead.length === 0) return;
     try {
-      await opts.pool.query('delete from devices where id = any($1::uuid[])', [dead.map((d) => d.id)]);
-      opts.log.info({ delivery_id: msg.deliveryId, device_ids: dead.map((d) => d.id) }, 'fcm: deleted devices whose push token is dead');
+      // A dead token is dead for every member who registered it (devices are per member and token):
+      // every row holding it goes, not only the row of the member this message was for.
+      const { rowCount } = await opts.pool.query('delete from devices where token = any($1::text[])', [dead.map((d) => d.token)]);
+      opts.log.info({ delivery_id: msg.deliveryId, device_ids: dead.map((d) => d.id), rows_deleted: rowCount ?? 0 }, 'fcm: deleted devices whose push token is dead');
     } catch (err) {
       // The send's outcome stands; the next send finds the same dead tokens and tries again.
       opts.log.warn({ delivery_id: msg.deliveryId, err: { message: (err as Error).message } }, 'fcm: could not delete dead devices');
