@@ -59,6 +59,7 @@ const TABLES: Record<string, Decision> = {
   sms_sender_rate: closed('service bookkeeping'),
   sweep_failures: closed('service bookkeeping'),
   phone_verifications: closed('code hashes: the API verifies phones'),
+  deleted_accounts: closed('tombstones: which links of a deleted account answer 410'),
   auditor_state: closed('operator data'),
   worker_heartbeats: closed('operator data'),
   pruuf_migrations: closed('migration ledger'),
@@ -95,6 +96,7 @@ const FUNCTIONS: Record<string, readonly Role[]> = {
   'public.refresh_time_zone_names': INTERNAL,
   'public.refuse_data_rule_violation': INTERNAL,
   'public.members_phone_verification_rule': INTERNAL,
+  'public.members_record_deletion': INTERNAL, // SECURITY DEFINER trigger: unlinks watchers, writes the tombstone
   // Used in trigger WHEN clauses, which run as the writer: members write no column they guard.
   'public.is_time_zone_name': INTERNAL,
   'public.is_instant_in_range': INTERNAL,
