@@ -27,7 +27,7 @@ describe('downgrades never silence alerts', () => {
   it('keeps an incident in flight on its channels, keeps every contact, and tells the member', async () => {
     const payer = await payerWithCustomer(t);
     const id = await subscribe(t, payer, { price: PRICES.plus }, Math.floor(start.getTime() / 1000) - 60);
-    const headers = await t.as(payer.sub);
+    const headers = await t.asNamed(payer.sub);
     const contacts: { id: string; tier: number }[] = [];
     for (const [i, tier] of [1, 1, 2, 2].entries()) {
       const res = await t.app.inject({
