@@ -28,7 +28,7 @@ export async function addContact(deps: ContactDeps, who: Principal, input: repo.
         throw planLimit(`the ${ent.plan} plan allows ${ent.maxContacts} contacts`, { plan: ent.plan, max_contacts: ent.maxContacts });
       }
       const created = await repo.insertContact(tx, who.id, input, now);
-      deliveryIds = await insertDeliveries(tx, invitationDeliveries(deps.links, created, member.display_name, ent.channels));
+      deliveryIds = await insertDeliveries(tx, invitationDeliveries(deps.links, created, member.display_name, ent.alertChannels));
       return created;
     });
     await enqueueDeliveries(deps.queues, deliveryIds, deps.log);
@@ -48,7 +48,7 @@ export async function changeContact(deps: ContactDeps, who: Principal, id: strin
       if (result.reinvite) {
         const member = await ensureMember(tx, who);
         const ent = await entitlementsFor(tx, who.id, deps.plans, now);
-        deliveryIds = await insertDeliveries(tx, invitationDeliveries(deps.links, result.contact, member.display_name, ent.channels));
+        deliveryIds = await insertDeliveries(tx, invitationDeliveries(deps.links, result.contact, member.display_name, ent.alertChannels));
       }
       return result.contact;
     });
