@@ -9,7 +9,7 @@ import { TEST_LINK_SECRET } from '../helpers/tokens.js';
  * with a display name; the name cannot be cleared while one is armed. An SOS and a check-in are
  * never refused for want of one.
  */
-let now = new Date('2026-11-23T08:00:00Z');
+const now = new Date('2026-11-23T08:00:00Z');
 
 describe('a display name before a schedule is armed', () => {
   let t: TestApp;
