@@ -16,7 +16,11 @@ function isUniqueViolation(err: unknown): boolean {
   return typeof err === 'object' && err !== null && (err as { code?: string }).code === '23505';
 }
 
-/** Adds a contact within the plan's limit and queues the invitation in the same transaction. */
+/**
+ * Adds a contact within the plan's limit and queues the invitation in the same transaction. The
+ * invitation asks for the consent alerts need, so like them it goes on every channel on every
+ * plan (`alertChannels`): a contact with only a phone is asked by SMS on the free plan too.
+ */
 export async function addContact(deps: ContactDeps, who: Principal, input: repo.NewContact, now: Date): Promise<repo.ContactRow> {
   let deliveryIds: string[] = [];
   try {
