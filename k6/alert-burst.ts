@@ -47,6 +47,9 @@ export function setup(): { dueAt: string } {
 export default function (data: { dueAt: string }): void {
   const i = exec.vu.idInTest - 1;
   const headers = { authorization: `Bearer ${token(i)}`, 'content-type': 'application/json' };
+  // A schedule is armed only for a member with a display name (400 DISPLAY_NAME_REQUIRED otherwise).
+  const named = http.patch(`${BASE_URL}/v1/me`, JSON.stringify({ display_name: `k6 member ${i}` }), { headers, tags: { name: '/v1/me' } });
+  if (!check(named, { 'display name set': (r) => r.status === 200 })) return;
   for (let c = 0; c < ALERT_BURST.contactsPerMember; c++) {
     const contact = http.post(`${BASE_URL}/v1/contacts`, JSON.stringify({
       name: `Contact ${c}`, email: `k6-${i}-${c}@load.test`, phone: `+1555${String(i * ALERT_BURST.contactsPerMember + c).padStart(7, '0')}`, tier: 1,

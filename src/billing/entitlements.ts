@@ -1,4 +1,4 @@
-import type { ChannelName } from '../channels/types.js';
+import { CHANNEL_NAMES, type ChannelName } from '../channels/types.js';
 import type { Config } from '../config.js';
 import type { Queryable } from '../db/pool.js';
 
@@ -6,6 +6,12 @@ import type { Queryable } from '../db/pool.js';
  * The one place plans are read: "may this member use channel X / add contact N, and why".
  * The plan decides which channels and how many contacts, never whether an alert already due is
  * sent: incidents snapshot their channels when they open, and a downgrade never removes a contact.
+ *
+ * Safety is not a paid feature: what belongs to an incident (alerts of a missed check-in or an
+ * SOS, the acknowledgement notices, the all clear) and the invitation that asks a contact's
+ * consent go on every channel on every plan (`alertChannels`): a contact with only a phone number
+ * is alerted by SMS on the free plan too. The plan's `channels` gate the rest: reminders to the
+ * member and "checked in" notes. Consent still holds (contactChannels in contacts/repo.ts).
  *
  * Who pays: the member, or a watcher (an app user who is the member's linked, active contact).
  * A subscription covers its payer and up to N of the members the payer watches (earliest link
@@ -16,7 +22,10 @@ export type Entitlements = {
   plan: Plan;
   source: 'default' | 'own' | 'watcher';
   maxContacts: number;
+  /** Channels for reminders to the member and "checked in" notes: the plan's. */
   channels: ChannelName[];
+  /** Channels for alerts, incident messages and invitations: every channel, on every plan. */
+  alertChannels: ChannelName[];
   /** Who pays for it (the member themself for 'own'); null on the free plan. */
   payerId: string | null;
   subscriptionId: string | null;
@@ -34,6 +43,8 @@ export type PlanSettings = {
 };
 
 const PAID_CHANNELS: ChannelName[] = ['push', 'sms', 'email'];
+/** What alerts may use whatever the plan. */
+export const ALERT_CHANNELS: readonly ChannelName[] = CHANNEL_NAMES;
 const RANK: Record<Plan, number> = { free: 0, plus: 1, family: 2 };
 
 export function planSettings(config: Config): Required<PlanSettings> {
@@ -81,7 +92,7 @@ export function inForce(s: { status: string; current_period_end: Date | null; ca
 
 function freePlan(s: PlanSettings): Entitlements {
   const l = planLimits('free', s);
-  return { plan: 'free', source: 'default', maxContacts: l.maxContacts, channels: l.channels, payerId: null, subscriptionId: null, until: null };
+  return { plan: 'free', source: 'default', maxContacts: l.maxContacts, channels: l.channels, alertChannels: [...ALERT_CHANNELS], payerId: null, subscriptionId: null, until: null };
 }
 
 type Offer = { plan: Plan; until: Date | null; own: boolean };
@@ -142,7 +153,7 @@ export async function entitlementsForMany(db: Queryable, memberIds: string[], se
     if (!better({ plan: g.plan, until: force.until, own: g.own }, { plan: current.plan, until: current.until, own: current.source === 'own' })) continue;
     const l = planLimits(g.plan, settings);
     out.set(g.member_id, {
-      plan: g.plan, source: g.own ? 'own' : 'watcher', maxContacts: l.maxContacts, channels: l.channels,
+      plan: g.plan, source: g.own ? 'own' : 'watcher', maxContacts: l.maxContacts, channels: l.channels, alertChannels: [...ALERT_CHANNELS],
       payerId: g.payer_id, subscriptionId: g.subscription_id, until: force.until,
     });
   }

@@ -30,7 +30,8 @@ const Billing = z
       plan: PlanName,
       source: z.enum(['default', 'own', 'watcher']).describe("where the plan in force for the caller as a member comes from"),
       payer: z.object({ id: z.uuid(), name: z.string().nullable() }).nullable(),
-      channels: z.array(Channel),
+      channels: z.array(Channel).describe('channels for reminders to the member and "checked in" notes: the plan decides'),
+      alert_channels: z.array(Channel).describe('channels for alerts and the invitation: every channel on every plan (safety is not a paid feature)'),
       max_contacts: z.number().int(),
       contacts: z.number().int(),
       until: Timestamp.nullable().describe('when this plan stops unless renewed; null while it renews'),
@@ -77,7 +78,7 @@ export async function billingRoutes(app: FastifyInstance, opts: BillingRouteDeps
       last_payment: o.own?.last_payment ?? null,
       covers: o.covers,
       entitlements: {
-        plan: e.plan, source: e.source, channels: e.channels, max_contacts: e.maxContacts, contacts: o.contacts,
+        plan: e.plan, source: e.source, channels: e.channels, alert_channels: e.alertChannels, max_contacts: e.maxContacts, contacts: o.contacts,
         payer: e.source === 'watcher' && e.payerId !== null ? { id: e.payerId, name: o.payerName } : null,
         until: e.until === null ? null : iso(e.until),
       },

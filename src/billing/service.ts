@@ -136,15 +136,15 @@ export async function billingOverview(deps: BillingDeps, who: Principal, now: Da
   if (own !== undefined && own.plan !== 'free') {
     const end = own.current_period_end;
     if (ownForce.granted && (own.status === 'past_due' || own.status === 'unpaid')) {
-      notices.push({ code: 'payment_failed', at: end, message: `Your last payment failed. Your ${own.plan} plan stays until ${end === null ? 'the end of this period' : day(end)}; after that alerts go by ${list(free)} only. Update your card in the billing portal.` });
+      notices.push({ code: 'payment_failed', at: end, message: `Your last payment failed. Your ${own.plan} plan stays until ${end === null ? 'the end of this period' : day(end)}; after that reminders go by ${list(free)} only (alerts still reach your contacts on every channel, SMS included). Update your card in the billing portal.` });
     } else if (ownForce.granted && ownForce.until !== null) {
-      notices.push({ code: 'plan_ending', at: ownForce.until, message: `Your ${own.plan} plan ends on ${day(ownForce.until)}; after that alerts go by ${list(free)} only.` });
+      notices.push({ code: 'plan_ending', at: ownForce.until, message: `Your ${own.plan} plan ends on ${day(ownForce.until)}; after that reminders go by ${list(free)} only (alerts still reach your contacts on every channel, SMS included).` });
     }
     if (own.status === 'trialing' && own.trial_end !== null && own.trial_end > now) {
       notices.push({ code: 'trial_ending', at: own.trial_end, message: `Your free trial ends on ${day(own.trial_end)}.` });
     }
     if (!ownForce.granted && ent.plan === 'free' && (own.status === 'canceled' || own.status === 'unpaid' || own.status === 'past_due')) {
-      notices.push({ code: 'plan_ended', at: end, message: `Your ${own.plan} plan has ended: alerts now go by ${list(ent.channels)} only.` });
+      notices.push({ code: 'plan_ended', at: end, message: `Your ${own.plan} plan has ended: reminders now go by ${list(ent.channels)} only (alerts still reach your contacts on every channel, SMS included).` });
     }
   }
   if (ent.source === 'watcher' && ent.until !== null) {
@@ -153,7 +153,7 @@ export async function billingOverview(deps: BillingDeps, who: Principal, now: Da
   if (contacts > ent.maxContacts) {
     notices.push({
       code: 'over_contact_limit', at: null,
-      message: `You have ${contacts} contacts and the ${ent.plan} plan includes ${ent.maxContacts}. None were removed: all ${contacts} still get alerts by ${list(ent.channels)}. To add another, remove one or upgrade.`,
+      message: `You have ${contacts} contacts and the ${ent.plan} plan includes ${ent.maxContacts}. None were removed: all ${contacts} still get alerts, by ${list(ent.alertChannels)} as each can receive them. To add another, remove one or upgrade.`,
     });
   }
   return { own, covers, entitlements: ent, payerName, contacts, notices };

@@ -5,12 +5,15 @@ import { member } from '../auth/plugin.js';
 import { entitlementsFor } from '../billing/entitlements.js';
 import { notFound, validation } from '../http/errors.js';
 import { authErrors, ErrorEnvelopeSchema, IdParams, iso, listOf } from '../http/schemas.js';
+import { reachOf } from './reach.js';
 import { Contact, ContactPatchBody, NewContactBody } from './schemas.js';
 import * as repo from './repo.js';
 import { addContact, changeContact, type ContactDeps } from './service.js';
 import type { ChannelName } from '../channels/types.js';
 
-export function contactOut(c: repo.ContactRow, allowed: ChannelName[]) {
+/** `alertChannels`: what alerts may use for this member (every channel on every plan: entitlements.ts). */
+export function contactOut(c: repo.ContactRow, alertChannels: ChannelName[]) {
+  const reach = reachOf(c, alertChannels);
   return {
     id: c.id,
     name: c.name,
@@ -26,7 +29,9 @@ export function contactOut(c: repo.ContactRow, allowed: ChannelName[]) {
     email_disabled: c.email_disabled,
     email_disabled_reason: c.email_disabled_reason,
     linked: c.linked_user_id !== null,
-    channels: repo.contactChannels(c).filter((ch) => allowed.includes(ch)),
+    channels: reach.channels,
+    reachable: reach.reachable,
+    unreachable_reason: reach.unreachable_reason,
     invited_at: iso(c.invited_at),
     responded_at: c.responded_at === null ? null : iso(c.responded_at),
     created_at: iso(c.created_at),
@@ -39,7 +44,7 @@ export function contactRoutes(app: FastifyInstance, deps: ContactDeps): void {
   const secured = { preHandler: app.requireMember };
   const security = [{ bearerAuth: [] }];
   const tags = ['contacts'];
-  const allowed = async (memberId: string) => (await entitlementsFor(deps.pool, memberId, deps.plans)).channels;
+  const allowed = async (memberId: string) => (await entitlementsFor(deps.pool, memberId, deps.plans)).alertChannels;
 
   r.get('/v1/contacts', {
     ...secured,
@@ -56,7 +61,7 @@ export function contactRoutes(app: FastifyInstance, deps: ContactDeps): void {
   r.post('/v1/contacts', {
     ...secured,
     schema: {
-      tags, security, summary: 'Add a contact; they get an invitation to confirm',
+      tags, security, summary: 'Add a contact; they get an invitation to confirm (201 even when alerts cannot reach them yet: see reachable)',
       body: NewContactBody,
       response: { 201: Contact, ...authErrors, 402: ErrorEnvelopeSchema, 409: ErrorEnvelopeSchema },
     },

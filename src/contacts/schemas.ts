@@ -29,7 +29,15 @@ export const Contact = z
     email_disabled: z.boolean().describe('the address bounced hard; cleared when the email changes'),
     email_disabled_reason: z.string().nullable(),
     linked: z.boolean().describe('the contact accepted in the app: push alerts and the watching view'),
-    channels: z.array(z.enum(['push', 'sms', 'email'])).describe('channels an alert would use now, within the plan'),
+    channels: z.array(z.enum(['push', 'sms', 'email'])).describe('channels an alert would use now (alerts use every channel on every plan; consent and turned-off addresses still apply)'),
+    reachable: z.boolean().describe('an alert would reach this contact now (channels is not empty)'),
+    unreachable_reason: z
+      .object({
+        code: z.enum(['declined', 'awaiting_consent_no_email', 'awaiting_consent_email_disabled', 'sms_opted_out_no_email', 'addresses_disabled', 'no_channel']),
+        message: z.string().describe('what it means and what the member can do, to show as is'),
+      })
+      .nullable()
+      .describe('why an alert would not reach this contact now; null when reachable'),
     invited_at: Timestamp,
     responded_at: Timestamp.nullable(),
     created_at: Timestamp,

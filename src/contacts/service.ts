@@ -17,7 +17,11 @@ function isUniqueViolation(err: unknown): boolean {
   return typeof err === 'object' && err !== null && (err as { code?: string }).code === '23505';
 }
 
-/** Adds a contact within the plan's limit and queues the invitation in the same transaction. */
+/**
+ * Adds a contact within the plan's limit and queues the invitation in the same transaction. The
+ * invitation asks for the consent alerts need, so like them it goes on every channel on every
+ * plan (`alertChannels`): a contact with only a phone is asked by SMS on the free plan too.
+ */
 export async function addContact(deps: ContactDeps, who: Principal, input: repo.NewContact, now: Date): Promise<repo.ContactRow> {
   let deliveryIds: string[] = [];
   try {
@@ -29,7 +33,7 @@ export async function addContact(deps: ContactDeps, who: Principal, input: repo.
         throw planLimit(`the ${ent.plan} plan allows ${ent.maxContacts} contacts`, { plan: ent.plan, max_contacts: ent.maxContacts });
       }
       const created = await repo.insertContact(tx, who.id, input, now);
-      deliveryIds = await insertDeliveries(tx, invitationDeliveries(deps.links, created, memberLabel(member), ent.channels));
+      deliveryIds = await insertDeliveries(tx, invitationDeliveries(deps.links, created, memberLabel(member), ent.alertChannels));
       return created;
     });
     await enqueueDeliveries(deps.queues, deliveryIds, deps.log);
@@ -49,7 +53,7 @@ export async function changeContact(deps: ContactDeps, who: Principal, id: strin
       if (result.reinvite) {
         const member = await ensureMember(tx, who);
         const ent = await entitlementsFor(tx, who.id, deps.plans, now);
-        deliveryIds = await insertDeliveries(tx, invitationDeliveries(deps.links, result.contact, memberLabel(member), ent.channels));
+        deliveryIds = await insertDeliveries(tx, invitationDeliveries(deps.links, result.contact, memberLabel(member), ent.alertChannels));
       }
       return result.contact;
     });

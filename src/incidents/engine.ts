@@ -82,7 +82,8 @@ export async function openIncidents(
   if (list.length === 0) return { incidentIds: [], deliveryIds: [] };
   const memberIds = [...new Set(list.map((o) => o.member_id))];
   const entitlements = await entitlementsForMany(tx, memberIds, s.plans, now);
-  const plans = await buildPlans(tx, memberIds, (id) => entitlements.get(id)!.channels);
+  // Alerts go on every channel on every plan (safety is not a paid feature); consent still holds.
+  const plans = await buildPlans(tx, memberIds, (id) => entitlements.get(id)!.alertChannels);
   const start: Position = { step_no: 0, round: 1, tier_index: 0 };
   const prepared = list.map((o) => {
     const plan = plans.get(o.member_id)!;

@@ -111,6 +111,9 @@ export function incidentRoutes(app: FastifyInstance, deps: IncidentRouteDeps): v
     return incidentOut(inc);
   });
 
+  // Never refused for want of a display name (unlike arming a schedule): a person in danger who
+  // presses SOS gets their alert out, and it names them as best it can (the member's email, else
+  // the name their contacts were invited under).
   r.post('/v1/sos', {
     ...secured,
     schema: { tags, security, summary: '"I need help": an incident now, every tier alerted at once',

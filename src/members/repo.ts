@@ -61,6 +61,25 @@ export async function updateMember(db: Queryable, who: Principal, patch: MemberP
   return rows[0]!;
 }
 
+/**
+ * The member's display name, read under a share lock held to the end of the transaction: a
+ * schedule armed in it and a PATCH /v1/me clearing the name cannot both commit (the clear waits,
+ * then sees the schedule; or the arming waits, then sees no name).
+ */
+export async function lockedDisplayName(db: Queryable, memberId: string): Promise<string | null> {
+  const { rows } = await db.query<{ display_name: string | null }>('select display_name from members where id = $1 for share', [memberId]);
+  return rows[0]?.display_name ?? null;
+}
+
+/** Schedules that are armed: active, with a deadline to come. */
+export async function armedSchedules(db: Queryable, memberId: string): Promise<number> {
+  const { rows } = await db.query<{ n: number }>(
+    'select count(*)::int as n from schedules where member_id = $1 and active and next_deadline_at is not null',
+    [memberId],
+  );
+  return rows[0]!.n;
+}
+
 /** Deletes the member and, by cascade, every row that belongs to them. */
 export async function deleteMember(db: Queryable, memberId: string): Promise<boolean> {
   const { rowCount } = await db.query('delete from members where id = $1', [memberId]);

@@ -6,7 +6,7 @@ import { member } from '../auth/plugin.js';
 import { subscriptionsOf } from '../billing/repo.js';
 import { withTransaction } from '../db/pool.js';
 import { Phone } from '../contacts/schemas.js';
-import { conflict, unavailable } from '../http/errors.js';
+import { conflict, displayNameRequired, unavailable } from '../http/errors.js';
 import { authErrors, checkedResponse, ErrorEnvelopeSchema, iso, Timestamp } from '../http/schemas.js';
 import { recomputeMemberSchedules } from '../schedules/repo.js';
 import { timeZoneField, type TimeZones } from '../schedules/zones.js';
@@ -57,7 +57,7 @@ export function memberRoutes(app: FastifyInstance, deps: MemberRouteDeps): void 
 
   r.patch('/v1/me', {
     ...secured,
-    schema: { tags: ['members'], summary: 'Change display name, time zone or phone (a new phone is unverified)', security, body: MemberPatch, response: { 200: Member, ...authErrors } },
+    schema: { tags: ['members'], summary: 'Change display name, time zone or phone (a new phone is unverified; the name cannot be cleared while a schedule is active: 409 DISPLAY_NAME_REQUIRED)', security, body: MemberPatch, response: { 200: Member, ...authErrors, 409: ErrorEnvelopeSchema } },
   }, async (req) => {
     const who = member(req);
     // A new time zone moves every schedule that follows the member's zone, in the same transaction.
@@ -66,6 +66,16 @@ export function memberRoutes(app: FastifyInstance, deps: MemberRouteDeps): void 
     return withTransaction(deps.pool, async (tx) => {
       const before = await repo.ensureMember(tx, who);
       const after = await repo.updateMember(tx, who, req.body);
+      // The update holds the member row: a schedule being armed meanwhile has committed (we see it) or waits and then sees no name.
+      if (req.body.display_name === null) {
+        const armed = await repo.armedSchedules(tx, who.id);
+        if (armed > 0) {
+          throw displayNameRequired(
+            `you have ${armed} active schedule${armed === 1 ? '' : 's'}, and their alerts tell your contacts who you are: keep a display name, or deactivate (PATCH active false) or delete them first`,
+            409, { active_schedules: armed },
+          );
+        }
+      }
       if (after.time_zone !== before.time_zone) await recomputeMemberSchedules(tx, who.id, app.clock());
       return checkedResponse(Member, memberOut(after));
     });

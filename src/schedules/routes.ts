@@ -4,9 +4,9 @@ import { z } from 'zod';
 import type pg from 'pg';
 import { member } from '../auth/plugin.js';
 import { withTransaction } from '../db/pool.js';
-import { notFound, validation } from '../http/errors.js';
+import { displayNameRequired, notFound, validation } from '../http/errors.js';
 import { authErrors, checkedResponse, IdParams, Instant, iso, listOf, Timestamp } from '../http/schemas.js';
-import { ensureMember } from '../members/repo.js';
+import { ensureMember, lockedDisplayName } from '../members/repo.js';
 import { DEADLINE_HORIZON, isValidLocalTime } from './deadline.js';
 import * as repo from './repo.js';
 import { computeTimers } from './timers.js';
@@ -74,6 +74,19 @@ function scheduleOut(s: repo.ScheduleRow) {
   };
 }
 
+/**
+ * An armed schedule ends, on a miss, in alerts that say who missed the check-in: without a display
+ * name they could only say "a Pruuf member". Arming (creating an active schedule, or changing one
+ * that stays or becomes active: its timers restart) needs a name; disarming never does, nor does a
+ * check-in, nor an SOS (a person in danger is never refused: see POST /v1/sos).
+ */
+async function requireNameToArm(tx: pg.PoolClient, memberId: string): Promise<void> {
+  if ((await lockedDisplayName(tx, memberId)) !== null) return;
+  throw displayNameRequired(
+    'set your display name first (PATCH /v1/me with {"display_name": "…"}): alerts tell your contacts who missed a check-in, so an active schedule needs it',
+  );
+}
+
 export type ScheduleDeps = { pool: pg.Pool; zones: TimeZones };
 
 export function scheduleRoutes(app: FastifyInstance, deps: ScheduleDeps): void {
@@ -90,7 +103,7 @@ export function scheduleRoutes(app: FastifyInstance, deps: ScheduleDeps): void {
 
   r.post('/v1/schedules', {
     ...secured,
-    schema: { tags, security, summary: 'Create a schedule: daily at a local time, or once by an instant', body: NewSchedule, response: { 201: Schedule, ...authErrors } },
+    schema: { tags, security, summary: 'Create a schedule: daily at a local time, or once by an instant (an active one needs a display name: 400 DISPLAY_NAME_REQUIRED)', body: NewSchedule, response: { 201: Schedule, ...authErrors } },
   }, async (req, reply) => {
     const who = member(req);
     const now = app.clock();
@@ -108,6 +121,7 @@ export function scheduleRoutes(app: FastifyInstance, deps: ScheduleDeps): void {
     if (input.kind === 'once' && input.due_at! <= now) throw validation('due_at must be in the future', { issues: [{ path: 'body.due_at', message: 'is in the past' }] });
     const row = await withTransaction(deps.pool, async (tx) => {
       await ensureMember(tx, who);
+      if (input.active) await requireNameToArm(tx, who.id);
       const ctx = await repo.timerContext(tx, who.id, now);
       const id = await repo.insertSchedule(tx, who.id, input, computeTimers(input, ctx.timeZone, now, ctx.pauses, ctx.lastCheckInAt), now);
       return checkedResponse(Schedule, scheduleOut((await repo.getSchedule(tx, who.id, id))!));
@@ -126,7 +140,7 @@ export function scheduleRoutes(app: FastifyInstance, deps: ScheduleDeps): void {
 
   r.patch('/v1/schedules/:id', {
     ...secured,
-    schema: { tags, security, summary: 'Change a schedule (timers restart from now: no retroactive alert)', params: IdParams, body: SchedulePatch, response: { 200: Schedule, ...authErrors } },
+    schema: { tags, security, summary: 'Change a schedule (timers restart from now: no retroactive alert; one left active needs a display name: 400 DISPLAY_NAME_REQUIRED)', params: IdParams, body: SchedulePatch, response: { 200: Schedule, ...authErrors } },
   }, async (req) => {
     const who = member(req);
     const now = app.clock();
@@ -147,6 +161,7 @@ export function scheduleRoutes(app: FastifyInstance, deps: ScheduleDeps): void {
         active: b.active ?? cur.active,
       };
       if (input.kind === 'once' && b.due_at !== undefined && input.due_at! <= now) throw validation('due_at must be in the future', { issues: [{ path: 'body.due_at', message: 'is in the past' }] });
+      if (input.active) await requireNameToArm(tx, who.id);
       const ctx = await repo.timerContext(tx, who.id, now);
       await repo.updateSchedule(tx, cur.id, input, computeTimers(input, ctx.timeZone, now, ctx.pauses, ctx.lastCheckInAt), now);
       return checkedResponse(Schedule, scheduleOut((await repo.getSchedule(tx, who.id, cur.id))!));

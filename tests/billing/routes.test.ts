@@ -112,7 +112,7 @@ describe('billing routes with Stripe configured', () => {
     const b = await billingOf(t, randomUUID());
     expect(b).toEqual({
       plan: 'free', status: 'none', subscription_id: null, current_period_end: null, cancel_at_period_end: false, trial_end: null, last_payment: null, covers: [],
-      entitlements: { plan: 'free', source: 'default', payer: null, channels: ['push', 'email'], max_contacts: 2, contacts: 0, until: null },
+      entitlements: { plan: 'free', source: 'default', payer: null, channels: ['push', 'email'], alert_channels: ['push', 'sms', 'email'], max_contacts: 2, contacts: 0, until: null },
       notices: [],
     });
   });

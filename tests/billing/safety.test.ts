@@ -7,10 +7,10 @@ import { alerts, sweepDeps, testClock } from '../incidents/helpers.js';
 import { billingOf, changeSubscription, deliver, payerWithCustomer, PRICES, startBillingApp, subscribe, type BillingTest } from './helpers.js';
 
 /**
- * The safety rule: the plan decides channels and contact counts, never whether an alert already
- * due is sent. A failed payment or a cancellation downgrades at period end; it does not silence
- * an incident in flight, and contacts beyond the free limit stay and keep getting alerts by the
- * free channels, and the member is told.
+ * The safety rule: the plan decides reminder channels and contact counts, never whether an alert
+ * is sent: alerts go on every channel on every plan (issue 17 #9). A failed payment or a
+ * cancellation downgrades at period end; it does not silence an incident in flight, and contacts
+ * beyond the free limit stay and keep getting alerts, SMS included, and the member is told.
  */
 
 const start = new Date(Math.floor(Date.now() / 60_000) * 60_000);
@@ -27,7 +27,7 @@ describe('downgrades never silence alerts', () => {
   it('keeps an incident in flight on its channels, keeps every contact, and tells the member', async () => {
     const payer = await payerWithCustomer(t);
     const id = await subscribe(t, payer, { price: PRICES.plus }, Math.floor(start.getTime() / 1000) - 60);
-    const headers = await t.as(payer.sub);
+    const headers = await t.asNamed(payer.sub);
     const contacts: { id: string; tier: number }[] = [];
     for (const [i, tier] of [1, 1, 2, 2].entries()) {
       const res = await t.app.inject({
@@ -61,10 +61,11 @@ describe('downgrades never silence alerts', () => {
     const item = (t.stripe.subscriptions.get(id)!.items as { data: Record<string, unknown>[] }).data[0]!;
     await changeSubscription(t, id, { status: 'canceled', ended_at: ended, items: { object: 'list', data: [{ ...item, current_period_end: ended }] } }, 'customer.subscription.deleted', Math.floor(clock.now.getTime() / 1000));
     b = await billingOf(t, payer.sub);
-    expect(b.entitlements).toMatchObject({ plan: 'free', channels: ['push', 'email'], max_contacts: 2, contacts: 4 });
+    expect(b.entitlements).toMatchObject({ plan: 'free', channels: ['push', 'email'], alert_channels: ['push', 'sms', 'email'], max_contacts: 2, contacts: 4 });
     const notices = b.notices.map((n: { code: string }) => n.code);
     expect(notices).toEqual(['plan_ended', 'over_contact_limit']);
-    expect(b.notices[1].message).toContain('None were removed: all 4 still get alerts by push and email');
+    expect(b.notices[0].message).toContain('reminders now go by push and email only (alerts still reach your contacts on every channel, SMS included)');
+    expect(b.notices[1].message).toContain('None were removed: all 4 still get alerts');
 
     // The incident already in flight escalates to tier 2 on the channels it opened with, SMS included.
     clock.set(at(30));
@@ -78,21 +79,22 @@ describe('downgrades never silence alerts', () => {
     const allClear = (await alerts(t.db.pool, inc.id, 'all_clear')).map((d) => d.channel);
     expect(allClear.filter((c) => c === 'sms')).toHaveLength(4);
 
-    // Every contact stays; they now show the free plan's channels.
+    // Every contact stays, reachable by SMS and email as before: alerts are not a paid feature.
     const list = (await t.app.inject({ method: 'GET', url: '/v1/contacts', headers })).json().data;
     const byId = (a: unknown[], b: unknown[]) => String(a[0]).localeCompare(String(b[0]));
-    const everyoneByEmail = contacts.map((c) => [c.id, ['email']]).sort(byId);
-    expect(list.map((c: { id: string; channels: string[] }) => [c.id, c.channels]).sort(byId)).toEqual(everyoneByEmail);
+    const everyoneBySmsAndEmail = contacts.map((c) => [c.id, ['sms', 'email']]).sort(byId);
+    expect(list.map((c: { id: string; channels: string[] }) => [c.id, c.channels]).sort(byId)).toEqual(everyoneBySmsAndEmail);
+    expect(list.every((c: { reachable: boolean; unreachable_reason: unknown }) => c.reachable && c.unreachable_reason === null)).toBe(true);
 
-    // The next missed deadline alerts every tier's contacts too, by the free channels only.
+    // The next missed deadline alerts every tier's contacts too, on the free plan by SMS as well.
     const next = await t.app.inject({ method: 'POST', url: '/v1/schedules', headers, payload: { kind: 'once', due_at: at(40), grace_minutes: 0 } });
     expect(next.statusCode).toBe(201);
     clock.set(at(40));
     await sweepOnce(sweepDeps(t, clock));
     const { rows: [second] } = await t.db.pool.query(`select id, plan from incidents where member_id = $1 and id <> $2`, [payer.sub, inc.id]);
     const planned = second.plan.tiers.flatMap((tr: { contacts: { id: string; channels: { channel: string }[] }[] }) => tr.contacts.map((c) => [c.id, c.channels.map((x) => x.channel)]));
-    expect(planned.sort(byId)).toEqual(everyoneByEmail);
-    expect((await alerts(t.db.pool, second.id)).map((d) => d.channel)).toEqual(['email', 'email']);
+    expect(planned.sort(byId)).toEqual(everyoneBySmsAndEmail);
+    expect((await alerts(t.db.pool, second.id)).map((d) => d.channel).sort()).toEqual(['email', 'email', 'sms', 'sms']);
 
     // Adding a fifth is refused by the free plan's limit; nothing was taken away to get there.
     const fifth = await t.app.inject({ method: 'POST', url: '/v1/contacts', headers, payload: { name: 'Five', email: 'five@example.test' } });

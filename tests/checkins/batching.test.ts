@@ -15,7 +15,7 @@ describe('check-ins that arrive together', () => {
 
   async function memberWithSchedule(): Promise<{ sub: string; headers: { authorization: string } }> {
     const sub = randomUUID();
-    const headers = await t.as(sub);
+    const headers = await t.asNamed(sub);
     const res = await t.app.inject({ method: 'POST', url: '/v1/schedules', headers, payload: { kind: 'daily', local_time: '09:30', time_zone: 'UTC' } });
     expect(res.statusCode).toBe(201);
     return { sub, headers };

@@ -18,7 +18,7 @@ describe('check-ins', () => {
 
   async function member(schedules: object[]) {
     const sub = randomUUID();
-    const headers = await t.as(sub);
+    const headers = await t.asNamed(sub);
     const ids: string[] = [];
     for (const s of schedules) ids.push((await t.app.inject({ method: 'POST', url: '/v1/schedules', headers, payload: s })).json().id);
     return { sub, headers, ids };
@@ -172,7 +172,7 @@ describe('the deadline after next', () => {
     const t = await startTestApp({ clock: () => now });
     try {
       const sub = randomUUID();
-      const headers = await t.as(sub);
+      const headers = await t.asNamed(sub);
       const s = (await t.app.inject({ method: 'POST', url: '/v1/schedules', headers, payload: { kind: 'daily', local_time: '09:30', time_zone: 'UTC' } })).json();
       const { rows: before } = await t.db.pool.query('select following_deadline_at from schedules where id = $1', [s.id]);
       expect(before[0].following_deadline_at.toISOString()).toBe('2026-11-24T09:30:00.000Z');

@@ -16,12 +16,14 @@ describe('contacts', () => {
     expect(res.statusCode).toBe(201);
     const c = res.json();
     expect(c).toMatchObject({ name: 'Bea', email: 'bea@example.test', phone: '+447700900123', tier: 1, status: 'invited', notify_on_check_in: false, linked: false });
-    // Invited contacts get alerts by email only: no SMS without consent (and the free plan has no SMS).
-    expect(c.channels).toEqual(['email']);
-    const { rows } = await t.db.pool.query('select kind, channel, address, body from deliveries where contact_id = $1', [c.id]);
-    expect(rows).toHaveLength(1);
+    // Invited contacts get alerts by email only: no SMS without consent.
+    expect(c).toMatchObject({ channels: ['email'], reachable: true, unreachable_reason: null });
+    // The invitation asks for that consent on every address, SMS included, on the free plan too.
+    const { rows } = await t.db.pool.query('select kind, channel, address, body from deliveries where contact_id = $1 order by channel', [c.id]);
+    expect(rows).toHaveLength(2);
     expect(rows[0]).toMatchObject({ kind: 'invitation', channel: 'email', address: 'bea@example.test' });
-    expect(rows[0].body).toMatch(/http:\/\/pruuf\.test\/i\/[\w-]+/);
+    expect(rows[1]).toMatchObject({ kind: 'invitation', channel: 'sms', address: '+447700900123' });
+    for (const r of rows) expect(r.body).toMatch(/http:\/\/pruuf\.test\/i\/[\w-]+/);
   });
 
   it('lists, reads, changes and removes contacts, only the owner', async () => {

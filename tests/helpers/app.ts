@@ -32,6 +32,11 @@ export type TestApp = {
   token: (opts?: TokenOptions) => Promise<string>;
   /** Headers for a member: `{ authorization: 'Bearer …' }`. */
   as: (sub: string) => Promise<{ authorization: string }>;
+  /**
+   * Headers for a member who has a display name (set through PATCH /v1/me), as arming a schedule
+   * requires: what a test that creates an active schedule starts from.
+   */
+  asNamed: (sub: string, name?: string) => Promise<{ authorization: string }>;
   close: () => Promise<void>;
 };
 
@@ -74,12 +79,23 @@ export async function startTestApp(opts: TestAppOptions = {}): Promise<TestApp> 
     config,
     token: (t = {}) => signToken({ sub: randomUUID(), ...t }),
     as: async (sub) => ({ authorization: `Bearer ${await signToken({ sub })}` }),
+    asNamed: async (sub, name = 'Ann') => {
+      const headers = { authorization: `Bearer ${await signToken({ sub })}` };
+      await nameMember(app, headers, name);
+      return headers;
+    },
     close: async () => {
       await app.close();
       await queues.close();
       await db.drop();
     },
   };
+}
+
+/** Gives the member a display name through the API (a schedule cannot be armed without one). */
+export async function nameMember(app: FastifyInstance, headers: { authorization: string }, name = 'Ann'): Promise<void> {
+  const res = await app.inject({ method: 'PATCH', url: '/v1/me', headers, payload: { display_name: name } });
+  if (res.statusCode !== 200) throw new Error(`naming the member: ${res.statusCode} ${res.body}`);
 }
 
 /** Asserts the API.md error envelope and returns its error part. */

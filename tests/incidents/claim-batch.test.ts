@@ -90,7 +90,7 @@ describe('a batch of missed deadlines', () => {
       [m.sub, first.id],
     )).rows[0];
     const before = await count();
-    expect(before).toEqual({ incidents: 1, alerts: 1, events: 2 }); // the free plan: email only
+    expect(before).toEqual({ incidents: 1, alerts: 2, events: 2 }); // email and SMS: alerts use every channel on every plan
     // The schedule is put back on the deadline that was already opened (as a restore from backup would).
     await t.db.pool.query(
       `update schedules set next_deadline_at = '2026-11-23T09:30:00Z', alert_at = '2026-11-23T10:00:00Z', following_deadline_at = '2026-11-24T09:30:00Z' where id = $1`,

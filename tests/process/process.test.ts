@@ -107,7 +107,8 @@ describe('npm start', () => {
       expect(res.status).toBe(200);
       createdAt = ((await res.json()) as { created_at: string }).created_at;
 
-      // A newcomer's first alert: a contact, a deadline 5 s away with no grace, and the dev outbox.
+      // A newcomer's first alert: a name, a contact, a deadline 5 s away with no grace, and the dev outbox.
+      expect((await fetch(`${first.url}/v1/me`, { method: 'PATCH', headers: auth, body: JSON.stringify({ display_name: 'Newcomer' }) })).status).toBe(200);
       await fetch(`${first.url}/v1/contacts`, { method: 'POST', headers: auth, body: JSON.stringify({ name: 'Sam', email: 'sam@example.test' }) });
       const dueAt = new Date(Date.now() + 5000);
       const created = await fetch(`${first.url}/v1/schedules`, { method: 'POST', headers: auth, body: JSON.stringify({ kind: 'once', due_at: dueAt.toISOString(), grace_minutes: 0 }) });

@@ -41,7 +41,7 @@ describe('validation at every door, equal to PostgreSQL', () => {
   describe('time zones', () => {
     it.each(LUXON_ONLY_ZONES)('PATCH /v1/me refuses %s (luxon knows it, PostgreSQL does not) and keeps the zone', async (zone) => {
       const sub = randomUUID();
-      const headers = await t.as(sub);
+      const headers = await t.asNamed(sub);
       await t.app.inject({ method: 'PATCH', url: '/v1/me', headers, payload: { time_zone: 'Europe/Paris' } });
       await expect400(await t.app.inject({ method: 'PATCH', url: '/v1/me', headers, payload: { time_zone: zone } }), 'body.time_zone');
       expect((await t.app.inject({ method: 'GET', url: '/v1/me', headers })).json().time_zone).toBe('Europe/Paris');
@@ -49,7 +49,7 @@ describe('validation at every door, equal to PostgreSQL', () => {
 
     it.each(LUXON_ONLY_ZONES)('a schedule refuses %s on create and on change, and writes nothing', async (zone) => {
       const sub = randomUUID();
-      const headers = await t.as(sub);
+      const headers = await t.asNamed(sub);
       await expect400(await t.app.inject({ method: 'POST', url: '/v1/schedules', headers, payload: { kind: 'daily', local_time: '09:00', time_zone: zone } }), 'body.time_zone');
       expect(await count('schedules', sub)).toBe(0);
       const s = (await t.app.inject({ method: 'POST', url: '/v1/schedules', headers, payload: { kind: 'daily', local_time: '09:00', time_zone: 'UTC' } })).json();
@@ -58,21 +58,21 @@ describe('validation at every door, equal to PostgreSQL', () => {
     });
 
     it('stores a zone given in another letter case in the spelling PostgreSQL lists', async () => {
-      const headers = await t.as(randomUUID());
+      const headers = await t.asNamed(randomUUID());
       expect((await t.app.inject({ method: 'PATCH', url: '/v1/me', headers, payload: { time_zone: 'europe/london' } })).json().time_zone).toBe('Europe/London');
       const s = await t.app.inject({ method: 'POST', url: '/v1/schedules', headers, payload: { kind: 'daily', local_time: '09:00', time_zone: 'asia/KOLKATA' } });
       expect(s.json()).toMatchObject({ time_zone: 'Asia/Kolkata', next_deadline_at: '2026-11-24T03:30:00.000Z' });
     });
 
     it('still refuses fixed offsets', async () => {
-      await expect400(await t.app.inject({ method: 'PATCH', url: '/v1/me', headers: await t.as(randomUUID()), payload: { time_zone: 'GMT+0' } }), 'body.time_zone');
+      await expect400(await t.app.inject({ method: 'PATCH', url: '/v1/me', headers: await t.asNamed(randomUUID()), payload: { time_zone: 'GMT+0' } }), 'body.time_zone');
     });
   });
 
   describe('instants', () => {
     it('refuses a once deadline in year 9999 with 400 and commits nothing (it used to answer 500 after committing the row)', async () => {
       const sub = randomUUID();
-      const headers = await t.as(sub);
+      const headers = await t.asNamed(sub);
       await expect400(await t.app.inject({ method: 'POST', url: '/v1/schedules', headers, payload: { kind: 'once', due_at: '9999-12-31T23:59:00Z' } }), 'body.due_at');
       expect(await count('schedules', sub)).toBe(0);
       const list = await t.app.inject({ method: 'GET', url: '/v1/schedules', headers });
@@ -86,18 +86,18 @@ describe('validation at every door, equal to PostgreSQL', () => {
       ['in 2200 written with an offset', '2200-01-01T01:00:00+00:30'],
     ])('refuses a once deadline %s', async (_name, due) => {
       const sub = randomUUID();
-      await expect400(await t.app.inject({ method: 'POST', url: '/v1/schedules', headers: await t.as(sub), payload: { kind: 'once', due_at: due } }), 'body.due_at');
+      await expect400(await t.app.inject({ method: 'POST', url: '/v1/schedules', headers: await t.asNamed(sub), payload: { kind: 'once', due_at: due } }), 'body.due_at');
       expect(await count('schedules', sub)).toBe(0);
     });
 
     it('takes the last once deadline allowed, with its alert before 2200 even after 12 h of grace', async () => {
-      const res = await t.app.inject({ method: 'POST', url: '/v1/schedules', headers: await t.as(randomUUID()), payload: { kind: 'once', due_at: '2199-12-31T11:59:00Z', grace_minutes: 720 } });
+      const res = await t.app.inject({ method: 'POST', url: '/v1/schedules', headers: await t.asNamed(randomUUID()), payload: { kind: 'once', due_at: '2199-12-31T11:59:00Z', grace_minutes: 720 } });
       expect(res.statusCode).toBe(201);
       expect(res.json()).toMatchObject({ next_deadline_at: '2199-12-31T11:59:00.000Z', alert_at: '2199-12-31T23:59:00.000Z' });
     });
 
     it('refuses moving a once deadline to year 9999 and keeps the schedule as it was', async () => {
-      const headers = await t.as(randomUUID());
+      const headers = await t.asNamed(randomUUID());
       const s = (await t.app.inject({ method: 'POST', url: '/v1/schedules', headers, payload: { kind: 'once', due_at: '2026-12-01T10:00:00Z' } })).json();
       await expect400(await t.app.inject({ method: 'PATCH', url: `/v1/schedules/${s.id}`, headers, payload: { due_at: '9999-12-31T23:59:00Z' } }), 'body.due_at');
       expect((await t.app.inject({ method: 'GET', url: `/v1/schedules/${s.id}`, headers })).json()).toEqual(s);
@@ -105,7 +105,7 @@ describe('validation at every door, equal to PostgreSQL', () => {
 
     it('refuses a pause that ends in 2200 or later, or starts before 1970, and writes nothing', async () => {
       const sub = randomUUID();
-      const headers = await t.as(sub);
+      const headers = await t.asNamed(sub);
       await expect400(await t.app.inject({ method: 'POST', url: '/v1/pauses', headers, payload: { from: '2199-06-01T00:00:00Z', until: '2200-03-01T00:00:00Z' } }), 'body.until');
       await expect400(await t.app.inject({ method: 'POST', url: '/v1/pauses', headers, payload: { from: '9998-12-31T00:00:00Z', until: '9999-06-01T00:00:00Z' } }), 'body.from');
       await expect400(await t.app.inject({ method: 'POST', url: '/v1/pauses', headers, payload: { from: '1969-12-31T00:00:00Z', until: '2026-12-01T00:00:00Z' } }), 'body.from');
@@ -115,7 +115,7 @@ describe('validation at every door, equal to PostgreSQL', () => {
     it('gives a daily schedule no deadline rather than one past the horizon when a pause runs to the end of 2199', async () => {
       now = new Date('2199-01-01T00:00:00Z');
       try {
-        const headers = await t.as(randomUUID());
+        const headers = await t.asNamed(randomUUID());
         const s = (await t.app.inject({ method: 'POST', url: '/v1/schedules', headers, payload: { kind: 'daily', local_time: '23:00', time_zone: 'UTC' } })).json();
         expect(s.next_deadline_at).toBe('2199-01-01T23:00:00.000Z');
         // The deadline after this pause would be 2200-01-01T23:00, and its alert later still.
@@ -133,9 +133,9 @@ describe('validation at every door, equal to PostgreSQL', () => {
       const watcher = randomUUID();
       const watched = randomUUID();
       const ok = randomUUID();
-      const watcherHeaders = await t.as(watcher);
+      const watcherHeaders = await t.asNamed(watcher);
       for (const id of [watched, ok]) {
-        await t.app.inject({ method: 'GET', url: '/v1/me', headers: await t.as(id) });
+        await t.app.inject({ method: 'GET', url: '/v1/me', headers: await t.asNamed(id) });
         await t.db.pool.query(`insert into contacts (member_id, name, email, status, linked_user_id) values ($1, 'W', $2, 'active', $3)`, [id, `${randomUUID()}@example.test`, watcher]);
       }
       await bypassingRules(t.db.pool, 'update members set time_zone = $2 where id = $1', [watched, zone]);
@@ -149,7 +149,7 @@ describe('validation at every door, equal to PostgreSQL', () => {
 
     it('GET /v1/schedules and /v1/schedules/:id answer 200 for a deadline past year 9999 and an infinite one', async () => {
       const sub = randomUUID();
-      const headers = await t.as(sub);
+      const headers = await t.asNamed(sub);
       await t.app.inject({ method: 'GET', url: '/v1/me', headers });
       await bypassingRules(t.db.pool,
         `insert into schedules (member_id, kind, due_at, next_deadline_at, alert_at, window_start_at) values ($1, 'once', '9999-12-31T23:59:00Z', '9999-12-31T23:59:00Z', '10000-01-01T00:29:00Z', now())`, [sub]);
@@ -166,7 +166,7 @@ describe('validation at every door, equal to PostgreSQL', () => {
 
     it('GET /v1/me, /v1/pauses and /v1/check-ins answer 200 for instants past year 9999 or infinite', async () => {
       const sub = randomUUID();
-      const headers = await t.as(sub);
+      const headers = await t.asNamed(sub);
       await t.app.inject({ method: 'GET', url: '/v1/me', headers });
       await bypassingRules(t.db.pool, `update members set time_zone = 'Mars/Olympus', updated_at = 'infinity', created_at = '-infinity' where id = $1`, [sub]);
       await bypassingRules(t.db.pool, `insert into pauses (member_id, starts_at, ends_at) values ($1, now(), '12000-01-01T00:00:00Z')`, [sub]);
@@ -185,7 +185,7 @@ describe('validation at every door, equal to PostgreSQL', () => {
 
     it('computes deadlines in UTC for a member whose stored zone luxon does not know, instead of failing their edits', async () => {
       const sub = randomUUID();
-      const headers = await t.as(sub);
+      const headers = await t.asNamed(sub);
       await t.app.inject({ method: 'GET', url: '/v1/me', headers });
       await bypassingRules(t.db.pool, `update members set time_zone = 'Mars/Olympus' where id = $1`, [sub]);
       const res = await t.app.inject({ method: 'POST', url: '/v1/schedules', headers, payload: { kind: 'daily', local_time: '09:00' } });
