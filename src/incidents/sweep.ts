@@ -270,18 +270,21 @@ export async function sweepOnce(deps: SweepDeps): Promise<SweepResult> {
 }
 
 type DueReminder = {
-  id: string; member_id: string; next_deadline_at: Date; grace_minutes: number; reminder_minutes: number[]; email: string | null;
+  id: string; member_id: string; next_deadline_at: Date; alert_at: Date | null; grace_minutes: number; reminder_minutes: number[]; email: string | null;
   phone: string | null; sms_opted_out: boolean; member_name: string | null; time_zone: string; has_devices: boolean; had_failed: boolean;
 };
 
 /**
  * Reminders to the member before a deadline (reminder_minutes before it), with a signed check-in
  * link. One reminder per sweep per schedule: the latest offset already due; then the next offset.
+ * A reminder is sent until the alert is due: the sweep always runs a little after the instant a
+ * reminder falls on, so the 0-minute one (the default [30, 0]) lands just after the deadline,
+ * while a check-in still stops the alert.
  */
 export async function sweepReminders(deps: SweepDeps, now: Date, out: string[]): Promise<number> {
   return withTransaction(deps.pool, async (tx) => {
     const { rows } = await tx.query<DueReminder>(
-      `select s.id, s.member_id, s.next_deadline_at, s.grace_minutes, s.reminder_minutes, m.email, m.phone, m.sms_opted_out, m.display_name as member_name, m.time_zone,
+      `select s.id, s.member_id, s.next_deadline_at, s.alert_at, s.grace_minutes, s.reminder_minutes, m.email, m.phone, m.sms_opted_out, m.display_name as member_name, m.time_zone,
          exists (select 1 from devices d where d.member_id = s.member_id) as has_devices, ${hadFailed('reminders', 's')} as had_failed
        from schedules s join members m on m.id = s.member_id
        where s.active and s.next_reminder_at <= $1 and not ${setAside('reminders', 's', '$1')}
@@ -305,8 +308,12 @@ async function remind(tx: pg.PoolClient, deps: SweepDeps, s: DueReminder, now: D
   const later = s.reminder_minutes.map((o) => deadline - o * 60_000).filter((at) => at > now.getTime());
   const nextAt = later.length === 0 ? null : new Date(Math.min(...later));
   await tx.query('update schedules set next_reminder_at = $2 where id = $1', [s.id, nextAt]);
-  if (deadline < now.getTime()) return []; // too late to remind: the deadline has passed
-  const link = `${deps.settings.links.publicBaseUrl}/c/${signLink(deps.settings.links.linkSecret, 'checkin', s.member_id, new Date(deadline + (s.grace_minutes + 12 * 60) * 60_000))}`;
+  // Too late to remind once the alert is due: the incident is opening (the member hears nothing, their contacts do).
+  const alertAt = s.alert_at?.getTime() ?? deadline + s.grace_minutes * 60_000;
+  if (alertAt <= now.getTime()) return [];
+  // The link names the deadline it answers: tapped again, it checks in once (src/checkins/service.ts).
+  const token = signLink(deps.settings.links.linkSecret, 'checkin', s.member_id, new Date(deadline + (s.grace_minutes + 12 * 60) * 60_000), deadline >= 0 ? String(deadline) : undefined);
+  const link = `${deps.settings.links.publicBaseUrl}/c/${token}`;
   const r = renderReminder({ memberName: s.member_name ?? 'there', deadlineAt: s.next_deadline_at, timeZone: s.time_zone, checkInUrl: link, minutesLeft: Math.max(0, Math.round((deadline - now.getTime()) / 60_000)) });
   const rowsOut: NewDelivery[] = [];
   const base = { memberId: s.member_id, contactId: null, kind: 'reminder' as const };
