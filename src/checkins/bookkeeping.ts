@@ -20,6 +20,7 @@ type Deps = { pool: pg.Pool; queues: QueueSystem; log: Logger };
 export class Bookkeeper {
   private pending: Answered[] = [];
   private running = false;
+  private waiting: (() => void)[] = [];
 
   constructor(private readonly deps: Deps, private readonly maxBatch = 500) {}
 
@@ -37,6 +38,13 @@ export class Bookkeeper {
         this.deps.log.warn({ err: { message: err.message } }, 'post-check-in bookkeeping failed; the worker will refill'));
     }
     this.running = false;
+    for (const done of this.waiting.splice(0)) done();
+  }
+
+  /** Resolves once every check-in added so far has been done (a graceful stop, and tests, wait on it). */
+  idle(): Promise<void> {
+    if (!this.running && this.pending.length === 0) return Promise.resolve();
+    return new Promise((done) => this.waiting.push(done));
   }
 }
 

@@ -36,7 +36,7 @@ async function advanceStale(pool: pg.Pool, memberId: string, ids: string[], at: 
       if (s === undefined || !s.active || s.next_deadline_at === null || s.window_start_at >= at) continue;
       const next = followingDeadline(s, ctx.timeZone, s.next_deadline_at, ctx.pauses);
       await tx.query(
-        `update schedules set window_start_at = next_deadline_at, next_deadline_at = $2::timestamptz,
+        `update schedules set window_start_at = next_deadline_at + make_interval(mins => grace_minutes), next_deadline_at = $2::timestamptz,
            alert_at = $2 + make_interval(mins => grace_minutes), following_deadline_at = null, updated_at = $3
          where id = $1`,
         [id, next, at],
@@ -64,6 +64,11 @@ function sharedOf(deps: CheckInDeps): Shared {
     shared.set(deps.pool, s);
   }
   return s;
+}
+
+/** Resolves once the bookkeeping of every check-in answered so far on this pool is done. */
+export function checkInsSettled(pool: pg.Pool): Promise<void> {
+  return shared.get(pool)?.bookkeeper.idle() ?? Promise.resolve();
 }
 
 export async function checkIn(deps: CheckInDeps, input: repo.CheckInInput): Promise<CheckInAnswer> {
