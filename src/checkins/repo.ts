@@ -143,6 +143,24 @@ export async function findByIdempotencyKey(db: Queryable, memberId: string, key:
   return rows[0];
 }
 
+/**
+ * The check-in that already answered a reminder's deadline, if one did: none while that deadline
+ * (or an earlier one) is still pending or an incident of the member is unresolved; else the
+ * member's latest check-in since the first instant a reminder for it can go out (a reminder is at
+ * most 1440 minutes before its deadline, and is only sent while the deadline is pending).
+ */
+export async function checkInCovering(db: Queryable, memberId: string, deadline: Date): Promise<CheckInRow | undefined> {
+  const { rows } = await db.query<CheckInRow>(
+    `select c.id, c.checked_in_at, c.next_deadline_at, c.resolved_incident_ids, c.request_hash from check_ins c
+      where c.member_id = $1 and c.checked_in_at >= $2::timestamptz - interval '1440 minutes'
+        and not exists (select 1 from schedules s where s.member_id = $1 and s.active and s.next_deadline_at <= $2)
+        and not exists (select 1 from incidents i where i.member_id = $1 and i.state <> 'resolved')
+      order by c.checked_in_at desc, c.id desc limit 1`,
+    [memberId, deadline],
+  );
+  return rows[0];
+}
+
 export async function storeResolved(db: Queryable, id: string, incidentIds: string[]): Promise<void> {
   await db.query('update check_ins set resolved_incident_ids = $2 where id = $1', [id, incidentIds]);
 }

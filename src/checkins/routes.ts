@@ -7,7 +7,7 @@ import { escapeHtml, page, sendHtml, wantsHtml } from '../http/html.js';
 import { authErrors, ErrorEnvelopeSchema, iso, listOf, Timestamp } from '../http/schemas.js';
 import { LinkError, verifyLink } from '../links/tokens.js';
 import * as repo from './repo.js';
-import { checkIn, requestHash, type CheckInDeps } from './service.js';
+import { checkIn, checkInByLink, requestHash, type CheckInDeps } from './service.js';
 
 const Location = z.strictObject({
   lat: z.number().min(-90).max(90),
@@ -131,8 +131,9 @@ export function checkInRoutes(app: FastifyInstance, deps: CheckInDeps & { linkSe
   }, async (req, reply) => {
     const json = !wantsHtml(req.headers.accept);
     let memberId: string;
+    let deadline: string | undefined;
     try {
-      memberId = verify(req.params.token).s;
+      ({ s: memberId, x: deadline } = verify(req.params.token));
     } catch (err) {
       if (err instanceof AppError && !json) return sendHtml(reply, err.statusCode, problemPage(err));
       throw err;
@@ -144,7 +145,8 @@ export function checkInRoutes(app: FastifyInstance, deps: CheckInDeps & { linkSe
       if (json) throw gone;
       return sendHtml(reply, 404, problemPage(gone));
     }
-    const result = await checkIn(deps, { memberId, email: null, at: app.clock(), source: 'link', note: null, location: null, idempotencyKey: null, requestHash: null });
+    // Tapped again (or after the app answered the same deadline): the same answer, nothing recorded.
+    const result = await checkInByLink(deps, memberId, deadline, app.clock());
     if (json) return reply.code(201).send(result);
     const next = result.next_deadline_at === null ? '' : `<p class="muted">Next check-in due ${escapeHtml(new Date(result.next_deadline_at).toUTCString())}.</p>`;
     return sendHtml(reply, 201, page('Checked in', `<div class="card"><h1>Thank you, you are checked in</h1>${next}</div>`));

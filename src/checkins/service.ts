@@ -66,6 +66,28 @@ function sharedOf(deps: CheckInDeps): Shared {
   return s;
 }
 
+/** An earlier check-in's answer, again (its next deadline is stored by the bookkeeping, or computed). */
+async function replay(deps: CheckInDeps, memberId: string, prior: repo.CheckInRow): Promise<CheckInAnswer> {
+  if (prior.next_deadline_at === null) prior.next_deadline_at = await nextDeadlineOf(deps.pool, memberId, prior.checked_in_at);
+  return answer(prior);
+}
+
+/**
+ * A check-in through a reminder's link (/c/:token). The link names the deadline it reminds of
+ * (`deadlineMs`), and counts once for it: tapped again, or after another check-in already answered
+ * that deadline, it records nothing (no check-in, no note, no schedule moved) and answers as the
+ * first time. Concurrent taps meet on the check-ins' idempotency index (a key with a space, which
+ * no Idempotency-Key header can carry). Links made before links named a deadline check in plainly.
+ */
+export async function checkInByLink(deps: CheckInDeps, memberId: string, deadlineMs: string | undefined, at: Date): Promise<CheckInAnswer> {
+  const input = { memberId, email: null, at, source: 'link' as const, note: null, location: null, requestHash: null };
+  if (deadlineMs === undefined || !/^\d{1,15}$/.test(deadlineMs)) return checkIn(deps, { ...input, idempotencyKey: null });
+  const key = `link ${deadlineMs}`;
+  const prior = await repo.findByIdempotencyKey(deps.pool, memberId, key) ?? await repo.checkInCovering(deps.pool, memberId, new Date(Number(deadlineMs)));
+  if (prior !== undefined) return replay(deps, memberId, prior);
+  return checkIn(deps, { ...input, idempotencyKey: key });
+}
+
 /** Resolves once the bookkeeping of every check-in answered so far on this pool is done. */
 export function checkInsSettled(pool: pg.Pool): Promise<void> {
   return shared.get(pool)?.bookkeeper.idle() ?? Promise.resolve();
@@ -79,8 +101,7 @@ export async function checkIn(deps: CheckInDeps, input: repo.CheckInInput): Prom
     const prior = await repo.findByIdempotencyKey(deps.pool, input.memberId, input.idempotencyKey!);
     if (prior === undefined) throw new Error('idempotent check-in vanished');
     if (prior.request_hash !== input.requestHash) throw conflict('this Idempotency-Key was used for a different request');
-    if (prior.next_deadline_at === null) prior.next_deadline_at = await nextDeadlineOf(deps.pool, input.memberId, prior.checked_in_at);
-    return answer(prior);
+    return replay(deps, input.memberId, prior);
   }
   const created = result.created;
   if (result.needsRefill.length > 0) {
