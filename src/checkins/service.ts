@@ -117,6 +117,6 @@ export async function checkIn(deps: CheckInDeps, input: repo.CheckInInput): Prom
   }
   // Off the hot path: remember the answer for replays, precompute the deadlines after the new
   // ones, and send the "checked in" notes to the contacts who asked for them.
-  bookkeeper.add({ checkInId: created.id, memberId: input.memberId, at: input.at, nextDeadlineAt: created.next_deadline_at });
+  bookkeeper.add({ checkInId: created.id, memberId: input.memberId, at: input.at, nextDeadlineAt: created.next_deadline_at, resolved: created.resolved_incident_ids.length > 0 });
   return answer(created);
 }
