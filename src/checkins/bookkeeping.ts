@@ -1,4 +1,6 @@
+import { DateTime } from 'luxon';
 import type pg from 'pg';
+import { withTransaction } from '../db/pool.js';
 import { enqueueDeliveries, insertDeliveries, type NewDelivery } from '../delivery/outbox.js';
 import { renderCheckInNote } from '../incidents/messages.js';
 import { pushAddress } from '../incidents/plan.js';
@@ -7,7 +9,8 @@ import type { QueueSystem } from '../queue/index.js';
 import type { Interval } from '../schedules/deadline.js';
 import { followingDeadline, type ScheduleShape } from '../schedules/timers.js';
 
-export type Answered = { checkInId: string; memberId: string; at: Date; nextDeadlineAt: Date | null };
+/** `resolved`: the check-in resolved an incident (its contacts get the all clear, nobody a note). */
+export type Answered = { checkInId: string; memberId: string; at: Date; nextDeadlineAt: Date | null; resolved: boolean };
 type Deps = { pool: pg.Pool; queues: QueueSystem; log: Logger };
 
 /**
@@ -20,6 +23,7 @@ type Deps = { pool: pg.Pool; queues: QueueSystem; log: Logger };
 export class Bookkeeper {
   private pending: Answered[] = [];
   private running = false;
+  private waiting: (() => void)[] = [];
 
   constructor(private readonly deps: Deps, private readonly maxBatch = 500) {}
 
@@ -37,6 +41,13 @@ export class Bookkeeper {
         this.deps.log.warn({ err: { message: err.message } }, 'post-check-in bookkeeping failed; the worker will refill'));
     }
     this.running = false;
+    for (const done of this.waiting.splice(0)) done();
+  }
+
+  /** Resolves once every check-in added so far has been done (a graceful stop, and tests, wait on it). */
+  idle(): Promise<void> {
+    if (!this.running && this.pending.length === 0) return Promise.resolve();
+    return new Promise((done) => this.waiting.push(done));
   }
 }
 
@@ -115,9 +126,43 @@ async function round(deps: Deps, batch: Answered[]): Promise<void> {
   if (contacts.length > 0) await sendCheckInNotes(deps, batch, contacts);
 }
 
-/** A short "checked in at 09:12" to contacts with notify_on_check_in: email or push, never SMS. */
+/** The member's calendar date of an instant (UTC for a zone the time zone database does not know). */
+function localDay(at: Date, zone: string): string {
+  const d = DateTime.fromJSDate(at, { zone });
+  return (d.isValid ? d : DateTime.fromJSDate(at, { zone: 'UTC' })).toISODate()!;
+}
+
+/**
+ * A short "checked in at 09:12" to contacts with notify_on_check_in: email or push, never SMS.
+ * At most one a day per member (their local day): the day's first check-in claims the day in
+ * check_in_note_days (one upsert, so check-ins racing in two API processes cannot both send), and
+ * sends the notes unless it resolved an incident: then its contacts hear the all clear, nobody
+ * a note, and the day has had its check-in. The claim and the notes commit together.
+ */
 async function sendCheckInNotes(deps: Deps, batch: Answered[], contacts: NoteContact[]): Promise<void> {
-  const notes: NewDelivery[] = batch.flatMap(({ memberId, at }) => contacts.filter((c) => c.member_id === memberId).flatMap((c) => {
+  // Each member's earliest check-in of this round (a round rarely holds two of one member).
+  const first = new Map<string, Answered>();
+  for (const a of batch) if ((first.get(a.memberId)?.at.getTime() ?? Infinity) > a.at.getTime()) first.set(a.memberId, a);
+  const zoneOf = new Map(contacts.map((c) => [c.member_id, c.time_zone]));
+  const claims = [...first.values()].filter((a) => zoneOf.has(a.memberId)).sort((a, b) => (a.memberId < b.memberId ? -1 : 1));
+  if (claims.length === 0) return;
+  const ids = await withTransaction(deps.pool, async (tx) => {
+    const { rows } = await tx.query<{ check_in_id: string }>(
+      `insert into check_in_note_days as n (member_id, day, check_in_id, updated_at)
+       select c.member_id, c.day, c.check_in_id, now() from unnest($1::uuid[], $2::date[], $3::uuid[]) as c(member_id, day, check_in_id)
+       on conflict (member_id) do update set day = excluded.day, check_in_id = excluded.check_in_id, updated_at = excluded.updated_at
+         where n.day < excluded.day
+       returning n.check_in_id`,
+      [claims.map((a) => a.memberId), claims.map((a) => localDay(a.at, zoneOf.get(a.memberId)!)), claims.map((a) => a.checkInId)],
+    );
+    const claimed = new Set(rows.map((r) => r.check_in_id));
+    return insertDeliveries(tx, notesFor(claims.filter((a) => claimed.has(a.checkInId) && !a.resolved), contacts));
+  });
+  await enqueueDeliveries(deps.queues, ids, deps.log);
+}
+
+function notesFor(checkIns: Answered[], contacts: NoteContact[]): NewDelivery[] {
+  return checkIns.flatMap(({ memberId, at }) => contacts.filter((c) => c.member_id === memberId).flatMap((c) => {
     const r = renderCheckInNote({ memberName: c.member_name ?? 'Your contact', contactName: c.name, at, timeZone: c.time_zone });
     const base = { memberId, contactId: c.id, kind: 'check_in_note' as const };
     const out: NewDelivery[] = [];
@@ -125,5 +170,4 @@ async function sendCheckInNotes(deps: Deps, batch: Answered[], contacts: NoteCon
     if (c.email !== null && !c.email_disabled) out.push({ ...base, channel: 'email', address: c.email, subject: r.email.subject, body: r.email.text, html: r.email.html });
     return out;
   }));
-  await enqueueDeliveries(deps.queues, await insertDeliveries(deps.pool, notes), deps.log);
 }

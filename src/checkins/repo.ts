@@ -23,13 +23,24 @@ export type CheckInRow = {
  * Windows are the member's, not each schedule's: a check-in belongs to the first deadline after it
  * (or the one whose grace it is in). So it does not satisfy schedule s when another schedule has a
  * deadline between the check-in and s's deadline: a morning check-in leaves the evening one
- * pending, and a double tap never satisfies tomorrow. window_start_at is the deadline a schedule
- * last passed (or when it was created). `at` is the check-in's instant.
+ * pending, and a double tap never satisfies tomorrow. window_start_at is where the window of the
+ * pending deadline starts: the end of the grace of the deadline a check-in satisfied (a check-in
+ * in that grace belongs to it), the deadline the sweep found missed, or the previous deadline when
+ * the schedule was made. `at` is the check-in's instant.
  */
 const otherDeadlineBetween = (at: string) => `select 1 from schedules s2
   where s2.member_id = s.member_id and s2.active and s2.id <> s.id
     and ((s2.next_deadline_at > ${at} and s2.next_deadline_at < s.next_deadline_at)
       or (s2.window_start_at > ${at} and s2.window_start_at < s.next_deadline_at))`;
+
+/**
+ * A check-in made while an incident for a missed deadline of schedule s is unresolved answers that
+ * deadline (it resolves the incident) and does not also satisfy s's next one: a weekly schedule
+ * missed by a few seconds would otherwise skip a week. Later check-ins count as usual.
+ * (incidents_unresolved_idx serves it.)
+ */
+const answersMissed = (at: string) => `select 1 from incidents i
+  where i.member_id = s.member_id and i.state <> 'resolved' and i.schedule_id = s.id and i.deadline_at < ${at}`;
 
 export type CheckInResult = { created: CheckInRow | null; needsRefill: string[]; unresolvedIncidents: string[] };
 
@@ -68,7 +79,7 @@ export async function recordCheckIns(db: Queryable, inputs: CheckInInput[]): Pro
      ),
      adv as (
        update schedules s set
-         window_start_at = s.next_deadline_at,
+         window_start_at = s.next_deadline_at + make_interval(mins => s.grace_minutes),
          next_deadline_at = s.following_deadline_at,
          alert_at = s.following_deadline_at + make_interval(mins => s.grace_minutes),
          following_deadline_at = null,
@@ -78,6 +89,7 @@ export async function recordCheckIns(db: Queryable, inputs: CheckInInput[]): Pro
          and s.window_start_at < d.at
          and (s.following_deadline_at is not null or s.kind = 'once')
          and not exists (${otherDeadlineBetween('d.at')})
+         and not exists (${answersMissed('d.at')})
        returning s.id, s.member_id, s.next_deadline_at
      ),
      stale as (
@@ -85,6 +97,7 @@ export async function recordCheckIns(db: Queryable, inputs: CheckInInput[]): Pro
        where s.active and s.next_deadline_at is not null and s.kind = 'daily'
          and s.window_start_at < d.at and s.following_deadline_at is null
          and not exists (${otherDeadlineBetween('d.at')})
+         and not exists (${answersMissed('d.at')})
      )
      -- Joins, not a subquery per check-in: the answer stays linear in the batch size.
      select d.id, d.checked_in_at, d.request_hash, d.resolved_incident_ids,
@@ -126,6 +139,24 @@ export async function findByIdempotencyKey(db: Queryable, memberId: string, key:
   const { rows } = await db.query<CheckInRow>(
     'select id, checked_in_at, next_deadline_at, resolved_incident_ids, request_hash from check_ins where member_id = $1 and idempotency_key = $2',
     [memberId, key],
+  );
+  return rows[0];
+}
+
+/**
+ * The check-in that already answered a reminder's deadline, if one did: none while that deadline
+ * (or an earlier one) is still pending or an incident of the member is unresolved; else the
+ * member's latest check-in since the first instant a reminder for it can go out (a reminder is at
+ * most 1440 minutes before its deadline, and is only sent while the deadline is pending).
+ */
+export async function checkInCovering(db: Queryable, memberId: string, deadline: Date): Promise<CheckInRow | undefined> {
+  const { rows } = await db.query<CheckInRow>(
+    `select c.id, c.checked_in_at, c.next_deadline_at, c.resolved_incident_ids, c.request_hash from check_ins c
+      where c.member_id = $1 and c.checked_in_at >= $2::timestamptz - interval '1440 minutes'
+        and not exists (select 1 from schedules s where s.member_id = $1 and s.active and s.next_deadline_at <= $2)
+        and not exists (select 1 from incidents i where i.member_id = $1 and i.state <> 'resolved')
+      order by c.checked_in_at desc, c.id desc limit 1`,
+    [memberId, deadline],
   );
   return rows[0];
 }

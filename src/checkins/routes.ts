@@ -6,9 +6,10 @@ import { AppError, validation } from '../http/errors.js';
 import { escapeHtml, page, sendHtml, wantsHtml } from '../http/html.js';
 import { authErrors, ErrorEnvelopeSchema, iso, listOf, Timestamp } from '../http/schemas.js';
 import { LinkError, verifyLink } from '../links/tokens.js';
-import { ACCOUNT_DELETED, accountDeleted, checkInLinkOfDeletedAccount, generationOf } from '../members/deleted-accounts.js';
+import { readCheckInLinkExtra } from '../links/check-in-link.js';
+import { ACCOUNT_DELETED, accountDeleted, checkInLinkOfDeletedAccount } from '../members/deleted-accounts.js';
 import * as repo from './repo.js';
-import { checkIn, requestHash, type CheckInDeps } from './service.js';
+import { checkIn, checkInByLink, requestHash, type CheckInDeps } from './service.js';
 
 const Location = z.strictObject({
   lat: z.number().min(-90).max(90),
@@ -102,7 +103,7 @@ export function checkInRoutes(app: FastifyInstance, deps: CheckInDeps & { linkSe
   const TokenParams = z.object({ token: z.string().min(1).max(1000) });
   const invalid = () => new AppError(404, 'NOT_FOUND', 'this check-in link is not valid');
   /** The member the link checks in; throws 404, 410 expired, or 410 for a deleted account. */
-  const verify = async (token: string): Promise<string> => {
+  const verify = async (token: string): Promise<{ memberId: string; deadlineMs: string | undefined }> => {
     let payload;
     try {
       payload = verifyLink(deps.linkSecret, 'checkin', token, app.clock());
@@ -110,14 +111,14 @@ export function checkInRoutes(app: FastifyInstance, deps: CheckInDeps & { linkSe
       if (!(err instanceof LinkError)) throw err;
       throw err.reason === 'expired' ? new AppError(410, 'LINK_EXPIRED', 'this check-in link has expired; open the app or reply OK to the text') : invalid();
     }
-    const generation = generationOf(payload.x);
-    if (generation === undefined) throw invalid();
+    const extra = readCheckInLinkExtra(payload.x);
+    if (extra === undefined) throw invalid();
     // A link outlives nothing: an erased account must not come back through an old reminder, not
     // even when a still-valid access token has re-created a profile with the same id.
-    if (await checkInLinkOfDeletedAccount(deps.pool, payload.s, generation)) {
+    if (await checkInLinkOfDeletedAccount(deps.pool, payload.s, extra.generation)) {
       throw accountDeleted('this check-in link no longer works: the Pruuf account it belongs to was deleted');
     }
-    return payload.s;
+    return { memberId: payload.s, deadlineMs: extra.deadlineMs };
   };
   const problemPage = (err: AppError) => {
     const title = err.code === ACCOUNT_DELETED ? 'This link no longer works' : err.statusCode === 410 ? 'This link has expired' : 'This link is not valid';
@@ -144,13 +145,15 @@ export function checkInRoutes(app: FastifyInstance, deps: CheckInDeps & { linkSe
   }, async (req, reply) => {
     const json = !wantsHtml(req.headers.accept);
     let memberId: string;
+    let deadline: string | undefined;
     try {
-      memberId = await verify(req.params.token);
+      ({ memberId, deadlineMs: deadline } = await verify(req.params.token));
     } catch (err) {
       if (err instanceof AppError && !json) return sendHtml(reply, err.statusCode, problemPage(err));
       throw err;
     }
-    const result = await checkIn(deps, { memberId, email: null, at: app.clock(), source: 'link', note: null, location: null, idempotencyKey: null, requestHash: null });
+    // Tapped again (or after the app answered the same deadline): the same answer, nothing recorded.
+    const result = await checkInByLink(deps, memberId, deadline, app.clock());
     if (json) return reply.code(201).send(result);
     const next = result.next_deadline_at === null ? '' : `<p class="muted">Next check-in due ${escapeHtml(new Date(result.next_deadline_at).toUTCString())}.</p>`;
     return sendHtml(reply, 201, page('Checked in', `<div class="card"><h1>Thank you, you are checked in</h1>${next}</div>`));

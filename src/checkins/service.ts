@@ -36,7 +36,7 @@ async function advanceStale(pool: pg.Pool, memberId: string, ids: string[], at: 
       if (s === undefined || !s.active || s.next_deadline_at === null || s.window_start_at >= at) continue;
       const next = followingDeadline(s, ctx.timeZone, s.next_deadline_at, ctx.pauses);
       await tx.query(
-        `update schedules set window_start_at = next_deadline_at, next_deadline_at = $2::timestamptz,
+        `update schedules set window_start_at = next_deadline_at + make_interval(mins => grace_minutes), next_deadline_at = $2::timestamptz,
            alert_at = $2 + make_interval(mins => grace_minutes), following_deadline_at = null, updated_at = $3
          where id = $1`,
         [id, next, at],
@@ -66,6 +66,33 @@ function sharedOf(deps: CheckInDeps): Shared {
   return s;
 }
 
+/** An earlier check-in's answer, again (its next deadline is stored by the bookkeeping, or computed). */
+async function replay(deps: CheckInDeps, memberId: string, prior: repo.CheckInRow): Promise<CheckInAnswer> {
+  if (prior.next_deadline_at === null) prior.next_deadline_at = await nextDeadlineOf(deps.pool, memberId, prior.checked_in_at);
+  return answer(prior);
+}
+
+/**
+ * A check-in through a reminder's link (/c/:token). The link names the deadline it reminds of
+ * (`deadlineMs`), and counts once for it: tapped again, or after another check-in already answered
+ * that deadline, it records nothing (no check-in, no note, no schedule moved) and answers as the
+ * first time. Concurrent taps meet on the check-ins' idempotency index (a key with a space, which
+ * no Idempotency-Key header can carry). Links made before links named a deadline check in plainly.
+ */
+export async function checkInByLink(deps: CheckInDeps, memberId: string, deadlineMs: string | undefined, at: Date): Promise<CheckInAnswer> {
+  const input = { memberId, email: null, at, source: 'link' as const, note: null, location: null, requestHash: null };
+  if (deadlineMs === undefined || !/^\d{1,15}$/.test(deadlineMs)) return checkIn(deps, { ...input, idempotencyKey: null });
+  const key = `link ${deadlineMs}`;
+  const prior = await repo.findByIdempotencyKey(deps.pool, memberId, key) ?? await repo.checkInCovering(deps.pool, memberId, new Date(Number(deadlineMs)));
+  if (prior !== undefined) return replay(deps, memberId, prior);
+  return checkIn(deps, { ...input, idempotencyKey: key });
+}
+
+/** Resolves once the bookkeeping of every check-in answered so far on this pool is done. */
+export function checkInsSettled(pool: pg.Pool): Promise<void> {
+  return shared.get(pool)?.bookkeeper.idle() ?? Promise.resolve();
+}
+
 export async function checkIn(deps: CheckInDeps, input: repo.CheckInInput): Promise<CheckInAnswer> {
   const { batcher, bookkeeper } = sharedOf(deps);
   const result = await batcher.record(input);
@@ -74,8 +101,7 @@ export async function checkIn(deps: CheckInDeps, input: repo.CheckInInput): Prom
     const prior = await repo.findByIdempotencyKey(deps.pool, input.memberId, input.idempotencyKey!);
     if (prior === undefined) throw new Error('idempotent check-in vanished');
     if (prior.request_hash !== input.requestHash) throw conflict('this Idempotency-Key was used for a different request');
-    if (prior.next_deadline_at === null) prior.next_deadline_at = await nextDeadlineOf(deps.pool, input.memberId, prior.checked_in_at);
-    return answer(prior);
+    return replay(deps, input.memberId, prior);
   }
   const created = result.created;
   if (result.needsRefill.length > 0) {
@@ -91,6 +117,6 @@ export async function checkIn(deps: CheckInDeps, input: repo.CheckInInput): Prom
   }
   // Off the hot path: remember the answer for replays, precompute the deadlines after the new
   // ones, and send the "checked in" notes to the contacts who asked for them.
-  bookkeeper.add({ checkInId: created.id, memberId: input.memberId, at: input.at, nextDeadlineAt: created.next_deadline_at });
+  bookkeeper.add({ checkInId: created.id, memberId: input.memberId, at: input.at, nextDeadlineAt: created.next_deadline_at, resolved: created.resolved_incident_ids.length > 0 });
   return answer(created);
 }

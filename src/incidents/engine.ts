@@ -164,8 +164,13 @@ export async function ackTimedOut(tx: pg.PoolClient, s: IncidentSettings, inc: r
   return [...ids, ...(await applyStep(tx, s, open, withoutAcker, now, 'ack_timeout', render))];
 }
 
-/** "I'm on it": escalation stops; the other alerted contacts are told who is on it. */
+/**
+ * "I'm on it": escalation stops; the other alerted contacts are told who is on it. Tapped again by
+ * the contact already on it, nothing changes: no second notice, and the acknowledgement's timeout
+ * does not start over (a tap after it timed out is a new acknowledgement).
+ */
 export async function acknowledge(tx: pg.PoolClient, inc: repo.IncidentRow, contactId: string, now: Date): Promise<string[]> {
+  if (inc.state === 'acknowledged' && inc.acknowledged_by === contactId) return [];
   const by = planContact(inc.plan, contactId);
   await tx.query(
     `update incidents set state = 'acknowledged', acknowledged_at = $2, acknowledged_by = $3, ack_expires_at = $4, next_step_at = null where id = $1`,
@@ -176,12 +181,19 @@ export async function acknowledge(tx: pg.PoolClient, inc: repo.IncidentRow, cont
   return insertDeliveries(tx, ackNoticeDeliveries(inc, inc.step_no, await repo.alertedAddresses(tx, inc.id), by, now));
 }
 
-/** "This needs more help": every remaining tier is alerted now. */
+/**
+ * "This needs more help": every tier not alerted yet is alerted now. Once per contact and incident
+ * (the same link tapped again changes nothing), and only while a tier is left: once round 1 has
+ * reached every tier, the asking is recorded in the timeline and escalation goes on as planned,
+ * without an extra round (it would only repeat to everyone what they were told, and spend a round).
+ */
 export async function escalateByContact(tx: pg.PoolClient, s: IncidentSettings, inc: repo.IncidentRow, contactId: string, now: Date): Promise<string[]> {
+  if (await repo.hasEvent(tx, inc.id, 'escalated_by_contact', contactId)) return [];
   await repo.addEvent(tx, inc.id, now, 'escalated_by_contact', { contact_id: contactId });
+  const step = inc.round === 1 ? remainingStep(inc.plan, inc, inc.max_rounds) : null;
+  if (step === null) return [];
   if (inc.state === 'acknowledged') await tx.query(`update incidents set state = 'open', ack_expires_at = null where id = $1`, [inc.id]);
-  const step = remainingStep(inc.plan, inc, inc.max_rounds);
-  return step === null ? [] : applyStep(tx, s, { ...inc, state: 'open' }, step, now, 'escalated_by_contact', 'now');
+  return applyStep(tx, s, { ...inc, state: 'open' }, step, now, 'escalated_by_contact', 'now');
 }
 
 /** Resolves: pending alerts are withdrawn and every contact already alerted gets the all clear. */

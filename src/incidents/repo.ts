@@ -98,6 +98,12 @@ export async function addEvent(db: Queryable, incidentId: string, at: Date, type
   await addEvents(db, [{ incident_id: incidentId, at, type, ...e }]);
 }
 
+/** Whether the incident's timeline has an event of this type by this contact. */
+export async function hasEvent(db: Queryable, incidentId: string, type: string, contactId: string): Promise<boolean> {
+  const { rowCount } = await db.query('select 1 from incident_events where incident_id = $1 and type = $2 and contact_id = $3 limit 1', [incidentId, type, contactId]);
+  return (rowCount ?? 0) > 0;
+}
+
 /** Contacts and channels an alert of this incident has reached (or may have: a try was made). */
 export async function alertedAddresses(db: Queryable, incidentId: string): Promise<{ contact_id: string; channel: ChannelName; address: string }[]> {
   const { rows } = await db.query<{ contact_id: string; channel: ChannelName; address: string }>(

@@ -3,6 +3,7 @@ import type pg from 'pg';
 import type { Clock } from '../clock.js';
 import { withTransaction } from '../db/pool.js';
 import { enqueueDeliveries, insertDeliveries, type DeliveryJobSettings, type NewDelivery } from '../delivery/outbox.js';
+import { checkInLinkExtra } from '../links/check-in-link.js';
 import { signLink } from '../links/tokens.js';
 import type { Logger } from '../observability/logger.js';
 import type { QueueSystem } from '../queue/index.js';
@@ -270,7 +271,7 @@ export async function sweepOnce(deps: SweepDeps): Promise<SweepResult> {
 }
 
 type DueReminder = {
-  id: string; member_id: string; next_deadline_at: Date; grace_minutes: number; reminder_minutes: number[]; email: string | null;
+  id: string; member_id: string; next_deadline_at: Date; alert_at: Date | null; grace_minutes: number; reminder_minutes: number[]; email: string | null;
   phone: string | null; sms_opted_out: boolean; member_name: string | null; time_zone: string; has_devices: boolean; had_failed: boolean;
   /** How often this member id was deleted before (a profile re-created since): see members/deleted-accounts.ts. */
   link_generation: number;
@@ -279,12 +280,15 @@ type DueReminder = {
 /**
  * Reminders to the member before a deadline (reminder_minutes before it), with a signed check-in
  * link. One reminder per sweep per schedule: the latest offset already due; then the next offset.
+ * A reminder is sent until the alert is due: the sweep always runs a little after the instant a
+ * reminder falls on, so the 0-minute one (the default [30, 0]) lands just after the deadline,
+ * while a check-in still stops the alert.
  */
 export async function sweepReminders(deps: SweepDeps, now: Date, out: string[]): Promise<number> {
   return withTransaction(deps.pool, async (tx) => {
     const { rows } = await tx.query<DueReminder>(
       // Only a verified phone gets SMS reminders: an unverified one may be anybody's number.
-      `select s.id, s.member_id, s.next_deadline_at, s.grace_minutes, s.reminder_minutes, m.email,
+      `select s.id, s.member_id, s.next_deadline_at, s.alert_at, s.grace_minutes, s.reminder_minutes, m.email,
          case when m.phone_verified_at is not null then m.phone end as phone, m.sms_opted_out, m.display_name as member_name, m.time_zone,
          exists (select 1 from devices d where d.member_id = s.member_id) as has_devices, ${hadFailed('reminders', 's')} as had_failed,
          coalesce((select da.deletions from deleted_accounts da where da.member_id = s.member_id), 0) as link_generation
@@ -310,10 +314,13 @@ async function remind(tx: pg.PoolClient, deps: SweepDeps, s: DueReminder, now: D
   const later = s.reminder_minutes.map((o) => deadline - o * 60_000).filter((at) => at > now.getTime());
   const nextAt = later.length === 0 ? null : new Date(Math.min(...later));
   await tx.query('update schedules set next_reminder_at = $2 where id = $1', [s.id, nextAt]);
-  if (deadline < now.getTime()) return []; // too late to remind: the deadline has passed
-  // The link carries the member's link generation (none while it is 0), so it dies if the account is deleted.
-  const generation = s.link_generation > 0 ? String(s.link_generation) : undefined;
-  const link = `${deps.settings.links.publicBaseUrl}/c/${signLink(deps.settings.links.linkSecret, 'checkin', s.member_id, new Date(deadline + (s.grace_minutes + 12 * 60) * 60_000), generation)}`;
+  // Too late to remind once the alert is due: the incident is opening (the member hears nothing, their contacts do).
+  const alertAt = s.alert_at?.getTime() ?? deadline + s.grace_minutes * 60_000;
+  if (alertAt <= now.getTime()) return [];
+  // The link names the deadline it answers (tapped again, it checks in once: src/checkins/service.ts) and the
+  // member's link generation (it dies if the account is deleted): src/links/check-in-link.ts.
+  const token = signLink(deps.settings.links.linkSecret, 'checkin', s.member_id, new Date(deadline + (s.grace_minutes + 12 * 60) * 60_000), checkInLinkExtra(deadline, s.link_generation));
+  const link = `${deps.settings.links.publicBaseUrl}/c/${token}`;
   const r = renderReminder({ memberName: s.member_name ?? 'there', deadlineAt: s.next_deadline_at, timeZone: s.time_zone, checkInUrl: link, minutesLeft: Math.max(0, Math.round((deadline - now.getTime()) / 60_000)) });
   const rowsOut: NewDelivery[] = [];
   const base = { memberId: s.member_id, contactId: null, kind: 'reminder' as const };

@@ -42,7 +42,7 @@ export function signLink(secret: string, purpose: LinkPurpose, subject: string, 
   let tail = Buffer.alloc(0);
   if (extra !== undefined) {
     if (UUID.test(extra)) tail = uuidBytes(extra);
-    else if (/^\d{1,15}$/.test(extra)) {
+    else if (/^\d{1,19}$/.test(extra)) { // below 10^19 < 2^64
       tail = Buffer.alloc(8);
       tail.writeBigUInt64BE(BigInt(extra));
     } else throw new Error('link extra must be a uuid or a number');

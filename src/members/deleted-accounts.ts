@@ -44,12 +44,3 @@ export async function contactOfDeletedAccount(db: Queryable, contactId: string):
   const { rowCount } = await db.query('select 1 from deleted_accounts where contact_ids @> array[$1::uuid] limit 1', [contactId]);
   return (rowCount ?? 0) > 0;
 }
-
-/**
- * The generation in a check-in link's extra field: none is 0 (links signed before generations,
- * and of members never deleted); anything but a small number is not a link we made.
- */
-export function generationOf(extra: string | undefined): number | undefined {
-  if (extra === undefined) return 0;
-  return /^[0-9]{1,6}$/.test(extra) ? Number(extra) : undefined;
-}

@@ -41,7 +41,11 @@ export async function getSchedule(db: Queryable, memberId: string, id: string, l
   return rows[0];
 }
 
-/** What timers depend on besides the schedule itself: pauses still to come and the last check-in. */
+/**
+ * What timers depend on besides the schedule itself: pauses still to come and the last check-in
+ * that can count for a deadline. A check-in that resolved an incident for a missed deadline
+ * answered that deadline and is left out (recomputing must not count it for the next one).
+ */
 export type TimerContext = { pauses: Interval[]; lastCheckInAt: Date | null; timeZone: string };
 
 export async function timerContext(db: Queryable, memberId: string, now: Date): Promise<TimerContext> {
@@ -53,7 +57,9 @@ export async function timerContexts(db: Queryable, memberIds: string[], now: Dat
   const { rows } = await db.query<{ id: string; pauses: { from: string; until: string }[] | null; last: Date | null; tz: string }>(
     `select m.id, m.time_zone as tz,
        (select json_agg(json_build_object('from', starts_at, 'until', ends_at)) from pauses p where p.member_id = m.id and p.ends_at > $2) as pauses,
-       (select max(checked_in_at) from check_ins c where c.member_id = m.id) as last
+       (select c.checked_in_at from check_ins c where c.member_id = m.id
+          and not exists (select 1 from incidents i where i.member_id = m.id and i.resolved_by_check_in = c.id and i.kind = 'missed')
+        order by c.checked_in_at desc limit 1) as last
      from members m where m.id = any($1::uuid[])`,
     [memberIds, now],
   );

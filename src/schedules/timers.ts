@@ -51,16 +51,23 @@ export function ruleOf(schedule: ScheduleShape, memberZone: string): ScheduleRul
 /**
  * Timers from scratch (create, edit, time zone change, pause change): the first deadline after
  * `now`, never an earlier one, so an edit never alerts retroactively. A daily schedule's window
- * starts at its previous deadline, so a check-in made earlier in that window already counts.
+ * starts at its previous deadline, so a check-in made earlier in that window already counts,
+ * except one in that deadline's grace: it belongs to that deadline, as on the check-in path
+ * (`lastCheckInAt` leaves out check-ins that answered a missed deadline: see timerContexts).
  */
 export function computeTimers(s: ScheduleShape, memberTimeZone: string, now: Date, pauses: Interval[], lastCheckInAt: Date | null): Timers {
   const rule = ruleOf(s, memberTimeZone);
   const merged = mergeIntervals(pauses);
-  let windowStart = s.kind === 'daily' ? (previousDeadline(rule, now) ?? now) : now;
+  const previous = s.kind === 'daily' ? previousDeadline(rule, now) : null;
+  let windowStart = previous ?? now;
   let next = nextDeadline(rule, now, merged);
   if (next !== null && lastCheckInAt !== null && lastCheckInAt > windowStart) {
-    windowStart = next;
-    next = nextDeadline(rule, next, merged);
+    if (previous !== null && lastCheckInAt <= alertAt(previous, s.grace_minutes)) {
+      windowStart = alertAt(previous, s.grace_minutes);
+    } else {
+      windowStart = alertAt(next, s.grace_minutes);
+      next = nextDeadline(rule, next, merged);
+    }
   }
   const following = next !== null && s.kind === 'daily' ? nextDeadline(rule, next, merged) : null;
   return {
