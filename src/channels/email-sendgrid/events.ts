@@ -34,8 +34,8 @@ export const DELIVERY_EVENTS = new Set(['processed', 'deferred', 'delivered', 'b
 
 /**
  * Event timestamps are whole seconds, so "processed" and "delivered" often share one. Within a
- * second the lifecycle order decides (a few milliseconds, never across seconds), so a delivered
- * that arrives first is not overwritten by its processed.
+ * second the lifecycle order decides (a few milliseconds, never across seconds), so the history
+ * keeps them in order (the row itself never lets a processed replace a delivered: carrier-status.ts).
  */
 const LIFECYCLE_MS: Record<string, number> = { processed: 0, deferred: 1, delivered: 2, bounce: 2, dropped: 2 };
 
