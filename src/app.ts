@@ -172,11 +172,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   pauseRoutes(app, { pool: deps.pool });
   checkInRoutes(app, { pool: deps.pool, queues: deps.queues, log: appLog, linkSecret: deps.linkSecret });
   watchingRoutes(app, { pool: deps.pool });
-  twilioWebhookRoutes(app, { pool: deps.pool, queues: deps.queues, log: appLog, config });
+  twilioWebhookRoutes(app, { pool: deps.pool, queues: deps.queues, log: appLog, config, metrics });
   const incidents = { pool: deps.pool, queues: deps.queues, log: appLog, settings: incidentSettings(config, deps.linkSecret) };
   incidentRoutes(app, incidents);
   ackRoutes(app, { ...incidents, linkSecret: deps.linkSecret });
-  await sendgridWebhookRoutes(app, { pool: deps.pool, publicKey: config.SENDGRID_WEBHOOK_PUBLIC_KEY, bodyLimit: config.WEBHOOK_BODY_LIMIT_BYTES, log: appLog });
+  await sendgridWebhookRoutes(app, { pool: deps.pool, publicKey: config.SENDGRID_WEBHOOK_PUBLIC_KEY, bodyLimit: config.WEBHOOK_BODY_LIMIT_BYTES, log: appLog, metrics });
   // Never in production: the outbox shows every message, acknowledgement links included.
   if (config.NODE_ENV !== 'production' && (deps.devOutbox ?? devOutboxChannels(config).length > 0)) devOutboxRoutes(app, { pool: deps.pool });
 

@@ -8,6 +8,7 @@ import type { Config } from './config.js';
 import { DEFAULT_BREAKER_OPTIONS, withBreakers, type BreakerOptions, type ProviderBreaker } from './delivery/breaker.js';
 import { deliveryProcessor, SEND_TIMEOUT_MS } from './delivery/deliver.js';
 import { deliveryBackoffMs, type DeliveryJobSettings } from './delivery/outbox.js';
+import { sweepHeldStatuses } from './delivery/carrier-status.js';
 import { reconcileDeliveries, RECONCILE_EVERY_MS, RECONCILE_JOB_NAME } from './delivery/reconciler.js';
 import type { Logger } from './observability/logger.js';
 import type { Metrics } from './observability/metrics.js';
@@ -146,8 +147,11 @@ export async function startWorker(deps: WorkerDeps): Promise<StartedWorker> {
     }
     if (job.name === RECONCILE_JOB_NAME) {
       const pending = await reconcileDeliveries(deps.pool, deps.queues, deps.log, undefined, deps.deliveryJobs);
+      // Provider statuses that came before their send was recorded, and were missed by both sides.
+      const held = await sweepHeldStatuses(deps.pool, deps.clock(), deps.metrics);
+      if (held.applied + held.dropped > 0) deps.log.info(held, 'held provider statuses applied or dropped');
       deps.metrics.jobsProcessed.inc({ queue: 'system', outcome: 'completed' });
-      return { pending };
+      return { pending, held };
     }
     if (job.name === REFILL_JOB_NAME) {
       const refilled = await refillFollowing(deps.pool, deps.clock(), { log: deps.log, failures: sweepFailureMetrics });

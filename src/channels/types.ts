@@ -17,7 +17,10 @@ export type OutboundMessage = {
   data?: Record<string, string> | null;
 };
 
-export type SendResult = { provider: string; providerMessageId: string };
+/** What the provider said about the message in its answer to the send (FCM), recorded as a carrier status. */
+export type SendStatus = { status: string; errorCode: string | null };
+
+export type SendResult = { provider: string; providerMessageId: string; status?: SendStatus };
 
 /**
  * permanent: this address will never work (bad number, dead token); retrying is pointless.
@@ -41,6 +44,8 @@ export class ChannelError extends Error {
      * member. Push tokens are the push channel's own business (it deletes dead devices).
      */
     readonly deadAddress?: string,
+    /** A permanent error that is the provider's word on the message (FCM: every token dead), recorded as a carrier status. */
+    readonly sendStatus?: SendStatus,
   ) {
     super(message);
     this.name = 'ChannelError';

@@ -9,6 +9,7 @@ import type { AlertRender } from '../incidents/outbound.js';
 import { messageText, type MessageText } from '../incidents/render-at-send.js';
 import { verificationText } from '../members/phone-verification.js';
 import { circuitDownForMs, circuitRetryAfterMs } from './breaker.js';
+import { recordSendOutcome } from './carrier-status.js';
 import { disableContactChannel, recordFailover } from './feedback.js';
 import type { DeliveryJobData } from './outbox.js';
 
@@ -27,7 +28,7 @@ import type { DeliveryJobData } from './outbox.js';
  * the last try, and the job waits until the breaker lets a trial call through.
  */
 
-export type DeliveryMetrics = Pick<Metrics, 'deliveries' | 'deliveryLatency' | 'providerCalls' | 'providerCallSeconds'>;
+export type DeliveryMetrics = Pick<Metrics, 'deliveries' | 'deliveryLatency' | 'providerCalls' | 'providerCallSeconds'> & Partial<Pick<Metrics, 'deliveryStatuses'>>;
 
 export type DeliveryDeps = {
   pool: pg.Pool;
@@ -178,6 +179,9 @@ async function afterFinalFailure(deps: DeliveryDeps, row: DeliveryRow, err: unkn
       await disableContactChannel(deps.pool, row.contact_id, row.channel, err.deadAddress, now, row.address);
     }
     if (row.kind === 'alert') await recordFailover(deps.pool, deliveryRef(row), error, now);
+    if (err instanceof ChannelError && err.sendStatus !== undefined) {
+      await recordSendOutcome(deps.pool, row, { provider: deps.channels[row.channel].provider, status: err.sendStatus }, now, deps.metrics);
+    }
   } catch (e) {
     // The failure itself is recorded; this is bookkeeping on top of it.
     deps.log.error({ delivery_id: row.id, err: { message: (e as Error).message } }, 'could not record the consequences of a failed delivery');
@@ -284,8 +288,15 @@ export async function processDelivery(
   // Same clock as sent_at, so the metric matches sent_at - created_at in the table.
   deps.metrics?.deliveryLatency.observe({ channel: row.channel, kind: row.kind }, Math.max(0, sentAt.getTime() - row.created_at.getTime()) / 1000);
   count('sent');
-  if (!marked) deps.log.info({ ...logFields }, 'delivery changed while sending; left as it was');
-  else deps.log.info({ ...logFields, provider: result.provider, duration_ms: durationMs }, 'delivery sent');
+  if (!marked) {
+    deps.log.info({ ...logFields }, 'delivery changed while sending; left as it was');
+    return 'sent';
+  }
+  deps.log.info({ ...logFields, provider: result.provider, duration_ms: durationMs }, 'delivery sent');
+  // Statuses from the provider's answer, and callbacks that came before this record.
+  await recordSendOutcome(deps.pool, row, result, sentAt, deps.metrics).catch((err: Error) => {
+    deps.log.warn({ delivery_id: row.id, err: { message: err.message } }, 'could not record the provider status of a sent delivery; the reconciler applies held statuses');
+  });
   return 'sent';
 }
 

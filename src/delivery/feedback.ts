@@ -4,7 +4,8 @@ import type { Queryable } from '../db/pool.js';
 /**
  * What providers tell us after a message left: status webhooks (SendGrid events, Twilio status
  * callbacks) and permanent send errors. Shared by every provider's webhook and by the delivery
- * job, so "this address is dead" means the same thing whichever way we learn it.
+ * job, so "this address is dead" means the same thing whichever way we learn it. The statuses
+ * themselves are recorded by carrier-status.ts.
  */
 
 /**
@@ -19,18 +20,6 @@ export async function claimProviderEvent(db: Queryable, provider: string, eventI
   return (rowCount ?? 0) > 0;
 }
 
-export type ProviderStatus = {
-  provider: string;
-  /** Our delivery id when the provider echoes it back (SendGrid custom_args), else the provider's message id. */
-  deliveryId?: string | undefined;
-  providerMessageId?: string | undefined;
-  /** The provider's own status word, stored as it is (lower case). */
-  status: string;
-  errorCode?: string | null | undefined;
-  /** When the provider says it happened: an older event never overwrites a newer one. */
-  at: Date;
-};
-
 export type DeliveryRef = {
   id: string;
   member_id: string | null;
@@ -40,36 +29,6 @@ export type DeliveryRef = {
   kind: string;
   address: string;
 };
-
-/**
- * Records the provider's latest word on a delivery. Returns the delivery, or undefined when no
- * delivery matches (an event for a message of another system, or for a purged row). Events
- * arrive out of order: one older than the stored status is kept out.
- */
-export async function applyProviderStatus(db: Queryable, s: ProviderStatus): Promise<DeliveryRef | undefined> {
-  if (s.deliveryId === undefined && s.providerMessageId === undefined) return undefined;
-  const byId = s.deliveryId !== undefined && /^[0-9a-f-]{36}$/i.test(s.deliveryId);
-  const { rows } = await db.query<DeliveryRef & { applied: boolean }>(
-    `with target as (
-       select id from deliveries
-        -- each branch names both parameters, so PostgreSQL can type them
-        where ${byId ? 'id = $1::uuid and $2::text is null' : 'provider = $1 and provider_message_id = $2::text'}
-        limit 1
-     ), upd as (
-       update deliveries d set provider_status = $3, provider_status_at = $4, provider_error_code = $5, updated_at = now()
-         from target t
-        where d.id = t.id and (d.provider_status_at is null or d.provider_status_at <= $4)
-        returning d.id
-     )
-     select d.id, d.member_id, d.contact_id, d.incident_id, d.channel, d.kind, d.address, exists (select 1 from upd) as applied
-       from deliveries d join target t on t.id = d.id`,
-    [...(byId ? [s.deliveryId, null] : [s.provider, s.providerMessageId ?? null]), s.status.toLowerCase(), s.at, s.errorCode ?? null],
-  );
-  const row = rows[0];
-  if (row === undefined) return undefined;
-  const { applied: _applied, ...ref } = row;
-  return ref;
-}
 
 export type DisabledChannel = 'email' | 'sms';
 

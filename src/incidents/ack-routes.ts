@@ -9,6 +9,7 @@ import { escapeHtml, page, sendHtml, wantsHtml } from '../http/html.js';
 import { ErrorEnvelopeSchema } from '../http/schemas.js';
 import { LinkError, verifyLink } from '../links/tokens.js';
 import { ACCOUNT_DELETED, accountDeleted, contactOfDeletedAccount } from '../members/deleted-accounts.js';
+import { alertReach, alertReachHtml } from './alert-reach.js';
 import { acknowledge, escalateByContact } from './engine.js';
 import { telLink } from './message-format.js';
 import { planContact } from './outbound.js';
@@ -90,6 +91,7 @@ export function ackRoutes(app: FastifyInstance, deps: IncidentRouteDeps & { link
     const loc = inc.last_location === null ? '' : `<p><a href="https://maps.google.com/?q=${inc.last_location.lat},${inc.last_location.lng}">Last known location on a map</a></p>`;
     const ackBy = inc.state === 'acknowledged' ? planContact(inc.plan, inc.acknowledged_by ?? '')?.name ?? 'Someone' : null;
     const status = ackBy === null ? '' : `<p class="muted">${escapeHtml(ackBy === contact.name ? 'You are' : `${ackBy} is`)} on it since ${escapeHtml(local(inc.acknowledged_at, zone))}.</p>`;
+    const reach = alertReachHtml(await alertReach(deps.pool, inc.id));
     return sendHtml(reply, 200, page(`${inc.plan.member_name} may need help`, `<div class="card">
 <h1>${what}</h1>
 ${alerted}
@@ -99,6 +101,7 @@ ${loc}
 ${inc.note === null ? '' : `<p>Their note: “${escapeHtml(inc.note)}”</p>`}
 <p>Please call them or go and check on them. If you are taking care of it, tell the others:</p>
 ${status}
+${reach}
 <form method="post" action="${action}/ack"><button class="primary" type="submit">I'm on it</button></form>
 <form method="post" action="${action}/escalate"><button class="danger" type="submit">This needs more help</button></form>
 <p class="muted">"This needs more help" alerts everyone else on ${name}'s list now.</p>

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import type pg from 'pg';
 import { member } from '../auth/plugin.js';
 import { withTransaction } from '../db/pool.js';
+import { CARRIER_STATUSES } from '../delivery/carrier-status.js';
 import { enqueueDeliveries } from '../delivery/outbox.js';
 import { conflict, notFound } from '../http/errors.js';
 import { authErrors, ErrorEnvelopeSchema, IdParams, iso, listOf, Timestamp } from '../http/schemas.js';
@@ -41,6 +42,10 @@ const Timeline = Incident.extend({
     id: z.uuid(), kind: z.string(), channel: z.enum(['push', 'sms', 'email']), contact_id: z.uuid().nullable(), contact_name: z.string().nullable(),
     step_no: z.number().int().nullable(), status: z.enum(['pending', 'sent', 'failed', 'cancelled']), attempts: z.number().int(),
     created_at: Timestamp, sent_at: Timestamp.nullable(), error_class: z.string().nullable(),
+    carrier_status: z.enum(CARRIER_STATUSES).nullable()
+      .describe("The provider's or carrier's last word on the message: sent (handed on, no receipt yet; push never gets one), deferred, delivered, undelivered, bounced, dropped, failed; null: no word yet. Never moves backwards"),
+    carrier_status_at: Timestamp.nullable().describe('When it reached that status (the provider\'s time where it gives one, else when we heard it)'),
+    carrier_error_code: z.string().nullable().describe("The provider's code with it (Twilio 30003, a bounce's SMTP status, an FCM error code), else null"),
   })),
 }).meta({ id: 'IncidentTimeline' });
 
@@ -84,13 +89,14 @@ export function incidentRoutes(app: FastifyInstance, deps: IncidentRouteDeps): v
     const [events, deliveries] = await Promise.all([
       deps.pool.query('select at, type, step_no, contact_id, detail from incident_events where incident_id = $1 order by at, id', [inc.id]),
       deps.pool.query(
-        `select d.id, d.kind, d.channel, d.contact_id, c.name as contact_name, d.step_no, d.status, d.attempts, d.created_at, d.sent_at, d.error_class
+        `select d.id, d.kind, d.channel, d.contact_id, c.name as contact_name, d.step_no, d.status, d.attempts, d.created_at, d.sent_at, d.error_class,
+                d.carrier_status, d.carrier_status_at, case when d.carrier_status is null then null else d.provider_error_code end as carrier_error_code
          from deliveries d left join contacts c on c.id = d.contact_id where d.incident_id = $1 order by d.created_at, d.id`, [inc.id]),
     ]);
     return {
       ...incidentOut(inc),
       events: events.rows.map((e) => ({ ...e, at: iso(e.at) })),
-      deliveries: deliveries.rows.map((d) => ({ ...d, created_at: iso(d.created_at), sent_at: t(d.sent_at) })),
+      deliveries: deliveries.rows.map((d) => ({ ...d, created_at: iso(d.created_at), sent_at: t(d.sent_at), carrier_status_at: t(d.carrier_status_at) })),
     };
   });
 

@@ -38,6 +38,14 @@ export function createMetrics() {
       labelNames: ['channel', 'kind', 'outcome'] as const,
       registers: [registry],
     }),
+    deliveryStatuses: new Counter({
+      name: 'pruuf_delivery_statuses_total',
+      help: 'Statuses providers reported for our messages (Twilio callbacks, SendGrid events, FCM answers) by provider, channel, the provider word '
+        + '(delivered, undelivered, bounce, ...; other) and outcome (applied, stale: kept in the history only, held: before the send was recorded, '
+        + 'duplicate, unknown: not our message)',
+      labelNames: ['provider', 'channel', 'status', 'outcome'] as const,
+      registers: [registry],
+    }),
     providerCalls: new Counter({
       name: 'pruuf_provider_calls_total',
       help: 'Calls to a provider (tries that reached its breaker) by outcome (accepted, failed) and error class',

@@ -166,12 +166,14 @@ describe('Twilio webhooks', () => {
       expect(JSON.stringify(timeline)).not.toContain(phone);
     });
 
-    it('answers a callback for a message it does not know with 204 and records nothing', async () => {
+    it('answers a callback for a message it does not know yet with 204 and holds it once, touching no delivery', async () => {
       const sid = `SM${randomUUID().replace(/-/g, '')}`;
-      const res = await post('/webhooks/twilio/status', statusCallbackParams({ sid, accountSid: fake.accountSid, to: newPhone() }, 'delivered'));
-      expect(res.statusCode).toBe(204);
-      const { rows } = await t.db.pool.query('select 1 from provider_events where event_id like $1', [`${sid}%`]);
-      expect(rows).toHaveLength(0);
+      const params = statusCallbackParams({ sid, accountSid: fake.accountSid, to: newPhone() }, 'delivered');
+      expect((await post('/webhooks/twilio/status', params)).statusCode).toBe(204);
+      expect((await post('/webhooks/twilio/status', params)).statusCode).toBe(204);
+      const { rows } = await t.db.pool.query('select status from held_delivery_statuses where provider_message_id = $1', [sid]);
+      expect(rows).toEqual([{ status: 'delivered' }]);
+      expect((await t.db.pool.query('select 1 from delivery_statuses where event_id like $1', [`${sid}%`])).rows).toHaveLength(0);
     });
 
     it('refuses a signed callback without a message sid with 400', async () => {

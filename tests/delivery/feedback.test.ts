@@ -3,7 +3,7 @@ import { ChannelError, ThrottledError, type Channel, type Channels, type Outboun
 import { withTransaction } from '../../src/db/pool.js';
 import { withBreakers } from '../../src/delivery/breaker.js';
 import { DeliveryDeferredError, processDelivery, type DeliveryDeps } from '../../src/delivery/deliver.js';
-import { applyProviderStatus, claimProviderEvent } from '../../src/delivery/feedback.js';
+import { recordStatus } from '../../src/delivery/carrier-status.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { startTestApp, type TestApp } from '../helpers/app.js';
 import { memberWithContacts } from '../incidents/helpers.js';
@@ -132,15 +132,13 @@ describe('provider feedback on deliveries', () => {
     const id = byChannel('email').id;
     await t.db.pool.query(`update deliveries set status = 'sent', provider = 'mailer', provider_message_id = 'msg-1' where id = $1`, [id]);
     const apply = (eventId: string, status: string, at: string, ref: { deliveryId?: string; providerMessageId?: string }) =>
-      withTransaction(t.db.pool, async (tx) => (await claimProviderEvent(tx, 'mailer', eventId, new Date()))
-        ? applyProviderStatus(tx, { provider: 'mailer', status, at: new Date(at), ...ref })
-        : 'replay');
+      withTransaction(t.db.pool, (tx) => recordStatus(tx, { provider: 'mailer', eventId, status, errorCode: null, occurredAt: new Date(at), ...ref }, new Date()));
 
-    expect(await apply('e1', 'delivered', '2026-11-23T10:00:05Z', { providerMessageId: 'msg-1' })).toMatchObject({ id, channel: 'email', kind: 'alert' });
-    expect(await apply('e1', 'delivered', '2026-11-23T10:00:05Z', { providerMessageId: 'msg-1' })).toBe('replay');
-    await apply('e0', 'processed', '2026-11-23T10:00:01Z', { deliveryId: id });
+    expect(await apply('e1', 'delivered', '2026-11-23T10:00:05Z', { providerMessageId: 'msg-1' })).toMatchObject({ outcome: 'applied', ref: { id, channel: 'email', kind: 'alert' } });
+    expect((await apply('e1', 'delivered', '2026-11-23T10:00:05Z', { providerMessageId: 'msg-1' })).outcome).toBe('duplicate');
+    expect((await apply('e0', 'processed', '2026-11-23T10:00:01Z', { deliveryId: id })).outcome).toBe('stale');
     expect(await delivery(id)).toMatchObject({ status: 'sent', provider_status: 'delivered' });
-    expect(await apply('e2', 'delivered', '2026-11-23T10:00:05Z', { providerMessageId: 'no-such-message' })).toBeUndefined();
-    expect(await apply('e3', 'delivered', '2026-11-23T10:00:05Z', { deliveryId: 'not-a-uuid' })).toBeUndefined();
+    expect((await apply('e2', 'delivered', '2026-11-23T10:00:05Z', { providerMessageId: 'no-such-message' })).outcome).toBe('unknown');
+    expect((await apply('e3', 'delivered', '2026-11-23T10:00:05Z', { deliveryId: 'not-a-uuid' })).outcome).toBe('unknown');
   });
 });

@@ -53,6 +53,9 @@ export type FakeTwilioOptions = {
   random?: () => number;
 };
 
+/** Runs after a message is accepted and before the answer leaves: Twilio's status callback winning the race with its own answer. */
+export type BeforeAnswer = (message: AcceptedMessage) => Promise<void>;
+
 export type AcceptedMessage = {
   sid: string;
   to: string;
@@ -79,6 +82,8 @@ export type FakeTwilio = {
   setFaults: (faults: FakeTwilioFaults) => void;
   setLatency: (latencyMs: number | [number, number]) => void;
   setNumberError: (to: string, reply: TwilioErrorReply | undefined) => void;
+  /** undefined: answer at once (the default). */
+  setBeforeAnswer: (hook: BeforeAnswer | undefined) => void;
   close: () => Promise<void>;
 };
 
@@ -111,6 +116,7 @@ export async function startFakeTwilio(opts: FakeTwilioOptions = {}): Promise<Fak
   const random = opts.random ?? Math.random;
   let faults: FakeTwilioFaults = { ...opts.faults };
   let latency = opts.latencyMs ?? 0;
+  let beforeAnswer: BeforeAnswer | undefined;
   const numberErrors = new Map(Object.entries({ ...MAGIC, ...opts.numberErrors }));
   const accepted: AcceptedMessage[] = [];
   const outcomes: Record<string, number> = {};
@@ -192,6 +198,7 @@ export async function startFakeTwilio(opts: FakeTwilioOptions = {}): Promise<Fak
     };
     accepted.push(message);
     count('accepted');
+    if (beforeAnswer !== undefined) await beforeAnswer(message);
     const now = new Date().toUTCString().replace('GMT', '+0000');
     sendJson(res, 201, {
       account_sid: accountSid, api_version: '2010-04-01', body: message.body, date_created: now, date_sent: null, date_updated: now,
@@ -225,6 +232,7 @@ export async function startFakeTwilio(opts: FakeTwilioOptions = {}): Promise<Fak
     setFaults: (f) => { faults = { ...f }; },
     setLatency: (l) => { latency = l; },
     setNumberError: (to, reply) => { if (reply === undefined) numberErrors.delete(to); else numberErrors.set(to, reply); },
+    setBeforeAnswer: (hook) => { beforeAnswer = hook; },
     close: async () => {
       const stillHung = [...hung];
       hung.clear();

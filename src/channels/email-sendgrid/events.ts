@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { ProviderStatus } from '../../delivery/feedback.js';
+import type { StatusReport } from '../../delivery/carrier-status.js';
 
 /**
  * SendGrid event webhook payloads: a JSON array of events. Our custom_args (delivery_id, kind,
@@ -34,8 +34,8 @@ export const DELIVERY_EVENTS = new Set(['processed', 'deferred', 'delivered', 'b
 
 /**
  * Event timestamps are whole seconds, so "processed" and "delivered" often share one. Within a
- * second the lifecycle order decides (a few milliseconds, never across seconds), so a delivered
- * that arrives first is not overwritten by its processed.
+ * second the lifecycle order decides (a few milliseconds, never across seconds), so the history
+ * keeps them in order (the row itself never lets a processed replace a delivered: carrier-status.ts).
  */
 const LIFECYCLE_MS: Record<string, number> = { processed: 0, deferred: 1, delivered: 2, bounce: 2, dropped: 2 };
 
@@ -50,20 +50,6 @@ export function cleanReason(value: string | undefined, max = 200): string {
 export function providerMessageIdOf(sgMessageId: string | undefined): string | undefined {
   const id = sgMessageId?.split('.')[0];
   return id === undefined || id === '' ? undefined : id;
-}
-
-export function toProviderStatus(e: SendGridEvent, provider: string): ProviderStatus {
-  const at = new Date(Math.floor(e.timestamp) * 1000 + (LIFECYCLE_MS[e.event] ?? 0));
-  const code = e.status ?? (e.event === 'deferred' ? e.response : e.reason);
-  const errorCode = e.event === 'processed' || e.event === 'delivered' ? null : cleanReason(code, 100) || null;
-  return {
-    provider,
-    deliveryId: e.delivery_id,
-    providerMessageId: providerMessageIdOf(e.sg_message_id),
-    status: e.event,
-    errorCode,
-    at,
-  };
 }
 
 /** Reasons for a drop that mean the address itself cannot receive mail (SendGrid's own wording). */
@@ -85,4 +71,26 @@ export function deadAddressReason(e: SendGridEvent): string | undefined {
     return `dropped: ${cleanReason(e.reason)}`.slice(0, 200);
   }
   return undefined;
+}
+
+/**
+ * The event as a status of our delivery: found by our delivery_id, else by the message id. A
+ * dead address turns email off for the contact (while the address is still theirs), and an alert
+ * that bounced records on the incident timeline that the contact's other channels carry it.
+ */
+export function toStatusReport(e: SendGridEvent, provider: string): StatusReport {
+  const occurredAt = new Date(Math.floor(e.timestamp) * 1000 + (LIFECYCLE_MS[e.event] ?? 0));
+  const code = e.status ?? (e.event === 'deferred' ? e.response : e.reason);
+  const errorCode = e.event === 'processed' || e.event === 'delivered' ? null : cleanReason(code, 100) || null;
+  const dead = deadAddressReason(e);
+  return {
+    provider,
+    eventId: e.sg_event_id,
+    deliveryId: e.delivery_id,
+    providerMessageId: providerMessageIdOf(e.sg_message_id),
+    status: e.event,
+    errorCode,
+    occurredAt,
+    ...(dead === undefined ? {} : { effects: { dead_address: dead, failover: dead } }),
+  };
 }

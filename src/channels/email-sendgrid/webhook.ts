@@ -3,14 +3,14 @@ import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import type pg from 'pg';
 import { z } from 'zod';
-import { withTransaction, type Queryable } from '../../db/pool.js';
-import { applyProviderStatus, claimProviderEvent, disableContactChannel, recordFailover } from '../../delivery/feedback.js';
+import { withTransaction } from '../../db/pool.js';
+import { countStatus, recordStatus, type StatusMetrics } from '../../delivery/carrier-status.js';
 import { AppError, validation } from '../../http/errors.js';
 import { rawBodyRoutes } from '../../http/raw-body.js';
 import { ErrorEnvelopeSchema } from '../../http/schemas.js';
 import type { Logger } from '../../observability/logger.js';
 import { SENDGRID_PROVIDER } from './index.js';
-import { deadAddressReason, DELIVERY_EVENTS, SendGridEventBatch, toProviderStatus, type SendGridEvent } from './events.js';
+import { DELIVERY_EVENTS, SendGridEventBatch, toStatusReport, type SendGridEvent } from './events.js';
 import { loadSendGridPublicKey, SIGNATURE_HEADER, TIMESTAMP_HEADER, verifySendGridSignature } from './signature.js';
 
 /**
@@ -30,6 +30,8 @@ export type SendGridWebhookDeps = {
   /** WEBHOOK_BODY_LIMIT_BYTES. */
   bodyLimit: number;
   log?: Logger;
+  /** pruuf_delivery_statuses_total. */
+  metrics?: StatusMetrics;
 };
 
 /** SendGrid's timestamp is the time it sent this request; older than this is a replay (or lost). */
@@ -87,28 +89,24 @@ function parseBatch(body: Buffer): SendGridEvent[] {
   return parsed.data;
 }
 
-/** A bounce can arrive after the member changed the address; it says nothing about the new one. */
-async function stillTheContactsEmail(db: Queryable, contactId: string, address: string): Promise<boolean> {
-  const { rows } = await db.query<{ same: boolean }>('select lower(email) = lower($2) as same from contacts where id = $1', [contactId, address]);
-  return rows[0]?.same === true;
-}
-
 type EventOutcome = 'applied' | 'duplicate' | 'ignored' | 'disabled';
 
+/**
+ * Our mail always carries delivery_id (custom_args) and the row exists before the send, so an
+ * event is matched by our id even when it beats our record of the send; one without it is not
+ * ours (another system on the same account) and is not held.
+ */
 async function applyEvent(deps: SendGridWebhookDeps, e: SendGridEvent, now: Date): Promise<EventOutcome> {
   if (!DELIVERY_EVENTS.has(e.event)) return 'ignored';
-  return withTransaction(deps.pool, async (tx) => {
-    if (!(await claimProviderEvent(tx, SENDGRID_PROVIDER, e.sg_event_id, now))) return 'duplicate';
-    const ref = await applyProviderStatus(tx, toProviderStatus(e, SENDGRID_PROVIDER));
-    if (ref === undefined) return 'ignored';
-    const reason = deadAddressReason(e);
-    if (reason === undefined || ref.channel !== 'email' || ref.contact_id === null) return 'applied';
-    if (!(await stillTheContactsEmail(tx, ref.contact_id, ref.address))) return 'applied';
-    const disabled = await disableContactChannel(tx, ref.contact_id, 'email', reason, now);
-    if (ref.kind === 'alert') await recordFailover(tx, ref, reason, now);
-    if (disabled) deps.log?.info({ provider: SENDGRID_PROVIDER, contact_id: ref.contact_id, delivery_id: ref.id, event: e.event }, 'email turned off for a contact: the address cannot receive mail');
-    return disabled ? 'disabled' : 'applied';
-  });
+  const result = await withTransaction(deps.pool, (tx) => recordStatus(tx, toStatusReport(e, SENDGRID_PROVIDER), now));
+  countStatus(deps.metrics, SENDGRID_PROVIDER, result.ref?.channel, e.event, result.outcome);
+  if (result.outcome === 'duplicate') return 'duplicate';
+  if (result.outcome === 'unknown' || result.ref === undefined) return 'ignored';
+  if (result.disabled) {
+    deps.log?.info({ provider: SENDGRID_PROVIDER, contact_id: result.ref.contact_id, delivery_id: result.ref.id, event: e.event }, 'email turned off for a contact: the address cannot receive mail');
+    return 'disabled';
+  }
+  return 'applied';
 }
 
 export async function sendgridWebhookRoutes(app: FastifyInstance, deps: SendGridWebhookDeps): Promise<void> {

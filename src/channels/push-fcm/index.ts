@@ -165,11 +165,13 @@ export function createFcmChannel(opts: FcmChannelOptions): FcmChannel {
 
       const result = outcome(msg, devices, batch, wire);
       await forget(msg, result.dead);
-      if (result.messageId !== undefined) return { provider: FCM_PROVIDER, providerMessageId: result.messageId };
+      // FCM gives no delivery receipts: its answer is the last word we get, recorded as the carrier status.
+      if (result.messageId !== undefined) return { provider: FCM_PROVIDER, providerMessageId: result.messageId, status: { status: 'sent', errorCode: null } };
 
       const summary = `fcm: no device accepted (${devices.length} tried: ${[...new Set(result.codes)].join(', ')})`;
       if (result.failures.every((f) => f === 'dead')) {
-        throw new ChannelError(`fcm: every push token of the member is dead (${devices.length} device(s), now forgotten)`, 'permanent');
+        throw new ChannelError(`fcm: every push token of the member is dead (${devices.length} device(s), now forgotten)`, 'permanent', undefined, undefined,
+          { status: 'undelivered', errorCode: [...new Set(result.codes)].join(', ').slice(0, 100) });
       }
       if (result.failures.includes('transient')) throw new ChannelError(summary, 'transient', wire.retryAfterMs());
       if (result.failures.includes('configuration')) throw new ChannelError(summary, 'configuration', wire.retryAfterMs());

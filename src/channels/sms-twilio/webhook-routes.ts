@@ -7,6 +7,7 @@ import type { Config } from '../../config.js';
 import { AppError } from '../../http/errors.js';
 import { ErrorEnvelopeSchema } from '../../http/schemas.js';
 import type { Logger } from '../../observability/logger.js';
+import type { Metrics } from '../../observability/metrics.js';
 import type { QueueSystem } from '../../queue/index.js';
 import { handleInboundSms } from './inbound.js';
 import { INBOUND_PATH, STATUS_CALLBACK_PATH } from './index.js';
@@ -17,6 +18,8 @@ export type TwilioWebhookDeps = {
   queues: QueueSystem;
   log: Logger;
   config: Pick<Config, 'TWILIO_AUTH_TOKEN' | 'publicBaseUrl'>;
+  /** pruuf_delivery_statuses_total. */
+  metrics?: Pick<Metrics, 'deliveryStatuses'>;
 };
 
 const Sid = z.string().regex(/^[A-Z]{2}[0-9a-f]{32}$/, 'a Twilio sid');
@@ -68,7 +71,7 @@ export function twilioWebhookRoutes(app: FastifyInstance, deps: TwilioWebhookDep
     const b = req.body;
     const outcome = await applyTwilioStatus(deps.pool, deps.log, {
       messageSid: b.MessageSid, status: b.MessageStatus, errorCode: b.ErrorCode === undefined || b.ErrorCode === '' ? null : b.ErrorCode,
-    }, app.clock());
+    }, app.clock(), deps.metrics);
     req.log.debug({ message_sid: b.MessageSid, status: b.MessageStatus, outcome }, 'Twilio status callback');
     return reply.code(204).send(null);
   });
