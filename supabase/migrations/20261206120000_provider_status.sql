@@ -76,3 +76,7 @@ alter table public.delivery_statuses enable row level security;
 alter table public.held_delivery_statuses enable row level security;
 revoke all on public.delivery_statuses, public.held_delivery_statuses from public, anon, authenticated;
 grant all on public.delivery_statuses, public.held_delivery_statuses to service_role;
+
+-- A member's Supabase client reads its deliveries' status columns (rls_hardening): the carrier's
+-- word is status too (what GET /v1/incidents/:id shows), never a body or an address.
+grant select (carrier_status, carrier_status_at, provider_error_code) on public.deliveries to authenticated;

@@ -43,7 +43,7 @@ const TABLES: Record<string, Decision> = {
   check_ins: { select: 'all', why: "the server's clock; advances deadlines, resolves incidents" },
   deliveries: {
     select: ['id', 'member_id', 'contact_id', 'incident_id', 'step_no', 'kind', 'channel', 'status', 'attempts', 'error_class',
-      'provider_status', 'provider_status_at', 'created_at', 'sent_at', 'updated_at'],
+      'provider_status', 'provider_status_at', 'carrier_status', 'carrier_status_at', 'provider_error_code', 'created_at', 'sent_at', 'updated_at'],
     why: "status only: bodies and payloads carry contacts' /a/ links (R4)",
   },
   incidents: { select: 'all', why: 'read; SOS and resolve through the API' },
@@ -59,6 +59,9 @@ const TABLES: Record<string, Decision> = {
   sms_sender_rate: closed('service bookkeeping'),
   sweep_failures: closed('service bookkeeping'),
   phone_verifications: closed('code hashes: the API verifies phones'),
+  check_in_note_days: closed('service bookkeeping: which day had its checked-in note'),
+  delivery_statuses: closed('provider events: carrier words, error codes'),
+  held_delivery_statuses: closed('provider events waiting for their delivery row'),
   deleted_accounts: closed('tombstones: which links of a deleted account answer 410'),
   auditor_state: closed('operator data'),
   worker_heartbeats: closed('operator data'),
