@@ -2,7 +2,7 @@ import { DateTime } from 'luxon';
 import type pg from 'pg';
 import { withTransaction } from '../db/pool.js';
 import { enqueueDeliveries, insertDeliveries, type NewDelivery } from '../delivery/outbox.js';
-import { renderCheckInNote } from '../incidents/messages.js';
+import { renderCheckInNote, type Locale } from '../incidents/messages.js';
 import { pushAddress } from '../incidents/plan.js';
 import type { Logger } from '../observability/logger.js';
 import type { QueueSystem } from '../queue/index.js';
@@ -76,7 +76,7 @@ function sharedFollowing(s: ScheduleShape, memberTimeZone: string, next: Date): 
 }
 
 type Stale = Omit<ScheduleShape, 'due_at'> & { id: string; member_id: string; due_at: string | null; next_deadline_at: string; member_time_zone: string; pauses: { from: string; until: string }[] | null };
-type NoteContact = { id: string; member_id: string; name: string; email: string | null; email_disabled: boolean; linked_user_id: string | null; member_name: string | null; time_zone: string };
+type NoteContact = { id: string; member_id: string; name: string; email: string | null; email_disabled: boolean; linked_user_id: string | null; member_name: string | null; time_zone: string; locale: Locale };
 
 async function round(deps: Deps, batch: Answered[]): Promise<void> {
   const at = firstAt(batch);
@@ -92,7 +92,7 @@ async function round(deps: Deps, batch: Answered[]): Promise<void> {
         from schedules s join members m on m.id = s.member_id
         where s.member_id = any($1::uuid[]) and s.active and s.next_deadline_at is not null and s.following_deadline_at is null and s.kind = 'daily') as stale,
        (select json_agg(json_build_object('id', c.id, 'member_id', c.member_id, 'name', c.name, 'email', c.email, 'email_disabled', c.email_disabled,
-           'linked_user_id', c.linked_user_id, 'member_name', m.display_name, 'time_zone', m.time_zone))
+           'linked_user_id', c.linked_user_id, 'member_name', coalesce(nullif(btrim(m.display_name), ''), m.email), 'time_zone', m.time_zone, 'locale', c.locale))
         from contacts c join members m on m.id = c.member_id
         where c.member_id = any($1::uuid[]) and c.notify_on_check_in and c.status = 'active') as contacts`,
     [[...at.keys()], earliest.toISOString()],
@@ -163,7 +163,7 @@ async function sendCheckInNotes(deps: Deps, batch: Answered[], contacts: NoteCon
 
 function notesFor(checkIns: Answered[], contacts: NoteContact[]): NewDelivery[] {
   return checkIns.flatMap(({ memberId, at }) => contacts.filter((c) => c.member_id === memberId).flatMap((c) => {
-    const r = renderCheckInNote({ memberName: c.member_name ?? 'Your contact', contactName: c.name, at, timeZone: c.time_zone });
+    const r = renderCheckInNote({ memberName: c.member_name ?? '', contactName: c.name, at, timeZone: c.time_zone, locale: c.locale });
     const base = { memberId, contactId: c.id, kind: 'check_in_note' as const };
     const out: NewDelivery[] = [];
     if (c.linked_user_id !== null) out.push({ ...base, channel: 'push', address: pushAddress(c.linked_user_id), subject: r.push.title, body: r.push.body });

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { checkInsSettled } from '../../src/checkins/service.js';
 import { messageText, type StoredMessage } from '../../src/incidents/render-at-send.js';
 import { sweepOnce } from '../../src/incidents/sweep.js';
 import { startTestApp, type TestApp } from '../helpers/app.js';
@@ -158,6 +159,20 @@ describe('what contacts read', () => {
     const clear = await sent(t, inc!.id, 'all_clear');
     expect(clear.find((d) => d.contact_id === es.json().id)!.subject).toBe('Todo en orden: Ann está bien');
     expect(clear.find((d) => d.contact_id === de.json().id)!.body).toMatch(/^Pruuf: Entwarnung\. Ann hat sich um 10:00 UTC, Mo, 23\. Nov gemeldet\./);
+  });
+
+  it('sends a "checked in" note in the language of the contact who asked for it', async () => {
+    clock.set('2026-11-23T08:00:00Z');
+    const m = await memberWithContacts(t, [1]);
+    const res = await t.app.inject({ method: 'PATCH', url: `/v1/contacts/${m.contacts[0]!.id}`, headers: m.headers, payload: { notify_on_check_in: true, locale: 'fr' } });
+    expect(res.json()).toMatchObject({ notify_on_check_in: true, locale: 'fr' });
+    clock.set('2026-11-23T09:00:00Z');
+    expect((await t.app.inject({ method: 'POST', url: '/v1/check-ins', headers: m.headers, payload: {} })).statusCode).toBe(201);
+    await checkInsSettled(t.db.pool);
+    const { rows } = await t.db.pool.query<{ channel: string; subject: string | null; body: string }>(
+      `select channel, subject, body from deliveries where member_id = $1 and kind = 'check_in_note' order by channel`, [m.sub]);
+    expect(rows.find((r) => r.channel === 'email')!.subject).toBe('Ann a fait son check-in à 09:00 UTC');
+    expect(rows.find((r) => r.channel === 'email')!.body).toMatch(/^Bonjour Contact 0,\n\nAnn a fait son check-in à 09:00 UTC le lundi 23 novembre 2026\. Tout va bien\./);
   });
 
   it('lets the database refuse a language the messages do not have, for writes that bypass the API', async () => {
