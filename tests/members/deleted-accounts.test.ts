@@ -98,6 +98,8 @@ describe('a deleted account', () => {
     expect((await t.db.pool.query('select 1 from check_ins where member_id = $1', [m.sub])).rowCount).toBe(0);
 
     // The re-created profile's own reminders carry links that work (and the old one still does not).
+    // (A new profile has no name yet: arming a schedule needs one.)
+    expect((await t.app.inject({ method: 'PATCH', url: '/v1/me', headers: m.headers, payload: { display_name: 'Ann again' } })).statusCode).toBe(200);
     expect((await t.app.inject({ method: 'POST', url: '/v1/schedules', headers: m.headers, payload: { kind: 'daily', local_time: '10:30', time_zone: 'UTC' } })).statusCode).toBe(201);
     clock.set('2026-11-23T10:00:00Z');
     await sweepOnce(sweepDeps(t, clock));
