@@ -129,7 +129,7 @@ export async function boot(roles: Roles, options: BootOptions = {}): Promise<voi
       await startWorker({
         pool: runtime.pool, queues: runtime.queues, clock: systemClock, log, metrics,
         incidents: incidentSettings(config, linkSecret), sweepEveryMs: config.SWEEP_EVERY_MS, deliveryConcurrency: config.DELIVERY_CONCURRENCY,
-        failoverAfterMs: config.PROVIDER_FAILOVER_MINUTES * 60_000, config,
+        failoverAfterMs: config.PROVIDER_FAILOVER_MINUTES * 60_000, receiptTimeoutMs: config.RECEIPT_TIMEOUT_SECONDS * 1000, config,
         ...(options.channels === undefined ? {} : { channels: options.channels(runtime.pool, config, log) }),
       });
     }

@@ -6,6 +6,13 @@ import { z } from 'zod';
  * A bad value stops the process with a message naming the variable.
  */
 
+/** A comma-separated order of known provider names, each at most once. */
+const providerOrder = <const N extends string>(known: readonly [N, ...N[]]) => z
+  .string()
+  .default(known.join(','))
+  .transform((v) => v.split(',').map((x) => x.trim().toLowerCase()).filter(Boolean))
+  .pipe(z.array(z.enum(known)).min(1).refine((a) => new Set(a).size === a.length, 'names a provider twice'));
+
 const int = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
   z.coerce.number().int().min(min).max(max).default(def);
 const optionalString = z
@@ -134,6 +141,18 @@ const schema = z
     SMS_RATE_PER_SECOND: int(1, 1, 1000),
     /** A provider whose breaker stays open this long: its channels count as down in incident timelines. */
     PROVIDER_FAILOVER_MINUTES: int(5, 1, 120),
+    /**
+     * The order SMS and email providers are tried in, among those configured (credentials set): a
+     * delivery moves to the next at once when one fails transiently or its breaker is open.
+     */
+    SMS_PROVIDERS: providerOrder(['twilio', 'vonage']),
+    EMAIL_PROVIDERS: providerOrder(['sendgrid', 'postmark']),
+    /**
+     * An SMS or email alert with no "delivered" receipt this long after its provider accepted it is
+     * sent again through the next provider of its channel (a copy that says it is a repeat; one copy
+     * per provider at most). 0 turns it off.
+     */
+    RECEIPT_TIMEOUT_SECONDS: int(120, 0, 3600),
     /** Webhook bodies above this are refused before any signature check. */
     WEBHOOK_BODY_LIMIT_BYTES: int(256 * 1024, 1024, 5 * 1024 * 1024),
 

@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import type { Job } from 'bullmq';
 import type pg from 'pg';
 import { createChannels } from './channels/index.js';
-import type { Channels } from './channels/types.js';
+import { CHANNEL_NAMES, providersOf, type Channels } from './channels/types.js';
 import type { Clock } from './clock.js';
 import type { Config } from './config.js';
 import { DEFAULT_BREAKER_OPTIONS, withBreakers, type BreakerOptions, type ProviderBreaker } from './delivery/breaker.js';
@@ -43,6 +43,8 @@ export type WorkerDeps = {
   deliveryConcurrency?: number;
   /** PROVIDER_FAILOVER_MINUTES in ms. */
   failoverAfterMs?: number;
+  /** RECEIPT_TIMEOUT_SECONDS in ms: SMS/email alerts with no delivered receipt this long after acceptance are repeated through the next provider (0/undefined: off). */
+  receiptTimeoutMs?: number;
   /** Escalation settings; without them this process runs no sweeper. */
   incidents?: IncidentSettings;
   sweepEveryMs?: number;
@@ -179,8 +181,10 @@ export async function startWorker(deps: WorkerDeps): Promise<StartedWorker> {
   const guarded = deps.breakers === false
     ? { channels, breakers: new Map<string, ProviderBreaker>(), shutdown: () => undefined }
     : withBreakers(channels, { ...DEFAULT_BREAKER_OPTIONS, timeoutMs: SEND_TIMEOUT_MS, ...deps.breakers }, deps.metrics);
+  const providerCounts = Object.fromEntries(CHANNEL_NAMES.map((c) => [c, providersOf(guarded.channels[c]).length]));
   const deliver = deliveryProcessor({
     pool: deps.pool, channels: guarded.channels, clock: deps.clock, log: deps.log, metrics: deps.metrics, failoverAfterMs: deps.failoverAfterMs,
+    ...(deps.receiptTimeoutMs === undefined ? {} : { receiptTimeoutMs: deps.receiptTimeoutMs }),
     // The sweeper's link secret (every production worker has one) also opens phone verification codes.
     ...(deps.incidents === undefined ? {} : { linkSecret: deps.incidents.links.linkSecret }),
     ...(deps.breakers === false || deps.breakers?.timeoutMs === undefined ? {} : { sendTimeoutMs: deps.breakers.timeoutMs }),
@@ -213,6 +217,7 @@ export async function startWorker(deps: WorkerDeps): Promise<StartedWorker> {
       const started = performance.now();
       const r = await sweepOnce({
         pool: deps.pool, queues: deps.queues, log: deps.log, clock: deps.clock, settings: incidents, failures: sweepFailureMetrics,
+        ...((deps.receiptTimeoutMs ?? 0) > 0 ? { receipts: { providerCounts, metrics: deps.metrics } } : {}),
         ...(deps.deliveryJobs === undefined ? {} : { deliveryJobs: deps.deliveryJobs }),
       });
       if (r.missed + r.steps + r.ackTimeouts > 0 || r.failedLanes.length > 0) deps.log.info({ ...r }, 'sweep');

@@ -5,7 +5,7 @@ import { createDevOutboxChannel } from './dev-outbox/index.js';
 import { sendGridChannelFromConfig } from './email-sendgrid/index.js';
 import { fcmChannelFromConfig } from './push-fcm/index.js';
 import { twilioChannelFromConfig } from './sms-twilio/index.js';
-import { CHANNEL_NAMES, type ChannelName, type Channels } from './types.js';
+import { CHANNEL_NAMES, providersOf, type Channel, type ChannelName, type Channels } from './types.js';
 
 export type ChannelDeps = { pool: Queryable; config?: Config; log?: Logger };
 
@@ -17,18 +17,32 @@ export type ChannelSet = {
   close: () => Promise<void>;
 };
 
+type Maker = () => Channel | undefined;
+
 /**
- * The channel for each of push, SMS and email: the real provider (FCM, Twilio, SendGrid) where
- * its credentials are configured, the dev outbox where they are not. Unguarded: startWorker puts
- * them behind one circuit breaker per provider (delivery/breaker.ts).
+ * Each channel's providers in the configured order (SMS_PROVIDERS, EMAIL_PROVIDERS), among those
+ * whose credentials are set: push FCM; SMS Twilio, Vonage; email SendGrid, Postmark. A channel with
+ * none goes to the dev outbox. Unguarded: startWorker puts each provider behind its own circuit
+ * breaker (delivery/breaker.ts), and a delivery fails over along the list (delivery/deliver.ts).
  */
 export function createChannels(deps: ChannelDeps): ChannelSet {
   const devOutbox = createDevOutboxChannel(deps.pool);
   const { config, log } = deps;
   const push = config !== undefined && log !== undefined ? fcmChannelFromConfig(config, deps.pool, log) : undefined;
-  const sms = config !== undefined && log !== undefined ? twilioChannelFromConfig(config, deps.pool, log) : undefined;
-  const email = config !== undefined ? sendGridChannelFromConfig(config, log) : undefined;
-  const channels: Channels = { push: push ?? devOutbox, sms: sms ?? devOutbox, email: email ?? devOutbox };
+  const sms: Record<string, Maker> = {
+    twilio: () => (config !== undefined && log !== undefined ? twilioChannelFromConfig(config, deps.pool, log) : undefined),
+  };
+  const email: Record<string, Maker> = {
+    sendgrid: () => (config !== undefined ? sendGridChannelFromConfig(config, log) : undefined),
+  };
+  const ordered = (makers: Record<string, Maker>, order: readonly string[] | undefined): Channel[] =>
+    (order ?? Object.keys(makers)).flatMap((name) => makers[name]?.() ?? []);
+  const orOutbox = (list: Channel[]): Channel | readonly Channel[] => (list.length === 0 ? devOutbox : list.length === 1 ? list[0]! : list);
+  const channels: Channels = {
+    push: push ?? devOutbox,
+    sms: orOutbox(ordered(sms, config?.SMS_PROVIDERS)),
+    email: orOutbox(ordered(email, config?.EMAIL_PROVIDERS)),
+  };
   return {
     channels,
     devOutbox: CHANNEL_NAMES.filter((name) => channels[name] === devOutbox),
@@ -36,6 +50,11 @@ export function createChannels(deps: ChannelDeps): ChannelSet {
       await push?.close();
     },
   };
+}
+
+/** Each channel's provider names, in the order they are tried ('dev_outbox' where none is configured). */
+export function providerNames(channels: Channels): Record<ChannelName, string[]> {
+  return Object.fromEntries(CHANNEL_NAMES.map((name) => [name, providersOf(channels[name]).map((c) => c.provider)])) as Record<ChannelName, string[]>;
 }
 
 /** Channels with no real provider configured, whose messages go to the dev outbox. */

@@ -69,4 +69,11 @@ export interface Channel {
   send(msg: OutboundMessage, signal: AbortSignal): Promise<SendResult>;
 }
 
-export type Channels = Record<ChannelName, Channel>;
+/**
+ * Each channel's providers, in the order they are tried: a delivery goes to the first, and moves to
+ * the next at once when one fails transiently or its breaker is open (src/delivery/deliver.ts). A
+ * single Channel is a list of one.
+ */
+export type Channels = Record<ChannelName, Channel | readonly Channel[]>;
+
+export const providersOf = (c: Channel | readonly Channel[]): readonly Channel[] => (Array.isArray(c) ? c : [c as Channel]);

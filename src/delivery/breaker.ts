@@ -1,5 +1,5 @@
 import CircuitBreaker from 'opossum';
-import { CHANNEL_NAMES, ChannelError, ThrottledError, type Channel, type Channels, type OutboundMessage, type SendResult } from '../channels/types.js';
+import { CHANNEL_NAMES, ChannelError, providersOf, ThrottledError, type Channel, type Channels, type OutboundMessage, type SendResult } from '../channels/types.js';
 import type { Metrics } from '../observability/metrics.js';
 
 /**
@@ -103,7 +103,7 @@ function translate(err: unknown, c: Circuit, breakerTimeoutMs: number): unknown 
 }
 
 export type BreakerSet = {
-  /** The same channels, each sending through its provider's breaker. */
+  /** The same channels, each provider sending through its own breaker. */
   channels: Channels;
   /** provider → breaker; channels that share a provider share one. */
   breakers: Map<string, ProviderBreaker>;
@@ -173,7 +173,10 @@ export function withBreakers(
     return guarded;
   };
 
-  const out = Object.fromEntries(CHANNEL_NAMES.map((name) => [name, wrap(channels[name])])) as Channels;
+  const out = Object.fromEntries(CHANNEL_NAMES.map((name) => {
+    const list = providersOf(channels[name]).map(wrap);
+    return [name, list.length === 1 ? list[0]! : list];
+  })) as Channels;
   return {
     channels: out,
     breakers: new Map([...byProvider].map(([provider, c]) => [provider, c.breaker])),

@@ -1,17 +1,19 @@
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type pg from 'pg';
-import { ChannelError, ThrottledError, type ChannelName, type Channels, type ErrorClass, type OutboundMessage, type SendResult } from '../channels/types.js';
+import { ChannelError, providersOf, ThrottledError, type ChannelName, type Channels, type ErrorClass, type OutboundMessage, type SendResult } from '../channels/types.js';
 import type { Clock } from '../clock.js';
 import { maskAddress, type Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { isDatabaseUnavailable } from '../db/pool.js';
 import type { AlertRender } from '../incidents/outbound.js';
+import { markRepeat } from '../incidents/messages.js';
 import { messageText, type MessageText } from '../incidents/render-at-send.js';
 import { verificationText } from '../members/phone-verification.js';
 import { circuitDownForMs, circuitRetryAfterMs } from './breaker.js';
 import { recordSendOutcome } from './carrier-status.js';
 import { disableContactChannel, recordFailover } from './feedback.js';
 import type { DeliveryJobData } from './outbox.js';
+import { providersFor, recordProviderFailover } from './providers.js';
 
 /**
  * The delivery job: re-read the row, hand it to the channel, record the outcome.
@@ -28,7 +30,7 @@ import type { DeliveryJobData } from './outbox.js';
  * the last try, and the job waits until the breaker lets a trial call through.
  */
 
-export type DeliveryMetrics = Pick<Metrics, 'deliveries' | 'deliveryLatency' | 'providerCalls' | 'providerCallSeconds'> & Partial<Pick<Metrics, 'deliveryStatuses'>>;
+export type DeliveryMetrics = Pick<Metrics, 'deliveries' | 'deliveryLatency' | 'providerCalls' | 'providerCallSeconds'> & Partial<Pick<Metrics, 'deliveryStatuses' | 'providerFailovers'>>;
 
 export type DeliveryDeps = {
   pool: pg.Pool;
@@ -41,6 +43,8 @@ export type DeliveryDeps = {
   metrics?: DeliveryMetrics;
   /** A provider circuit open this long: the incident timeline records the channel as down (PROVIDER_FAILOVER_MINUTES). */
   failoverAfterMs?: number;
+  /** RECEIPT_TIMEOUT_SECONDS in ms: an SMS or email alert with no receipt this long after it was accepted is repeated (0/undefined: never). */
+  receiptTimeoutMs?: number;
   /** LINK_SIGNING_SECRET: opens the sealed code of a phone verification SMS (src/members/phone-verification.ts). */
   linkSecret?: string;
 };
@@ -112,6 +116,10 @@ type DeliveryRow = {
   data: Record<string, string> | null;
   status: 'pending' | 'sent' | 'failed' | 'cancelled';
   created_at: Date;
+  /** A copy sent again after no receipt came: the original's id. */
+  repeat_of: string | null;
+  /** The contact's language (a repeat's marker is written in it). */
+  locale: string | null;
 };
 
 const MAX_ERROR_LENGTH = 500;
@@ -130,12 +138,12 @@ function classify(err: unknown): ErrorClass | null {
   return null;
 }
 
-async function markSent(pool: pg.Pool, row: DeliveryRow, result: SendResult, attemptedAt: Date, sentAt: Date, durationMs: number): Promise<boolean> {
+async function markSent(pool: pg.Pool, row: DeliveryRow, result: SendResult, attemptedAt: Date, sentAt: Date, durationMs: number, receiptCheckAt: Date | null): Promise<boolean> {
   const { rows } = await pool.query<{ n: number }>(
     `with marked as (
        update deliveries
           set status = 'sent', provider = $2, provider_message_id = $3, sent_at = $4, updated_at = $4,
-              attempts = attempts + 1, last_error = null, error_class = null
+              attempts = attempts + 1, last_error = null, error_class = null, receipt_check_at = $7
         where id = $1 and status = 'pending'
        returning id
      ), attempt as (
@@ -143,7 +151,7 @@ async function markSent(pool: pg.Pool, row: DeliveryRow, result: SendResult, att
        values ($1, $5, $2, 'accepted', $6)
      )
      select count(*)::int as n from marked`,
-    [row.id, result.provider, result.providerMessageId, sentAt, attemptedAt, durationMs],
+    [row.id, result.provider, result.providerMessageId, sentAt, attemptedAt, durationMs, receiptCheckAt],
   );
   return rows[0]?.n === 1;
 }
@@ -172,7 +180,7 @@ const deliveryRef = (row: DeliveryRow) => ({ id: row.id, incident_id: row.incide
  * A delivery is failed for good: a dead address turns that channel off for the contact, and an
  * alert's incident timeline records which of the contact's channels still carry it.
  */
-async function afterFinalFailure(deps: DeliveryDeps, row: DeliveryRow, err: unknown, error: string): Promise<void> {
+async function afterFinalFailure(deps: DeliveryDeps, row: DeliveryRow, provider: string, err: unknown, error: string): Promise<void> {
   const now = deps.clock();
   try {
     if (err instanceof ChannelError && err.deadAddress !== undefined && row.contact_id !== null && (row.channel === 'email' || row.channel === 'sms')) {
@@ -180,7 +188,7 @@ async function afterFinalFailure(deps: DeliveryDeps, row: DeliveryRow, err: unkn
     }
     if (row.kind === 'alert') await recordFailover(deps.pool, deliveryRef(row), error, now);
     if (err instanceof ChannelError && err.sendStatus !== undefined) {
-      await recordSendOutcome(deps.pool, row, { provider: deps.channels[row.channel].provider, status: err.sendStatus }, now, deps.metrics);
+      await recordSendOutcome(deps.pool, row, { provider, status: err.sendStatus }, now, deps.metrics);
     }
   } catch (e) {
     // The failure itself is recorded; this is bookkeeping on top of it.
@@ -199,7 +207,9 @@ export async function processDelivery(
   deps: DeliveryDeps, deliveryId: string, attemptsMade: number, maxAttempts: number,
 ): Promise<DeliveryOutcome> {
   const { rows } = await deps.pool.query<DeliveryRow>(
-    `select id, channel, address, subject, body, html, data, render, kind, incident_id, contact_id, status, created_at from deliveries where id = $1`,
+    `select d.id, d.channel, d.address, d.subject, d.body, d.html, d.data, d.render, d.kind, d.incident_id, d.contact_id, d.status, d.created_at, d.repeat_of,
+            (select c.locale from contacts c where c.id = d.contact_id) as locale
+       from deliveries d where d.id = $1`,
     [deliveryId],
   );
   const row = rows[0];
@@ -211,7 +221,8 @@ export async function processDelivery(
     return 'skipped';
   }
 
-  const channel = deps.channels[row.channel];
+  const configured = providersOf(deps.channels[row.channel]);
+  const primary = configured[0]!;
   let text: MessageText;
   try {
     // A verification code is sealed in its row (members read their own deliveries): opened only here.
@@ -224,67 +235,104 @@ export async function processDelivery(
     // again renders the same nothing. Failed at once, and the contact's other channels carry it.
     const error = cleanError(`could not render the message: ${err instanceof Error ? err.message : String(err)}`, row.address);
     const now = deps.clock();
-    await markFailedTry(deps.pool, row, channel.provider, error, 'permanent', true, now, now, 0);
+    await markFailedTry(deps.pool, row, primary.provider, error, 'permanent', true, now, now, 0);
     deps.log.error({ delivery_id: row.id, incident_id: row.incident_id, channel: row.channel, kind: row.kind, error }, 'delivery failed: its message could not be rendered');
     count('failed');
-    await afterFinalFailure(deps, row, err, error);
+    await afterFinalFailure(deps, row, primary.provider, err, error);
     return 'failed';
+  }
+  // A repeat says so, in the contact's language, and goes only where the message has not been.
+  if (row.repeat_of !== null) text = markRepeat(text, row.channel, row.locale);
+  const providers = await providersFor(deps.pool, row, configured);
+  if (providers.length === 0) {
+    await deps.pool.query(`update deliveries set status = 'cancelled', last_error = 'no provider left that has not carried it', updated_at = $2 where id = $1 and status = 'pending'`, [row.id, deps.clock()]);
+    count('skipped');
+    return 'skipped';
   }
   const msg: OutboundMessage = {
     deliveryId: row.id, channel: row.channel, to: row.address, subject: text.subject, body: text.body,
     html: text.html, kind: row.kind, incidentId: row.incident_id, data: text.data,
   };
-  const logFields = {
-    delivery_id: row.id, channel: row.channel, kind: row.kind, to: maskAddress(row.address),
-    provider: channel.provider, attempt: attemptsMade + 1, max_attempts: maxAttempts,
-  };
-  const attemptedAt = deps.clock();
-  const started = performance.now();
-  let result: SendResult;
-  try {
-    result = await channel.send(msg, AbortSignal.timeout(deps.sendTimeoutMs ?? SEND_TIMEOUT_MS));
-  } catch (err) {
-    if (err instanceof ThrottledError) {
-      // Never reached the provider: not a try, and not an attempt.
-      deps.log.debug({ ...logFields, retry_after_ms: err.retryAfterMs }, 'delivery throttled; will come back');
-      throw new DeliveryDeferredError(err.message, err.retryAfterMs ?? 0);
+
+  // The providers in order: a transient failure, an open breaker or a local "not yet" moves the
+  // delivery to the next one at once; an error about the address (permanent) stops here, since
+  // another provider would get the same answer (the contact's other channels carry the alert).
+  let waitMs: number | undefined;
+  let sent: { result: SendResult; attemptedAt: Date; durationMs: number } | undefined;
+  let lastError = '';
+  let lastClass: ErrorClass | null = null;
+  for (const [i, channel] of providers.entries()) {
+    const next = providers[i + 1];
+    const logFields = {
+      delivery_id: row.id, channel: row.channel, kind: row.kind, to: maskAddress(row.address),
+      provider: channel.provider, attempt: attemptsMade + 1, max_attempts: maxAttempts,
+    };
+    const attemptedAt = deps.clock();
+    const started = performance.now();
+    try {
+      const result = await channel.send(msg, AbortSignal.timeout(deps.sendTimeoutMs ?? SEND_TIMEOUT_MS));
+      sent = { result, attemptedAt, durationMs: Math.round(performance.now() - started) };
+      break;
+    } catch (err) {
+      if (err instanceof ThrottledError) {
+        // Never reached the provider: not a try, and not an attempt.
+        waitMs = Math.min(waitMs ?? Infinity, err.retryAfterMs ?? 0);
+        deps.log.debug({ ...logFields, retry_after_ms: err.retryAfterMs, next: next?.provider }, 'delivery throttled');
+        if (next !== undefined) await failover(deps, row, channel.provider, next.provider, err.message);
+        continue;
+      }
+      const durationMs = Math.round(performance.now() - started);
+      const errorClass = classify(err);
+      const error = cleanError(err instanceof Error ? err.message : String(err), row.address);
+      lastError = error;
+      lastClass = errorClass;
+      // Read right after the failure: open now means this try failed into (or opened) an outage.
+      // The provider's own Retry-After counts the same way: it asked us to wait, not to give up.
+      const retryAfterMs = errorClass === 'permanent' ? undefined
+        : err instanceof ChannelError && err.retryAfterMs !== undefined ? err.retryAfterMs
+          : circuitRetryAfterMs(channel);
+      if (retryAfterMs !== undefined) waitMs = Math.min(waitMs ?? Infinity, retryAfterMs);
+      const final = errorClass === 'permanent' || (next === undefined && waitMs === undefined && attemptsMade + 1 >= maxAttempts);
+      deps.metrics?.providerCalls.inc({ provider: channel.provider, outcome: 'failed', error_class: errorClass ?? 'unclassified' });
+      deps.metrics?.providerCallSeconds.observe({ provider: channel.provider, outcome: 'failed' }, durationMs / 1000);
+      await markFailedTry(deps.pool, row, channel.provider, error, errorClass, final, attemptedAt, deps.clock(), durationMs);
+      if (final) {
+        deps.log.warn({ ...logFields, error_class: errorClass, error, duration_ms: durationMs }, 'delivery failed');
+        count('failed');
+        await afterFinalFailure(deps, row, channel.provider, err, error);
+        return 'failed';
+      }
+      if (next !== undefined) {
+        deps.log.info({ ...logFields, error_class: errorClass, error, duration_ms: durationMs, next: next.provider }, 'delivery try failed; trying the next provider now');
+        await failover(deps, row, channel.provider, next.provider, error);
+        continue;
+      }
+      deps.log.info({ ...logFields, error_class: errorClass, error, duration_ms: durationMs, retry_after_ms: retryAfterMs }, 'delivery try failed on every provider; will retry');
     }
-    const durationMs = Math.round(performance.now() - started);
-    const errorClass = classify(err);
-    const error = cleanError(err instanceof Error ? err.message : String(err), row.address);
-    // Read right after the failure: open now means this try failed into (or opened) an outage.
-    // The provider's own Retry-After counts the same way: it asked us to wait, not to give up.
-    const retryAfterMs = errorClass === 'permanent' ? undefined
-      : err instanceof ChannelError && err.retryAfterMs !== undefined ? err.retryAfterMs
-        : circuitRetryAfterMs(channel);
-    const final = errorClass === 'permanent' || (retryAfterMs === undefined && attemptsMade + 1 >= maxAttempts);
-    deps.metrics?.providerCalls.inc({ provider: channel.provider, outcome: 'failed', error_class: errorClass ?? 'unclassified' });
-    deps.metrics?.providerCallSeconds.observe({ provider: channel.provider, outcome: 'failed' }, durationMs / 1000);
-    await markFailedTry(deps.pool, row, channel.provider, error, errorClass, final, attemptedAt, deps.clock(), durationMs);
-    if (final) {
-      deps.log.warn({ ...logFields, error_class: errorClass, error, duration_ms: durationMs }, 'delivery failed');
-      count('failed');
-      await afterFinalFailure(deps, row, err, error);
-      return 'failed';
-    }
-    const downForMs = circuitDownForMs(channel);
-    if (downForMs !== undefined && downForMs >= (deps.failoverAfterMs ?? FAILOVER_AFTER_MS)) {
-      await recordFailover(deps.pool, deliveryRef(row), `${channel.provider} down for ${Math.round(downForMs / 60_000)} min`, deps.clock());
+  }
+
+  if (sent === undefined) {
+    // Every provider failed or asked to wait. The channel counts as down once all of them have been for a while.
+    const down = providers.map((p) => circuitDownForMs(p));
+    if (down.every((d) => d !== undefined) && Math.min(...(down as number[])) >= (deps.failoverAfterMs ?? FAILOVER_AFTER_MS)) {
+      await recordFailover(deps.pool, deliveryRef(row), `${providers.map((p) => p.provider).join(', ')} down for ${Math.round(Math.min(...(down as number[])) / 60_000)} min`, deps.clock());
     }
     count('retry');
-    if (retryAfterMs !== undefined) {
-      deps.log.info({ ...logFields, error_class: errorClass, error, duration_ms: durationMs, retry_after_ms: retryAfterMs }, 'delivery try failed; provider asked to wait or its circuit is open, will retry');
-      throw new DeliveryDeferredError(`delivery try failed (${errorClass ?? 'unclassified'}): ${error}`, retryAfterMs);
-    }
-    deps.log.info({ ...logFields, error_class: errorClass, error, duration_ms: durationMs }, 'delivery try failed; will retry');
+    const what = lastError === '' ? 'throttled' : `delivery try failed (${lastClass ?? 'unclassified'}): ${lastError}`;
+    if (waitMs !== undefined) throw new DeliveryDeferredError(what, waitMs);
     // A fresh error: the original may carry the provider's response (addresses, bodies).
-    throw new Error(`delivery try failed (${errorClass ?? 'unclassified'}): ${error}`);
+    throw new Error(what);
   }
-  const durationMs = Math.round(performance.now() - started);
+
+  const { result, attemptedAt, durationMs } = sent;
+  const logFields = { delivery_id: row.id, channel: row.channel, kind: row.kind, to: maskAddress(row.address), provider: result.provider, attempt: attemptsMade + 1 };
   deps.metrics?.providerCalls.inc({ provider: result.provider, outcome: 'accepted', error_class: 'none' });
   deps.metrics?.providerCallSeconds.observe({ provider: result.provider, outcome: 'accepted' }, durationMs / 1000);
   const sentAt = deps.clock();
-  const marked = await whileDatabaseDown(() => markSent(deps.pool, row, result, attemptedAt, sentAt, durationMs), deps.log, logFields);
+  // Alerts by SMS and email wait for a receipt, when another provider could carry a repeat.
+  const receiptCheckAt = row.kind === 'alert' && (row.channel === 'sms' || row.channel === 'email') && (deps.receiptTimeoutMs ?? 0) > 0
+    && providers.some((p) => p.provider !== result.provider) ? new Date(sentAt.getTime() + deps.receiptTimeoutMs!) : null;
+  const marked = await whileDatabaseDown(() => markSent(deps.pool, row, result, attemptedAt, sentAt, durationMs, receiptCheckAt), deps.log, logFields);
   // Same clock as sent_at, so the metric matches sent_at - created_at in the table.
   deps.metrics?.deliveryLatency.observe({ channel: row.channel, kind: row.kind }, Math.max(0, sentAt.getTime() - row.created_at.getTime()) / 1000);
   count('sent');
@@ -292,12 +340,21 @@ export async function processDelivery(
     deps.log.info({ ...logFields }, 'delivery changed while sending; left as it was');
     return 'sent';
   }
-  deps.log.info({ ...logFields, provider: result.provider, duration_ms: durationMs }, 'delivery sent');
+  deps.log.info({ ...logFields, duration_ms: durationMs }, 'delivery sent');
   // Statuses from the provider's answer, and callbacks that came before this record.
   await recordSendOutcome(deps.pool, row, result, sentAt, deps.metrics).catch((err: Error) => {
     deps.log.warn({ delivery_id: row.id, err: { message: err.message } }, 'could not record the provider status of a sent delivery; the reconciler applies held statuses');
   });
   return 'sent';
+}
+
+/** A delivery moves to the next provider: on its incident's timeline, and counted. */
+async function failover(deps: DeliveryDeps, row: DeliveryRow, from: string, to: string, reason: string): Promise<void> {
+  deps.metrics?.providerFailovers?.inc({ channel: row.channel, from, to });
+  if (row.kind !== 'alert') return;
+  await recordProviderFailover(deps.pool, deliveryRef(row), from, to, reason, deps.clock()).catch((err: Error) => {
+    deps.log.warn({ delivery_id: row.id, err: { message: err.message } }, 'could not record a provider failover on the timeline');
+  });
 }
 
 /**

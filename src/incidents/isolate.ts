@@ -14,7 +14,7 @@ import type { Logger } from '../observability/logger.js';
  * connection is gone): both are thrown to the caller.
  */
 
-export const SWEEP_LANES_ALL = ['missed', 'reminders', 'steps', 'ack', 'refill'] as const;
+export const SWEEP_LANES_ALL = ['missed', 'reminders', 'steps', 'ack', 'refill', 'receipts'] as const;
 export type SweepLane = (typeof SWEEP_LANES_ALL)[number];
 
 /** Failures in a row after which an item counts as quarantined (metrics, auditor, runbook). */

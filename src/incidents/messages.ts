@@ -300,3 +300,18 @@ export function renderInvitation(c: { memberName: string; contactName: string; l
   );
   return { sms, email: { subject: truncate(oneLine(t.invitation.subject(member)), 150), text: t.invitation.text(cleanName(c.contactName, ''), member, c.link) } };
 }
+
+/**
+ * A copy sent again through another provider (no delivery receipt came for the first): it says so,
+ * in the reader's language, so two alerts read as one alert twice, not as two emergencies.
+ */
+export function markRepeat<T extends { subject: string | null; body: string; html: string | null }>(text: T, channel: string, locale: unknown): T {
+  const r = strings(locale).repeat;
+  if (channel === 'sms') return { ...text, body: text.body.startsWith('Pruuf:') ? `${r.smsTag}${text.body.slice('Pruuf:'.length)}` : `${r.smsTag} ${text.body}` };
+  const subject = text.subject === null ? null : `${r.subjectTag}${text.subject}`;
+  if (channel === 'email') {
+    const html = text.html === null ? null : text.html.replace(/(<div style="max-width:560px[^>]*>)/, `$1<p style="margin:0 0 14px;font-size:14px;color:#71717a">${escapeHtml(r.line)}</p>`);
+    return { ...text, subject, body: `${r.line}\n\n${text.body}`, html };
+  }
+  return { ...text, subject };
+}

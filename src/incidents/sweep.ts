@@ -12,6 +12,7 @@ import { computeTimers, followingDeadline, withUsableZone, type ScheduleShape } 
 import { ackTimedOut, escalate, openIncidents, type IncidentSettings, type OpenIncident } from './engine.js';
 import { renderReminder } from './messages.js';
 import { pushAddress } from './plan.js';
+import { sweepReceipts, type ReceiptDeps } from '../delivery/receipts.js';
 import { clearFailures, hadFailed, isolate, recordFailures, setAside, type Failed, type FailureMetrics, type Item, type SweepLane } from './isolate.js';
 import { claimIncidents } from './repo.js';
 
@@ -32,6 +33,8 @@ export type SweepDeps = {
   deliveryJobs?: DeliveryJobSettings;
   /** pruuf_sweep_item_failures_total and pruuf_sweep_lane_errors_total (the worker passes them). */
   failures?: FailureMetrics & { laneError: (lane: SweepLane) => void };
+  /** The receipts lane (RECEIPT_TIMEOUT_SECONDS): how many providers each channel has, and its metric. Absent: the lane does not run. */
+  receipts?: Pick<ReceiptDeps, 'providerCounts' | 'metrics'>;
 };
 
 export const SWEEP_LANES = 3;
@@ -40,6 +43,8 @@ export const MISSED_BATCH = 500;
 
 export type SweepResult = {
   missed: number; skippedPaused: number; steps: number; ackTimeouts: number; reminders: number; deliveries: number;
+  /** Alerts looked at for a missing delivery receipt (some repeated through another provider). */
+  receipts: number;
   /** Lanes that failed as a whole this tick (logged and counted; the others ran). */
   failedLanes: SweepLane[];
 };
@@ -192,12 +197,13 @@ async function sweepIncidents(deps: SweepDeps, now: Date, out: string[], kind: '
  * its sweep uses. Most ticks find nothing, and cost only this. Items set aside after failing
  * (sweep_failures) do not count until their retry time.
  */
-async function dueTimers(pool: pg.Pool, now: Date): Promise<{ missed: boolean; steps: boolean; ack: boolean; reminders: boolean }> {
-  const { rows } = await pool.query<{ missed: boolean; steps: boolean; ack: boolean; reminders: boolean }>(
+async function dueTimers(pool: pg.Pool, now: Date): Promise<{ missed: boolean; steps: boolean; ack: boolean; reminders: boolean; receipts: boolean }> {
+  const { rows } = await pool.query<{ missed: boolean; steps: boolean; ack: boolean; reminders: boolean; receipts: boolean }>(
     `select exists (select 1 from schedules s where active and alert_at <= $1 and not ${setAside('missed', 's', '$1')}) as missed,
             exists (select 1 from incidents i where state = 'open' and next_step_at <= $1 and not ${setAside('steps', 'i', '$1')}) as steps,
             exists (select 1 from incidents i where state = 'acknowledged' and ack_expires_at <= $1 and not ${setAside('ack', 'i', '$1')}) as ack,
-            exists (select 1 from schedules s where active and next_reminder_at <= $1 and not ${setAside('reminders', 's', '$1')}) as reminders`,
+            exists (select 1 from schedules s where active and next_reminder_at <= $1 and not ${setAside('reminders', 's', '$1')}) as reminders,
+            exists (select 1 from deliveries d where receipt_check_at <= $1 and not ${setAside('receipts', 'd', '$1')}) as receipts`,
     [now],
   );
   return rows[0]!;
@@ -221,7 +227,7 @@ export async function sweepOnce(deps: SweepDeps): Promise<SweepResult> {
   const now = deps.clock();
   const limit = deps.batchSize ?? 200;
   const out: string[] = [];
-  const result: SweepResult = { missed: 0, skippedPaused: 0, steps: 0, ackTimeouts: 0, reminders: 0, deliveries: 0, failedLanes: [] };
+  const result: SweepResult = { missed: 0, skippedPaused: 0, steps: 0, ackTimeouts: 0, reminders: 0, receipts: 0, deliveries: 0, failedLanes: [] };
   // Batches until nothing is due (after an outage a schedule comes round once per missed
   // deadline); each batch commits, and is enqueued, on its own, so the first alerts leave while
   // later ones are still being written. A few lanes work side by side (SKIP LOCKED keeps them
@@ -266,6 +272,19 @@ export async function sweepOnce(deps: SweepDeps): Promise<SweepResult> {
       if (n < limit) break;
     }
   });
+  const receipts = deps.receipts;
+  if (receipts !== undefined) {
+    await runLane(deps, 'receipts', result, async () => {
+      while (due.receipts) {
+        const batch: string[] = [];
+        const n = await sweepReceipts({ ...receipts, pool: deps.pool, log: deps.log, batchSize: limit, failures: deps.failures }, now, batch);
+        result.receipts += n;
+        await enqueueDeliveries(deps.queues, batch, deps.log, deps.deliveryJobs);
+        out.push(...batch);
+        if (n < limit) break;
+      }
+    });
+  }
   result.deliveries = out.length;
   return result;
 }

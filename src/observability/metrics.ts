@@ -52,6 +52,25 @@ export function createMetrics() {
       labelNames: ['provider', 'outcome', 'error_class'] as const,
       registers: [registry],
     }),
+    providerFailovers: new Counter({
+      name: 'pruuf_provider_failovers_total',
+      help: 'Deliveries moved from one provider of a channel to the next (a transient failure, an open breaker, a local rate limit)',
+      labelNames: ['channel', 'from', 'to'] as const,
+      registers: [registry],
+    }),
+    receiptSeconds: new Histogram({
+      name: 'pruuf_receipt_seconds',
+      help: 'From a provider accepting an SMS or email to its delivered receipt, by provider and channel',
+      labelNames: ['provider', 'channel'] as const,
+      buckets: [1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600],
+      registers: [registry],
+    }),
+    receiptTimeouts: new Counter({
+      name: 'pruuf_receipt_timeouts_total',
+      help: 'Alerts with no delivered receipt within RECEIPT_TIMEOUT_SECONDS, by the provider that had them and what was done (repeated: a copy through the next provider; none_left: every provider carried it already; resolved: the incident was over)',
+      labelNames: ['provider', 'channel', 'action'] as const,
+      registers: [registry],
+    }),
     providerCallSeconds: new Histogram({
       name: 'pruuf_provider_call_seconds',
       help: 'Duration of one provider call, accepted or failed',

@@ -43,7 +43,7 @@ const TABLES: Record<string, Decision> = {
   check_ins: { select: 'all', why: "the server's clock; advances deadlines, resolves incidents" },
   deliveries: {
     select: ['id', 'member_id', 'contact_id', 'incident_id', 'step_no', 'kind', 'channel', 'status', 'attempts', 'error_class',
-      'provider_status', 'provider_status_at', 'carrier_status', 'carrier_status_at', 'provider_error_code', 'created_at', 'sent_at', 'updated_at'],
+      'provider_status', 'provider_status_at', 'carrier_status', 'carrier_status_at', 'provider_error_code', 'repeat_of', 'copy_no', 'created_at', 'sent_at', 'updated_at'],
     why: "status only: bodies and payloads carry contacts' /a/ links (R4)",
   },
   incidents: { select: 'all', why: 'read; SOS and resolve through the API' },

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { ChannelError, type Channel, type Channels, type OutboundMessage, type SendResult } from '../../src/channels/types.js';
+import { ChannelError, providersOf, type Channel, type Channels, type OutboundMessage, type SendResult } from '../../src/channels/types.js';
 import { systemClock } from '../../src/clock.js';
 import { withTransaction } from '../../src/db/pool.js';
 import {
@@ -14,6 +14,9 @@ import { startWorker, type StartedWorker } from '../../src/worker.js';
 import { testConfig } from '../helpers/app.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { createOutageProvider, waitFor, type OutageProvider } from './fake-provider.js';
+
+/** The first provider of a channel (these tests give each channel one). */
+const first = (c: Channel | readonly Channel[]): Channel => providersOf(c)[0]!;
 
 const log = createLogger('silent');
 
@@ -69,12 +72,12 @@ describe('a circuit breaker per provider', () => {
     });
     const set = guard(everywhere(p.channel), { volumeThreshold: 2 });
     for (let i = 0; i < 20; i++) {
-      const err = await set.channels.sms.send(message(), never()).catch((e: unknown) => e);
+      const err = await first(set.channels.sms).send(message(), never()).catch((e: unknown) => e);
       expect(err).toBe(thrown[i]);
     }
     expect(set.breakers.get('flaky')!.closed).toBe(true);
     p.behave(accept);
-    await expect(set.channels.sms.send(message(), never())).resolves.toMatchObject({ providerMessageId: expect.any(String) });
+    await expect(first(set.channels.sms).send(message(), never())).resolves.toMatchObject({ providerMessageId: expect.any(String) });
     expect(p.calls()).toBe(21);
   });
 
@@ -83,11 +86,11 @@ describe('a circuit breaker per provider', () => {
     const p = scripted('flaky', unavailable);
     const set = guard(everywhere(p.channel), {}, metrics);
     expect(await metrics.registry.metrics()).toContain(gauge('flaky', 0));
-    for (let i = 0; i < 4; i++) await expect(set.channels.email.send(message('email'), never())).rejects.toThrow('upstream 503');
+    for (let i = 0; i < 4; i++) await expect(first(set.channels.email).send(message('email'), never())).rejects.toThrow('upstream 503');
     expect(set.breakers.get('flaky')!.opened).toBe(true);
 
     for (let i = 0; i < 5; i++) {
-      const err = await set.channels.email.send(message('email'), never()).catch((e: unknown) => e);
+      const err = await first(set.channels.email).send(message('email'), never()).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(CircuitOpenError);
       expect(err).toBeInstanceOf(ChannelError);
       expect(err).toMatchObject({ message: 'flaky circuit open', errorClass: 'transient' });
@@ -102,12 +105,12 @@ describe('a circuit breaker per provider', () => {
   it('counts configuration errors and timeouts toward opening', async () => {
     const p = scripted('flaky', async () => { throw new ChannelError('401 bad credentials', 'configuration'); });
     const set = guard(everywhere(p.channel), { timeoutMs: 30 });
-    for (let i = 0; i < 2; i++) await expect(set.channels.sms.send(message(), never())).rejects.toMatchObject({ errorClass: 'configuration' });
+    for (let i = 0; i < 2; i++) await expect(first(set.channels.sms).send(message(), never())).rejects.toMatchObject({ errorClass: 'configuration' });
     // Honours the signal: each call's own deadline (timeoutMs) ends it, though the caller's never fires.
     p.behave((_msg, signal) => new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason as Error))));
-    for (let i = 0; i < 2; i++) await expect(set.channels.sms.send(message(), never())).rejects.toMatchObject({ name: 'TimeoutError' });
+    for (let i = 0; i < 2; i++) await expect(first(set.channels.sms).send(message(), never())).rejects.toMatchObject({ name: 'TimeoutError' });
     expect(set.breakers.get('flaky')!.opened).toBe(true);
-    await expect(set.channels.sms.send(message(), never())).rejects.toBeInstanceOf(CircuitOpenError);
+    await expect(first(set.channels.sms).send(message(), never())).rejects.toBeInstanceOf(CircuitOpenError);
     expect(p.calls()).toBe(4);
   });
 
@@ -115,7 +118,7 @@ describe('a circuit breaker per provider', () => {
     const p = scripted('deaf', () => new Promise<SendResult>(() => undefined));
     const set = guard(everywhere(p.channel), { timeoutMs: 20 });
     const started = Date.now();
-    const err = await set.channels.push.send(message('push'), never()).catch((e: unknown) => e);
+    const err = await first(set.channels.push).send(message('push'), never()).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ChannelError);
     expect(err).toMatchObject({ errorClass: 'transient', message: `deaf did not answer within ${20 + BREAKER_TIMEOUT_SLACK_MS} ms` });
     expect(Date.now() - started).toBeGreaterThanOrEqual(20 + BREAKER_TIMEOUT_SLACK_MS - 5);
@@ -126,24 +129,24 @@ describe('a circuit breaker per provider', () => {
     const p = scripted('flaky', unavailable);
     const set = guard(everywhere(p.channel), { volumeThreshold: 2, resetTimeoutMs: 200 }, metrics);
     const breaker = set.breakers.get('flaky')!;
-    for (let i = 0; i < 2; i++) await expect(set.channels.sms.send(message(), never())).rejects.toThrow('upstream 503');
+    for (let i = 0; i < 2; i++) await expect(first(set.channels.sms).send(message(), never())).rejects.toThrow('upstream 503');
     expect(breaker.opened).toBe(true);
-    await expect(set.channels.sms.send(message(), never())).rejects.toBeInstanceOf(CircuitOpenError);
+    await expect(first(set.channels.sms).send(message(), never())).rejects.toBeInstanceOf(CircuitOpenError);
 
     await waitFor(async () => (breaker.halfOpen ? true : undefined), 2000);
     expect(await metrics.registry.metrics()).toContain(gauge('flaky', 1));
     let release!: () => void;
     const gate = new Promise<void>((r) => { release = r; });
     p.behave(async (msg) => { await gate; return accept(msg, never()); });
-    const trial = set.channels.sms.send(message(), never());
+    const trial = first(set.channels.sms).send(message(), never());
     // While the trial is in flight, everything else still fails fast.
-    await expect(set.channels.email.send(message('email'), never())).rejects.toBeInstanceOf(CircuitOpenError);
+    await expect(first(set.channels.email).send(message('email'), never())).rejects.toBeInstanceOf(CircuitOpenError);
     expect(p.calls()).toBe(3);
     release();
     await expect(trial).resolves.toMatchObject({ providerMessageId: expect.any(String) });
     expect(breaker.closed).toBe(true);
     expect(await metrics.registry.metrics()).toContain(gauge('flaky', 0));
-    await expect(set.channels.push.send(message('push'), never())).resolves.toBeDefined();
+    await expect(first(set.channels.push).send(message('push'), never())).resolves.toBeDefined();
     expect(p.calls()).toBe(4);
   });
 
@@ -151,11 +154,11 @@ describe('a circuit breaker per provider', () => {
     const p = scripted('flaky', unavailable);
     const set = guard(everywhere(p.channel), { volumeThreshold: 2, resetTimeoutMs: 100 });
     const breaker = set.breakers.get('flaky')!;
-    for (let i = 0; i < 2; i++) await expect(set.channels.sms.send(message(), never())).rejects.toThrow('upstream 503');
+    for (let i = 0; i < 2; i++) await expect(first(set.channels.sms).send(message(), never())).rejects.toThrow('upstream 503');
     await waitFor(async () => (breaker.halfOpen ? true : undefined), 2000);
-    await expect(set.channels.sms.send(message(), never())).rejects.toThrow('upstream 503');
+    await expect(first(set.channels.sms).send(message(), never())).rejects.toThrow('upstream 503');
     expect(breaker.opened).toBe(true);
-    await expect(set.channels.sms.send(message(), never())).rejects.toBeInstanceOf(CircuitOpenError);
+    await expect(first(set.channels.sms).send(message(), never())).rejects.toBeInstanceOf(CircuitOpenError);
     expect(p.calls()).toBe(3);
   });
 
@@ -164,11 +167,11 @@ describe('a circuit breaker per provider', () => {
     const fcm = scripted('fcm');
     const set = guard({ push: fcm.channel, sms: twilio.channel, email: { provider: 'twilio', send: (m, s) => twilio.channel.send(m, s) } }, { volumeThreshold: 2 });
     expect([...set.breakers.keys()].sort()).toEqual(['fcm', 'twilio']);
-    await expect(set.channels.sms.send(message('sms'), never())).rejects.toThrow('upstream 503');
-    await expect(set.channels.email.send(message('email'), never())).rejects.toThrow('upstream 503');
+    await expect(first(set.channels.sms).send(message('sms'), never())).rejects.toThrow('upstream 503');
+    await expect(first(set.channels.email).send(message('email'), never())).rejects.toThrow('upstream 503');
     expect(set.breakers.get('twilio')!.opened).toBe(true);
-    await expect(set.channels.sms.send(message('sms'), never())).rejects.toBeInstanceOf(CircuitOpenError);
-    await expect(set.channels.push.send(message('push'), never())).resolves.toBeDefined();
+    await expect(first(set.channels.sms).send(message('sms'), never())).rejects.toBeInstanceOf(CircuitOpenError);
+    await expect(first(set.channels.push).send(message('push'), never())).resolves.toBeDefined();
     expect(set.breakers.get('fcm')!.closed).toBe(true);
   });
 
@@ -177,7 +180,7 @@ describe('a circuit breaker per provider', () => {
     const set = guard(everywhere(p.channel));
     set.shutdown();
     set.shutdown();
-    await expect(set.channels.sms.send(message(), never())).rejects.toMatchObject({ errorClass: 'transient', message: 'flaky circuit breaker is shut down' });
+    await expect(first(set.channels.sms).send(message(), never())).rejects.toMatchObject({ errorClass: 'transient', message: 'flaky circuit breaker is shut down' });
     expect(p.calls()).toBe(0);
   });
 

@@ -93,6 +93,11 @@ export const de: Strings = {
     pushTitle: (m) => `${m} hat sich gemeldet`,
     pushBody: (m, at) => `${m} hat sich um ${at} gemeldet. Alles in Ordnung.`,
   },
+  repeat: {
+    smsTag: "Pruuf (erneut gesendet):",
+    subjectTag: "(Erneut gesendet) ",
+    line: "Wir konnten nicht bestätigen, dass unsere erste Nachricht Sie erreicht hat, deshalb senden wir sie noch einmal auf einem anderen Weg.",
+  },
   invitation: {
     subject: (m) => `${m} möchte Sie als Notfallkontakt eintragen`,
     text: (c, m, link) =>

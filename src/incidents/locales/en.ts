@@ -93,6 +93,11 @@ export const en: Strings = {
     pushTitle: (m) => `${m} checked in`,
     pushBody: (m, at) => `${m} checked in at ${at}. All is well.`,
   },
+  repeat: {
+    smsTag: "Pruuf (sent again):",
+    subjectTag: "(Sent again) ",
+    line: "We could not confirm that our first message reached you, so we are sending it again by another route.",
+  },
   invitation: {
     subject: (m) => `${m} asked you to be their emergency contact`,
     text: (c, m, link) =>

@@ -93,6 +93,11 @@ export const es: Strings = {
     pushTitle: (m) => `${m} hizo check-in`,
     pushBody: (m, at) => `${m} hizo check-in a las ${at}. Todo bien.`,
   },
+  repeat: {
+    smsTag: "Pruuf (reenviado):",
+    subjectTag: "(Reenviado) ",
+    line: "No pudimos confirmar que nuestro primer mensaje te llegara, así que lo enviamos otra vez por otra vía.",
+  },
   invitation: {
     subject: (m) => `${m} te pide que seas su contacto de emergencia`,
     text: (c, m, link) =>

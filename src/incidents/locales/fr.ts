@@ -93,6 +93,11 @@ export const fr: Strings = {
     pushTitle: (m) => `${m} a fait son check-in`,
     pushBody: (m, at) => `${m} a fait son check-in à ${at}. Tout va bien.`,
   },
+  repeat: {
+    smsTag: "Pruuf (renvoi):",
+    subjectTag: "(Renvoi) ",
+    line: "Nous n'avons pas pu confirmer que notre premier message vous est parvenu : nous vous l'envoyons de nouveau par un autre moyen.",
+  },
   invitation: {
     subject: (m) => `${m} vous demande d'être son contact d'urgence`,
     text: (c, m, link) =>

@@ -105,6 +105,12 @@ export type Strings = {
     pushTitle: (member: string) => string;
     pushBody: (member: string, at: string) => string;
   };
+  /** A copy sent again through another provider because no delivery receipt came. */
+  repeat: {
+    smsTag: string;
+    subjectTag: string;
+    line: string;
+  };
   invitation: {
     subject: (member: string) => string;
     text: (contact: string, member: string, link: string) => string;
