@@ -16,7 +16,7 @@ import type { Migration } from './db/migrate.js';
 import { clientErrorHandler, installErrorHandlers } from './http/errors-install.js';
 import { rejectNulCharacters } from './http/input-guards.js';
 import { AppError, envelope } from './http/errors.js';
-import { devOutboxChannels } from './channels/index.js';
+import { configuredProviders, devOutboxChannels } from './channels/index.js';
 import { contactRoutes } from './contacts/routes.js';
 import { devOutboxRoutes } from './delivery/routes.js';
 import { invitationRoutes } from './contacts/invitation-routes.js';
@@ -155,6 +155,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   opsRoutes(app, {
     pool: deps.pool, queues: deps.queues, metrics, migrations: deps.migrations, probeRatePerMinute: config.PROBE_RATE_PER_MINUTE,
     devOutbox: devOutboxChannels(config),
+    providers: configuredProviders(config),
     metricsAccess: config.METRICS_TOKEN !== undefined ? { mode: 'token', token: config.METRICS_TOKEN }
       : config.METRICS_PORT !== undefined || config.NODE_ENV === 'production' ? { mode: 'elsewhere' } : { mode: 'open' },
   });

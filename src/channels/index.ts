@@ -57,13 +57,29 @@ export function providerNames(channels: Channels): Record<ChannelName, string[]>
   return Object.fromEntries(CHANNEL_NAMES.map((name) => [name, providersOf(channels[name]).map((c) => c.provider)])) as Record<ChannelName, string[]>;
 }
 
-/** Channels with no real provider configured, whose messages go to the dev outbox. */
-export function devOutboxChannels(config: Pick<Config,
-  'FIREBASE_SERVICE_ACCOUNT_JSON' | 'FIREBASE_SERVICE_ACCOUNT_PATH' | 'TWILIO_ACCOUNT_SID' | 'SENDGRID_API_KEY'>): ChannelName[] {
-  const configured: Record<ChannelName, boolean> = {
-    push: config.FIREBASE_SERVICE_ACCOUNT_JSON !== undefined || config.FIREBASE_SERVICE_ACCOUNT_PATH !== undefined,
-    sms: config.TWILIO_ACCOUNT_SID !== undefined,
-    email: config.SENDGRID_API_KEY !== undefined,
+type ProviderConfig = Pick<Config, 'FIREBASE_SERVICE_ACCOUNT_JSON' | 'FIREBASE_SERVICE_ACCOUNT_PATH' | 'TWILIO_ACCOUNT_SID' | 'SENDGRID_API_KEY'>
+  & Partial<Pick<Config, 'SMS_PROVIDERS' | 'EMAIL_PROVIDERS'>>;
+
+/**
+ * Each channel's providers whose credentials are configured, in the order they are tried (the same
+ * order createChannels builds): what /readyz shows and what decides the dev outbox.
+ */
+export function configuredProviders(config: ProviderConfig): Record<ChannelName, string[]> {
+  const has: Record<string, boolean> = {
+    fcm: config.FIREBASE_SERVICE_ACCOUNT_JSON !== undefined || config.FIREBASE_SERVICE_ACCOUNT_PATH !== undefined,
+    twilio: config.TWILIO_ACCOUNT_SID !== undefined,
+    sendgrid: config.SENDGRID_API_KEY !== undefined,
   };
-  return CHANNEL_NAMES.filter((name) => !configured[name]);
+  const pick = (order: readonly string[]) => order.filter((name) => has[name] === true);
+  return {
+    push: pick(['fcm']),
+    sms: pick(config.SMS_PROVIDERS ?? ['twilio', 'vonage']),
+    email: pick(config.EMAIL_PROVIDERS ?? ['sendgrid', 'postmark']),
+  };
+}
+
+/** Channels with no real provider configured, whose messages go to the dev outbox. */
+export function devOutboxChannels(config: ProviderConfig): ChannelName[] {
+  const providers = configuredProviders(config);
+  return CHANNEL_NAMES.filter((name) => providers[name].length === 0);
 }

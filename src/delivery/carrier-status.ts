@@ -72,7 +72,8 @@ export type StatusReport = {
 };
 
 export type StatusOutcome = 'applied' | 'stale' | 'held' | 'duplicate' | 'unknown';
-export type StatusResult = { outcome: StatusOutcome; ref?: DeliveryRef; disabled: boolean };
+/** receiptSeconds: from the provider accepting the message to this delivered receipt (pruuf_receipt_seconds). */
+export type StatusResult = { outcome: StatusOutcome; ref?: DeliveryRef; disabled: boolean; receiptSeconds?: number | null };
 
 /** What applying a status needs of its delivery. */
 export type SentRef = Pick<DeliveryRef, 'id' | 'contact_id' | 'incident_id' | 'channel' | 'kind' | 'address'>;
@@ -98,9 +99,9 @@ async function lockDelivery(tx: Queryable, r: Pick<StatusReport, 'provider' | 'd
  */
 export async function applyToDelivery(
   tx: Queryable, ref: SentRef, r: Omit<StatusReport, 'deliveryId' | 'providerMessageId' | 'holdUnmatched'>, now: Date,
-): Promise<{ recorded: boolean; advanced: boolean; disabled: boolean }> {
+): Promise<{ recorded: boolean; advanced: boolean; disabled: boolean; receiptSeconds: number | null }> {
   const word = r.status.toLowerCase();
-  const { rows: [res] } = await tx.query<{ recorded: boolean; advanced: boolean }>(
+  const { rows: [res] } = await tx.query<{ recorded: boolean; advanced: boolean; receipt_seconds: number | null }>(
     `with h as (
        insert into delivery_statuses (delivery_id, provider, event_id, status, carrier_status, error_code, occurred_at, received_at)
        values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict (provider, event_id) do nothing
@@ -114,9 +115,9 @@ export async function applyToDelivery(
         where d.id = $1 and exists (select 1 from h)
           and (d.provider_status is null or ${RANK_SQL} < $9
                or (${RANK_SQL} = $9 and (d.provider_status_at is null or d.provider_status_at <= $7)))
-       returning 1
+       returning case when $5 = 'delivered' and d.sent_at is not null then extract(epoch from ($7::timestamptz - d.sent_at))::float8 end as secs
      )
-     select exists (select 1 from h) as recorded, exists (select 1 from u) as advanced`,
+     select exists (select 1 from h) as recorded, exists (select 1 from u) as advanced, (select secs from u) as receipt_seconds`,
     [ref.id, r.provider, r.eventId.slice(0, 200), word.slice(0, 64), carrierStatusOf(word), r.errorCode?.slice(0, 100) ?? null, r.occurredAt, now, rankOf(word)],
   );
   const recorded = res?.recorded === true;
@@ -130,7 +131,7 @@ export async function applyToDelivery(
     if (e.opted_out === true && ref.channel === 'sms' && ref.address !== '') await setSmsOptOut(tx, ref.address, true, now);
     if (e.failover !== undefined && ref.kind === 'alert') await recordFailover(tx, ref, e.failover, now);
   }
-  return { recorded, advanced: res?.advanced === true, disabled };
+  return { recorded, advanced: res?.advanced === true, disabled, receiptSeconds: res?.receipt_seconds ?? null };
 }
 
 /**
@@ -155,7 +156,7 @@ export async function recordStatus(tx: Queryable, r: StatusReport, now: Date): P
   }
   const applied = await applyToDelivery(tx, ref, r, now);
   const outcome = !applied.recorded ? 'duplicate' : applied.advanced ? 'applied' : 'stale';
-  return { outcome, ref, disabled: applied.disabled };
+  return { outcome, ref, disabled: applied.disabled, receiptSeconds: applied.receiptSeconds };
 }
 
 export type AppliedHeld = { provider: string; channel: string; status: string; outcome: StatusOutcome };
@@ -235,8 +236,11 @@ export async function sweepHeldStatuses(pool: pg.Pool, now: Date, metrics?: Stat
   return { applied, dropped: rowCount ?? 0 };
 }
 
-export type StatusMetrics = Partial<Pick<Metrics, 'deliveryStatuses'>>;
+export type StatusMetrics = Partial<Pick<Metrics, 'deliveryStatuses' | 'receiptSeconds'>>;
 
-export function countStatus(metrics: StatusMetrics | undefined, provider: string, channel: string | undefined, status: string, outcome: StatusOutcome): void {
+export function countStatus(
+  metrics: StatusMetrics | undefined, provider: string, channel: string | undefined, status: string, outcome: StatusOutcome, receiptSeconds?: number | null,
+): void {
   metrics?.deliveryStatuses?.inc({ provider, channel: channel ?? 'unknown', status: statusLabel(status), outcome });
+  if (receiptSeconds != null && receiptSeconds >= 0) metrics?.receiptSeconds?.observe({ provider, channel: channel ?? 'unknown' }, receiptSeconds);
 }

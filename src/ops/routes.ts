@@ -35,6 +35,8 @@ const Readiness = z
     alerting: Alerting.optional(),
     channels: z.record(z.enum(['push', 'sms', 'email']), z.enum(['provider', 'dev_outbox']))
       .describe('per channel: a real provider configured, or the dev outbox (nobody receives those messages)').optional(),
+    providers: z.record(z.enum(['push', 'sms', 'email']), z.array(z.string()))
+      .describe('per channel: the configured providers in the order a delivery tries them (empty: the dev outbox)').optional(),
     error: z.object({ code: z.string(), message: z.string() }).optional(),
   })
   .meta({ id: 'Readiness' });
@@ -51,6 +53,8 @@ export type OpsDeps = {
   metricsAccess?: MetricsAccess;
   /** Channels with no provider (their messages go to the dev outbox), shown in /readyz. */
   devOutbox?: readonly ('push' | 'sms' | 'email')[];
+  /** Each channel's configured providers in order, shown in /readyz. */
+  providers?: Record<'push' | 'sms' | 'email', string[]>;
   /** Per address, per minute, for /healthz and /readyz each (kubelet probes come every few seconds). */
   probeRatePerMinute?: number;
 };
@@ -137,7 +141,7 @@ export function opsRoutes(app: FastifyInstance, deps: OpsDeps): void {
       const ready = database.ok && migrations.ok && queue.ok;
       const channels = deps.devOutbox === undefined ? {}
         : { channels: Object.fromEntries((['push', 'sms', 'email'] as const).map((c) => [c, deps.devOutbox!.includes(c) ? 'dev_outbox' : 'provider'])) };
-      return { ready, body: { status: ready ? ('ready' as const) : ('not_ready' as const), checks: { database, migrations, queue }, ...(detail.alerting === undefined ? {} : { alerting: detail.alerting }), ...channels } };
+      return { ready, body: { status: ready ? ('ready' as const) : ('not_ready' as const), checks: { database, migrations, queue }, ...(detail.alerting === undefined ? {} : { alerting: detail.alerting }), ...channels, ...(deps.providers === undefined ? {} : { providers: deps.providers }) } };
     })().finally(() => { readiness = undefined; });
     return readiness;
   };

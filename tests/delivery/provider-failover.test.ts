@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { configuredProviders, devOutboxChannels } from '../../src/channels/index.js';
 import { ChannelError, type Channel, type Channels } from '../../src/channels/types.js';
+import { ConfigError, loadConfig } from '../../src/config.js';
 import { processDelivery } from '../../src/delivery/deliver.js';
 import { sweepOnce } from '../../src/incidents/sweep.js';
 import { createLogger } from '../../src/observability/logger.js';
@@ -119,5 +121,19 @@ describe('redundant delivery: providers per channel', () => {
     clock.add(2.1);
     await sweepOnce({ ...sweepDeps(t, clock), receipts: { providerCounts: { push: 1, sms: 2, email: 2 } } });
     expect((await t.db.pool.query('select 1 from deliveries where incident_id = $1 and copy_no > 0', [incidentId])).rowCount).toBe(0);
+  });
+});
+
+describe('the provider order', () => {
+  const base = { TWILIO_ACCOUNT_SID: 'AC1', TWILIO_AUTH_TOKEN: 't', TWILIO_FROM_NUMBER: '+15550000001', SENDGRID_API_KEY: 'SG.x', SENDGRID_FROM_EMAIL: 'a@example.test' };
+  it('lists each channel\'s configured providers in the configured order, and only those configured', () => {
+    expect(configuredProviders(loadConfig(base))).toEqual({ push: [], sms: ['twilio'], email: ['sendgrid'] });
+    expect(configuredProviders(loadConfig({ ...base, SMS_PROVIDERS: 'vonage, Twilio' }))).toEqual({ push: [], sms: ['twilio'], email: ['sendgrid'] });
+    expect(devOutboxChannels(loadConfig({}))).toEqual(['push', 'sms', 'email']);
+  });
+  it('refuses an order naming an unknown provider or one twice', () => {
+    expect(() => loadConfig({ SMS_PROVIDERS: 'twilio,pigeon' })).toThrow(ConfigError);
+    expect(() => loadConfig({ EMAIL_PROVIDERS: 'sendgrid,sendgrid' })).toThrow(/twice/);
+    expect(() => loadConfig({ RECEIPT_TIMEOUT_SECONDS: '-1' })).toThrow(ConfigError);
   });
 });

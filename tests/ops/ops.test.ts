@@ -33,9 +33,10 @@ describe.each(['redis', 'postgres'] as const)('operations endpoints on the %s qu
       alerting: {
         ok: null, stale: true, checked_at: null, last_success_at: null, oldest_pending_delivery_seconds: null,
         overdue: { missed_deadline: 0, escalation_step: 0, ack_expiry: 0, reminder: 0, pending_delivery: 0 },
-        quarantined: { missed: 0, reminders: 0, steps: 0, ack: 0, refill: 0 },
+        quarantined: { missed: 0, reminders: 0, steps: 0, ack: 0, refill: 0, receipts: 0 },
       },
       channels: { push: 'dev_outbox', sms: 'dev_outbox', email: 'dev_outbox' },
+      providers: { push: [], sms: [], email: [] },
     });
   });
 

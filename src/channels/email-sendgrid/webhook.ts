@@ -99,7 +99,7 @@ type EventOutcome = 'applied' | 'duplicate' | 'ignored' | 'disabled';
 async function applyEvent(deps: SendGridWebhookDeps, e: SendGridEvent, now: Date): Promise<EventOutcome> {
   if (!DELIVERY_EVENTS.has(e.event)) return 'ignored';
   const result = await withTransaction(deps.pool, (tx) => recordStatus(tx, toStatusReport(e, SENDGRID_PROVIDER), now));
-  countStatus(deps.metrics, SENDGRID_PROVIDER, result.ref?.channel, e.event, result.outcome);
+  countStatus(deps.metrics, SENDGRID_PROVIDER, result.ref?.channel, e.event, result.outcome, result.receiptSeconds);
   if (result.outcome === 'duplicate') return 'duplicate';
   if (result.outcome === 'unknown' || result.ref === undefined) return 'ignored';
   if (result.disabled) {

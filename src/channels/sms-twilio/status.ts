@@ -32,7 +32,7 @@ export async function applyTwilioStatus(
     provider: TWILIO_PROVIDER, eventId: `${cb.messageSid}:${status}`, providerMessageId: cb.messageSid,
     status, errorCode: cb.errorCode, occurredAt: now, effects, holdUnmatched: true,
   }, now));
-  countStatus(metrics, TWILIO_PROVIDER, result.ref?.channel, status, result.outcome);
+  countStatus(metrics, TWILIO_PROVIDER, result.ref?.channel, status, result.outcome, result.receiptSeconds);
 
   if (meaning !== undefined && (result.outcome === 'applied' || result.outcome === 'stale' || result.outcome === 'held')) {
     const ref = result.ref;
