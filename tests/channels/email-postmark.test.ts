@@ -112,6 +112,7 @@ describe('the Postmark email channel against a Postmark Email API', () => {
     const dead = await failure(channel.send(message({ to: 'ann.contact-at-example.test' }), timeout()));
     expect(dead).toMatchObject({ errorClass: 'permanent', deadAddress: expect.stringMatching(/^invalid address: Error parsing 'To'/) });
     expect(dead.message).toContain('ErrorCode 300');
+    expect(`${dead.message} ${dead.deadAddress}`).not.toContain('ann.contact-at-example.test');
 
     fake.respondNext({ status: 422, body: { ErrorCode: 300, Message: 'Provide either email TextBody or HtmlBody or both.' } });
     const bad = await failure(channel.send(message(), timeout()));

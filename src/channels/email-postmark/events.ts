@@ -91,7 +91,7 @@ function timeOf(value: string | undefined, fallback: Date): Date {
  * apart even if a huge ID lost digits in JSON.
  */
 export function eventIdOf(e: PostmarkEvent): string {
-  if (e.RecordType === 'Delivery') return `delivery:${e.MessageID ?? ''}`;
+  if (e.RecordType === 'Delivery') return `delivery:${e.MessageID ?? deliveryIdOf(e) ?? ''}`;
   return `${e.RecordType.toLowerCase()}:${e.MessageID ?? ''}:${e.Type ?? ''}:${e.ID ?? ''}`;
 }
 

@@ -64,9 +64,10 @@ const ACCOUNT_CODES = new Set<number>([POSTMARK_ERROR_CODES.notAllowedToSend, PO
 
 const EMAIL_LIKE = /[^\s<>'"(),;:]+@[^\s<>'"(),;:]+[^\s<>'"(),;:.]/g;
 
-/** Postmark's own words, one line, short, with every address in them masked. */
-function said(message: string): string {
-  return message.replace(EMAIL_LIKE, (a) => maskAddress(a)).replace(/\s+/g, ' ').trim().slice(0, 300);
+/** Postmark's own words, one line, short, with the recipient and every address in them masked. */
+function said(message: string, to?: string): string {
+  const text = to === undefined || to === '' ? message : message.split(to).join(maskAddress(to));
+  return text.replace(EMAIL_LIKE, (a) => (a.includes('***@') ? a : maskAddress(a))).replace(/\s+/g, ' ').trim().slice(0, 300);
 }
 
 /** Retry-After in seconds or as an HTTP date, clamped; undefined when absent or unreadable. */
@@ -89,9 +90,9 @@ const ABOUT_FROM = /'From'|\bFrom\b address/i;
  * headers from its errors) or the network error's code (the SDK keeps only its message).
  */
 export function classifyPostmarkError(
-  err: unknown, signal: AbortSignal, nowMs: number, answer: { retryAfter?: string | null; transportError?: string } = {},
+  err: unknown, signal: AbortSignal, nowMs: number, answer: { retryAfter?: string | null; transportError?: string; to?: string } = {},
 ): unknown {
-  const { retryAfter, transportError } = answer;
+  const { retryAfter, transportError, to } = answer;
   if (signal.aborted) {
     const timedOut = (signal.reason as { name?: unknown } | undefined)?.name === 'TimeoutError';
     return new ChannelError(timedOut ? 'Postmark did not answer in time' : 'Postmark call aborted', 'transient');
@@ -103,7 +104,7 @@ export function classifyPostmarkError(
     // No answer at all: refused, reset, DNS, or the SDK's own timeout (TimeoutError).
     return new ChannelError(`Postmark unreachable: ${transportError ?? said(err.message)}`, 'transient');
   }
-  const text = `Postmark answered ${status}${code === 0 ? '' : ` (ErrorCode ${code})`}: ${said(err.message)}`;
+  const text = `Postmark answered ${status}${code === 0 ? '' : ` (ErrorCode ${code})`}: ${said(err.message, to)}`;
   if (status === 429) return new ChannelError(text, 'transient', retryAfterMs(retryAfter, nowMs) ?? DEFAULT_RATE_LIMIT_WAIT_MS);
   if (status === 408 || status >= 500) return new ChannelError(text, 'transient', retryAfterMs(retryAfter, nowMs));
   if (status === 401 || code === POSTMARK_ERROR_CODES.badToken) return new ChannelError(`${text} (check POSTMARK_SERVER_TOKEN)`, 'configuration');
@@ -113,7 +114,7 @@ export function classifyPostmarkError(
       'inactive recipient: Postmark stopped sending to this address after a hard bounce, a spam complaint or a manual suppression');
   }
   if (code === POSTMARK_ERROR_CODES.invalidEmailRequest) {
-    if (ABOUT_TO.test(err.message)) return new ChannelError(text, 'permanent', undefined, `invalid address: ${said(err.message)}`.slice(0, 200));
+    if (ABOUT_TO.test(err.message)) return new ChannelError(text, 'permanent', undefined, `invalid address: ${said(err.message, to)}`.slice(0, 200));
     if (ABOUT_FROM.test(err.message)) return new ChannelError(`${text} (check POSTMARK_FROM_EMAIL)`, 'configuration');
     return new ChannelError(text, 'permanent');
   }
@@ -199,7 +200,7 @@ export function createPostmarkChannel(opts: PostmarkChannelOptions): Channel {
         // Events carry our delivery id in Metadata, so a missing MessageID loses nothing.
         return { provider: POSTMARK_PROVIDER, providerMessageId: answer.MessageID || msg.deliveryId };
       } catch (err) {
-        const classified = classifyPostmarkError(err, signal, Date.now(), seen);
+        const classified = classifyPostmarkError(err, signal, Date.now(), { ...seen, to: msg.to });
         if (classified instanceof ChannelError && classified.errorClass === 'configuration') {
           opts.log?.error({ provider: POSTMARK_PROVIDER, delivery_id: msg.deliveryId, error: classified.message }, 'Postmark refused our configuration; email cannot leave through it until an operator fixes it');
         }
