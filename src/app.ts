@@ -26,6 +26,7 @@ import { deviceRoutes } from './devices/routes.js';
 import { billingRoutes } from './billing/routes.js';
 import { planSettings } from './billing/entitlements.js';
 import { ackRoutes } from './incidents/ack-routes.js';
+import { postmarkWebhookRoutes } from './channels/email-postmark/webhook.js';
 import { sendgridWebhookRoutes } from './channels/email-sendgrid/webhook.js';
 import { incidentRoutes } from './incidents/routes.js';
 import { incidentSettings } from './incidents/settings.js';
@@ -178,6 +179,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   incidentRoutes(app, incidents);
   ackRoutes(app, { ...incidents, linkSecret: deps.linkSecret });
   await sendgridWebhookRoutes(app, { pool: deps.pool, publicKey: config.SENDGRID_WEBHOOK_PUBLIC_KEY, bodyLimit: config.WEBHOOK_BODY_LIMIT_BYTES, log: appLog, metrics });
+  await postmarkWebhookRoutes(app, {
+    pool: deps.pool, bodyLimit: config.WEBHOOK_BODY_LIMIT_BYTES, log: appLog, metrics,
+    credentials: config.POSTMARK_WEBHOOK_USER === undefined || config.POSTMARK_WEBHOOK_PASSWORD === undefined
+      ? undefined : { user: config.POSTMARK_WEBHOOK_USER, password: config.POSTMARK_WEBHOOK_PASSWORD },
+  });
   // Never in production: the outbox shows every message, acknowledgement links included.
   if (config.NODE_ENV !== 'production' && (deps.devOutbox ?? devOutboxChannels(config).length > 0)) devOutboxRoutes(app, { pool: deps.pool });
 

@@ -130,6 +130,18 @@ const schema = z
     SENDGRID_FROM_NAME: z.string().min(1).max(100).default('Pruuf'),
     /** The event webhook's verification key (base64 DER or PEM of the ECDSA public key). */
     SENDGRID_WEBHOOK_PUBLIC_KEY: optionalString,
+    /** Postmark (issue 18: a second email provider). The Server API token of a Postmark server. */
+    POSTMARK_SERVER_TOKEN: optionalString,
+    /** A proxy or a local fake: scheme, host, port (and path prefix) of Postmark's API; default Postmark's own. */
+    POSTMARK_API_BASE: optionalUrl,
+    /** A confirmed sender signature, or an address on a verified domain. */
+    POSTMARK_FROM_EMAIL: optionalString.pipe(z.email().optional()),
+    POSTMARK_FROM_NAME: z.string().min(1).max(100).default('Pruuf'),
+    /** A transactional message stream of that server. */
+    POSTMARK_MESSAGE_STREAM: z.string().regex(/^[A-Za-z0-9_-]{1,100}$/, 'must be a message stream id like outbound').default('outbound'),
+    /** The HTTP basic auth Postmark sends on its webhooks (set in the webhook URL): both or neither. */
+    POSTMARK_WEBHOOK_USER: optionalString.pipe(z.string().max(200).refine((v) => !v.includes(':'), 'must not contain ":" (basic auth splits on it)').optional()),
+    POSTMARK_WEBHOOK_PASSWORD: optionalString.pipe(z.string().min(16, 'must be at least 16 characters').max(200).optional()),
     TWILIO_ACCOUNT_SID: optionalString,
     TWILIO_AUTH_TOKEN: optionalString,
     TWILIO_API_BASE: optionalUrl,
@@ -205,6 +217,12 @@ const schema = z
     }
     if (env.SENDGRID_API_KEY !== undefined && env.SENDGRID_FROM_EMAIL === undefined) {
       ctx.addIssue({ code: 'custom', path: ['SENDGRID_FROM_EMAIL'], message: 'is required when SENDGRID_API_KEY is set (the verified sender)' });
+    }
+    if (env.POSTMARK_SERVER_TOKEN !== undefined && env.POSTMARK_FROM_EMAIL === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['POSTMARK_FROM_EMAIL'], message: 'is required when POSTMARK_SERVER_TOKEN is set (a confirmed sender signature)' });
+    }
+    if ((env.POSTMARK_WEBHOOK_USER === undefined) !== (env.POSTMARK_WEBHOOK_PASSWORD === undefined)) {
+      ctx.addIssue({ code: 'custom', path: [env.POSTMARK_WEBHOOK_USER === undefined ? 'POSTMARK_WEBHOOK_USER' : 'POSTMARK_WEBHOOK_PASSWORD'], message: 'POSTMARK_WEBHOOK_USER and POSTMARK_WEBHOOK_PASSWORD go together' });
     }
     if ((env.TWILIO_ACCOUNT_SID === undefined) !== (env.TWILIO_AUTH_TOKEN === undefined)) {
       ctx.addIssue({ code: 'custom', path: [env.TWILIO_ACCOUNT_SID === undefined ? 'TWILIO_ACCOUNT_SID' : 'TWILIO_AUTH_TOKEN'], message: 'TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN go together' });

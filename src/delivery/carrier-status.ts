@@ -34,6 +34,8 @@ const WORDS: Record<string, { rank: number; carrier: CarrierStatus | null }> = {
   delivered: { rank: 4, carrier: 'delivered' }, undelivered: { rank: 4, carrier: 'undelivered' }, failed: { rank: 4, carrier: 'failed' },
   canceled: { rank: 4, carrier: 'failed' }, bounce: { rank: 4, carrier: 'bounced' }, dropped: { rank: 4, carrier: 'dropped' },
   read: { rank: 5, carrier: 'delivered' },
+  // Postmark: the recipient marked the mail as spam, so it arrived.
+  spamcomplaint: { rank: 5, carrier: 'delivered' },
 };
 
 export const carrierStatusOf = (word: string): CarrierStatus | null => WORDS[word.toLowerCase()]?.carrier ?? null;

@@ -76,6 +76,7 @@ const RULES: Record<string, MemberRule | PublicRule> = {
   'OPTIONS *': { kind: 'public', why: 'CORS preflight', status: 404, url: '/v1/me' },
   'POST /webhooks/stripe': { kind: 'public', why: 'Stripe: Stripe-Signature over the raw body instead of a bearer token', status: 400 },
   'POST /webhooks/sendgrid/events': { kind: 'public', why: 'SendGrid: signed event webhook instead of a bearer token', status: 401 },
+  'POST /webhooks/postmark/events': { kind: 'public', why: 'Postmark: HTTP basic auth (POSTMARK_WEBHOOK_USER/PASSWORD) instead of a bearer token', status: 401 },
   'POST /webhooks/twilio/status': { kind: 'public', why: 'Twilio: X-Twilio-Signature instead of a bearer token', status: 403 },
   'POST /webhooks/twilio/inbound': { kind: 'public', why: 'Twilio: X-Twilio-Signature instead of a bearer token', status: 403 },
   'GET /i/:token': { kind: 'public', why: 'contact invitation page: the signed link is the credential', status: 404 },
