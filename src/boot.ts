@@ -79,7 +79,7 @@ function checkChannels(roles: Roles, options: BootOptions, config: Config, log: 
   if (config.NODE_ENV !== 'production') return;
   if (roles.worker && options.channels === undefined && missing.length === CHANNEL_NAMES.length) {
     process.stderr.write('pruuf: in production a worker needs a real provider for at least one alert channel '
-      + '(FIREBASE_SERVICE_ACCOUNT_JSON/_PATH for push, TWILIO_ACCOUNT_SID for SMS, SENDGRID_API_KEY for email); '
+      + '(FIREBASE_SERVICE_ACCOUNT_JSON/_PATH for push, TWILIO_ACCOUNT_SID or VONAGE_API_KEY for SMS, SENDGRID_API_KEY or POSTMARK_SERVER_TOKEN for email); '
       + 'without one, every alert would go to the dev outbox and reach nobody.\nSee .env.example for every variable.\n');
     process.exit(1);
   }

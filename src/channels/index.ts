@@ -2,6 +2,7 @@ import type { Config } from '../config.js';
 import type { Queryable } from '../db/pool.js';
 import type { Logger } from '../observability/logger.js';
 import { createDevOutboxChannel } from './dev-outbox/index.js';
+import { postmarkChannelFromConfig } from './email-postmark/index.js';
 import { sendGridChannelFromConfig } from './email-sendgrid/index.js';
 import { fcmChannelFromConfig } from './push-fcm/index.js';
 import { twilioChannelFromConfig } from './sms-twilio/index.js';
@@ -34,6 +35,7 @@ export function createChannels(deps: ChannelDeps): ChannelSet {
   };
   const email: Record<string, Maker> = {
     sendgrid: () => (config !== undefined ? sendGridChannelFromConfig(config, log) : undefined),
+    postmark: () => (config !== undefined ? postmarkChannelFromConfig(config, log) : undefined),
   };
   const ordered = (makers: Record<string, Maker>, order: readonly string[] | undefined): Channel[] =>
     (order ?? Object.keys(makers)).flatMap((name) => makers[name]?.() ?? []);
@@ -58,6 +60,7 @@ export function providerNames(channels: Channels): Record<ChannelName, string[]>
 }
 
 type ProviderConfig = Pick<Config, 'FIREBASE_SERVICE_ACCOUNT_JSON' | 'FIREBASE_SERVICE_ACCOUNT_PATH' | 'TWILIO_ACCOUNT_SID' | 'SENDGRID_API_KEY'>
+  & Partial<Pick<Config, 'POSTMARK_SERVER_TOKEN'>>
   & Partial<Pick<Config, 'SMS_PROVIDERS' | 'EMAIL_PROVIDERS'>>;
 
 /**
@@ -69,6 +72,7 @@ export function configuredProviders(config: ProviderConfig): Record<ChannelName,
     fcm: config.FIREBASE_SERVICE_ACCOUNT_JSON !== undefined || config.FIREBASE_SERVICE_ACCOUNT_PATH !== undefined,
     twilio: config.TWILIO_ACCOUNT_SID !== undefined,
     sendgrid: config.SENDGRID_API_KEY !== undefined,
+    postmark: config.POSTMARK_SERVER_TOKEN !== undefined,
   };
   const pick = (order: readonly string[]) => order.filter((name) => has[name] === true);
   return {

@@ -130,6 +130,10 @@ describe('the provider order', () => {
     expect(configuredProviders(loadConfig(base))).toEqual({ push: [], sms: ['twilio'], email: ['sendgrid'] });
     expect(configuredProviders(loadConfig({ ...base, SMS_PROVIDERS: 'vonage, Twilio' }))).toEqual({ push: [], sms: ['twilio'], email: ['sendgrid'] });
     expect(devOutboxChannels(loadConfig({}))).toEqual(['push', 'sms', 'email']);
+    const both = { ...base, POSTMARK_SERVER_TOKEN: 'pm', POSTMARK_FROM_EMAIL: 'a@example.test' };
+    expect(configuredProviders(loadConfig(both)).email).toEqual(['sendgrid', 'postmark']);
+    expect(configuredProviders(loadConfig({ ...both, EMAIL_PROVIDERS: 'postmark,sendgrid' })).email).toEqual(['postmark', 'sendgrid']);
+    expect(devOutboxChannels(loadConfig({ POSTMARK_SERVER_TOKEN: 'pm', POSTMARK_FROM_EMAIL: 'a@example.test' }))).toEqual(['push', 'sms']);
   });
   it('refuses an order naming an unknown provider or one twice', () => {
     expect(() => loadConfig({ SMS_PROVIDERS: 'twilio,pigeon' })).toThrow(ConfigError);
