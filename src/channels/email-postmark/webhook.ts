@@ -84,7 +84,7 @@ async function applyRecord(deps: PostmarkWebhookDeps, e: PostmarkEvent, now: Dat
   const base = { record_type: e.RecordType.slice(0, 64), email_disabled: false };
   if (!isApplied(e) || deliveryIdOf(e) === undefined) return { ...base, outcome: 'ignored' };
   const result = await withTransaction(deps.pool, (tx) => recordStatus(tx, toStatusReport(e, POSTMARK_PROVIDER, now), now));
-  countStatus(deps.metrics, POSTMARK_PROVIDER, result.ref?.channel, statusWordOf(e), result.outcome);
+  countStatus(deps.metrics, POSTMARK_PROVIDER, result.ref?.channel, statusWordOf(e), result.outcome, result.receiptSeconds);
   if (result.outcome === 'unknown' || result.outcome === 'held' || result.ref === undefined) return { ...base, outcome: 'ignored' };
   if (result.disabled) {
     deps.log?.info({ provider: POSTMARK_PROVIDER, contact_id: result.ref.contact_id, delivery_id: result.ref.id, record_type: e.RecordType, type: e.Type }, 'email turned off for a contact: the address cannot receive mail');
