@@ -141,6 +141,32 @@ describe('authorization matrix over the route table', () => {
     expect(await list(owner)).toEqual(before);
   });
 
+  it('invitations: an answered one cannot be answered again by anyone else, nor a member accept their own contact\'s, and nothing moves', async () => {
+    // Worlds of their own: the other cells expect owner and other not to watch each other.
+    const [inviter, taker, third] = [await makeWorld(t, 'inviter'), await makeWorld(t, 'taker'), await makeWorld(t, 'third')];
+    const { rows: [c] } = await t.db.pool.query<{ invited_at: Date }>('select invited_at from contacts where id = $1', [inviter.ids.contact]);
+    const link = signLink(TEST_LINK_SECRET, 'invite', inviter.ids.contact, new Date(Date.now() + 86_400_000), String(c!.invited_at.getTime()));
+    const answer = (what: 'accept' | 'decline', headers?: Record<string, string>) =>
+      t.call('/i/:token/accept', { method: 'POST', url: `/i/${link}/${what}`, headers: { accept: 'application/json', ...headers } });
+    const state = async () => (await t.db.pool.query('select status, linked_user_id from contacts where id = $1', [inviter.ids.contact])).rows[0];
+    const own = await answer('accept', inviter.headers);
+    cells += 1;
+    expect(own.statusCode).toBe(409);
+    expect(own.json().error.code).toBe('OWN_INVITATION');
+    const before = await state();
+    const first = await answer('accept', taker.headers);
+    expect(first.statusCode).toBe(200);
+    const linked = await state();
+    expect(linked).toMatchObject({ status: 'active', linked_user_id: taker.sub });
+    for (const [what, headers] of [['accept', third.headers], ['decline', undefined], ['decline', taker.headers]] as const) {
+      const res = await answer(what, headers);
+      cells += 1;
+      expect({ what, status: res.statusCode, code: res.json().error?.code }).toEqual({ what, status: 409, code: 'ALREADY_ANSWERED' });
+      expect(await state()).toEqual(linked);
+    }
+    expect(before).toMatchObject({ status: 'invited' });
+  });
+
   it('refuses no, expired, wrong-audience and unsigned tokens with 401, another member with 404 (or its own data), serves the owner, and leaks nothing across members', async () => {
     const expired = { authorization: `Bearer ${await signToken({ sub: owner.sub, expiresIn: Math.floor(Date.now() / 1000) - 60 })}` };
     const wrongAud = { authorization: `Bearer ${await signToken({ sub: owner.sub, aud: 'anon' })}` };
