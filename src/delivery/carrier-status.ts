@@ -34,6 +34,9 @@ const WORDS: Record<string, { rank: number; carrier: CarrierStatus | null }> = {
   delivered: { rank: 4, carrier: 'delivered' }, undelivered: { rank: 4, carrier: 'undelivered' }, failed: { rank: 4, carrier: 'failed' },
   canceled: { rank: 4, carrier: 'failed' }, bounce: { rank: 4, carrier: 'bounced' }, dropped: { rank: 4, carrier: 'dropped' },
   read: { rank: 5, carrier: 'delivered' },
+  // Vonage delivery receipts (its `accepted` is recorded as `sent`: sms-vonage/status.ts).
+  buffered: { rank: 3, carrier: 'deferred' }, unknown: { rank: 3, carrier: null },
+  expired: { rank: 4, carrier: 'undelivered' }, rejected: { rank: 4, carrier: 'failed' },
 };
 
 export const carrierStatusOf = (word: string): CarrierStatus | null => WORDS[word.toLowerCase()]?.carrier ?? null;
