@@ -8,6 +8,7 @@ import { insertDeliveries } from '../../src/delivery/outbox.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { errorOf, startTestApp, type TestApp } from '../helpers/app.js';
 import { OpenApiChecker } from '../helpers/openapi-check.js';
+import { waitFor } from '../delivery/fake-provider.js';
 import { memberWithContacts, testClock } from '../incidents/helpers.js';
 import { signedReceipt, signVonageParams, startFakeVonage, type AcceptedVonageMessage, type FakeVonage, type ReceiptFormat, type ReceiptOptions } from '../fakes/vonage.js';
 
@@ -33,7 +34,8 @@ describe('Vonage delivery receipts', () => {
   const clock = testClock('2026-11-24T09:00:00Z');
 
   beforeAll(async () => {
-    fake = await startFakeVonage({ clock: () => clock.now });
+    // Automatic receipts (setReceipts('delivered')) come to the app as Vonage would post them.
+    fake = await startFakeVonage({ clock: () => clock.now, onReceipt: async (_m, params) => { await post(params); } });
     t = await startTestApp({
       clock: () => clock.now,
       env: {
@@ -134,6 +136,18 @@ describe('Vonage delivery receipts', () => {
     expect((await a.timeline()).deliveries.find((d) => d.id === a.deliveryId))
       .toMatchObject({ carrier_status: 'delivered', carrier_status_at: clock.now.toISOString(), carrier_error_code: null });
     expect(await row(a.deliveryId)).toMatchObject({ provider_status: 'delivered', provider_error_code: null });
+  });
+
+  it('records the receipt Vonage sends by itself once a message is delivered, and nothing while it never reports', async () => {
+    const quiet = await contactSms();
+    fake.setReceipts('delivered');
+    try {
+      const s = await contactSms();
+      await waitFor(async () => ((await row(s.deliveryId)).carrier_status === 'delivered' ? true : undefined), 5000);
+    } finally {
+      fake.setReceipts('never');
+    }
+    expect((await row(quiet.deliveryId)).carrier_status).toBeNull();
   });
 
   it.each(['json', 'form', 'get'] as const)('accepts a signed receipt sent as %s', async (format) => {
