@@ -36,6 +36,7 @@ import { scheduleRoutes } from './schedules/routes.js';
 import { timeZonesOrLater, type TimeZones } from './schedules/zones.js';
 import { watchingRoutes } from './contacts/watching.js';
 import { twilioWebhookRoutes } from './channels/sms-twilio/webhook-routes.js';
+import { vonageWebhookRoutes } from './channels/sms-vonage/webhook-routes.js';
 import type { AuthUserDeleter } from './members/supabase-admin.js';
 import { loggerOptions, type Logger } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
@@ -175,6 +176,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   checkInRoutes(app, { pool: deps.pool, queues: deps.queues, log: appLog, linkSecret: deps.linkSecret });
   watchingRoutes(app, { pool: deps.pool });
   twilioWebhookRoutes(app, { pool: deps.pool, queues: deps.queues, log: appLog, config, metrics });
+  vonageWebhookRoutes(app, { pool: deps.pool, log: appLog, config, metrics });
   const incidents = { pool: deps.pool, queues: deps.queues, log: appLog, settings: incidentSettings(config, deps.linkSecret) };
   incidentRoutes(app, incidents);
   ackRoutes(app, { ...incidents, linkSecret: deps.linkSecret });

@@ -26,6 +26,11 @@ const priceIds = z
   .transform((v) => v.split(',').map((x) => x.trim()).filter(Boolean))
   .pipe(z.array(z.string().regex(/^[A-Za-z0-9_]{1,255}$/, 'must be Stripe price ids (price_…), comma-separated')));
 
+/** Vonage's webhook signature methods (dashboard → Settings → signature method), as the SDK names them. */
+export const VONAGE_SIGNATURE_METHODS = ['md5hash', 'md5hmac', 'sha1hmac', 'sha256hmac', 'sha512hmac'] as const;
+export type VonageSignatureMethod = (typeof VONAGE_SIGNATURE_METHODS)[number];
+const VONAGE_SENDER = /^(?:\+[1-9][0-9]{6,14}|(?=[A-Za-z0-9 ]*[A-Za-z])[A-Za-z0-9][A-Za-z0-9 ]{0,10})$/;
+
 const PROXY_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal']);
 function isProxyEntry(v: string): boolean {
   if (PROXY_NAMES.has(v)) return true;
@@ -147,6 +152,17 @@ const schema = z
     TWILIO_API_BASE: optionalUrl,
     TWILIO_FROM_NUMBER: optionalString.pipe(z.string().regex(/^\+[1-9][0-9]{6,14}$/, 'must be an E.164 number like +447700900123').optional()),
     TWILIO_MESSAGING_SERVICE_SID: optionalString,
+    /** Vonage SMS API (a second SMS provider): key and secret go together, with a sender. */
+    VONAGE_API_KEY: optionalString,
+    VONAGE_API_SECRET: optionalString,
+    /** An E.164 number, or an alphanumeric sender id where the destination country allows one. */
+    VONAGE_FROM: optionalString.pipe(z.string().regex(VONAGE_SENDER, 'must be an E.164 number like +447700900123 or an alphanumeric sender id (1-11 letters, digits or spaces, at least one letter)').optional()),
+    /** Signed delivery receipts: the signature secret and method set in the Vonage dashboard. */
+    VONAGE_SIGNATURE_SECRET: optionalString,
+    VONAGE_SIGNATURE_METHOD: z.string().optional().transform((v) => (v === undefined || v.trim() === '' ? 'sha256hmac' : v.trim().toLowerCase()))
+      .pipe(z.enum(VONAGE_SIGNATURE_METHODS, `must be one of ${VONAGE_SIGNATURE_METHODS.join(', ')} (the signature method chosen in the Vonage dashboard)`)),
+    /** The SDK's restHost: a proxy, or the local fake in tests. Default https://rest.nexmo.com. */
+    VONAGE_API_BASE: optionalUrl,
     /** Twilio drops an SMS not delivered within this many seconds: a stale alert is worse than none. */
     SMS_VALIDITY_SECONDS: int(1800, 60, 36_000),
     /** Messages per second one sender may hand to Twilio (a long code: 1; a short code: 100). */
@@ -229,6 +245,12 @@ const schema = z
     }
     if (env.TWILIO_ACCOUNT_SID !== undefined && env.TWILIO_FROM_NUMBER === undefined && env.TWILIO_MESSAGING_SERVICE_SID === undefined) {
       ctx.addIssue({ code: 'custom', path: ['TWILIO_FROM_NUMBER'], message: 'TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID is required with TWILIO_ACCOUNT_SID' });
+    }
+    if ((env.VONAGE_API_KEY === undefined) !== (env.VONAGE_API_SECRET === undefined)) {
+      ctx.addIssue({ code: 'custom', path: [env.VONAGE_API_KEY === undefined ? 'VONAGE_API_KEY' : 'VONAGE_API_SECRET'], message: 'VONAGE_API_KEY and VONAGE_API_SECRET go together' });
+    }
+    if (env.VONAGE_API_KEY !== undefined && env.VONAGE_FROM === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['VONAGE_FROM'], message: 'is required with VONAGE_API_KEY (an E.164 number or an alphanumeric sender id)' });
     }
     if (env.NODE_ENV === 'production' && env.LINK_SIGNING_SECRET === undefined) {
       ctx.addIssue({ code: 'custom', path: ['LINK_SIGNING_SECRET'], message: 'is required in production (signs the links in messages)' });

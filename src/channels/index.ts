@@ -6,6 +6,7 @@ import { postmarkChannelFromConfig } from './email-postmark/index.js';
 import { sendGridChannelFromConfig } from './email-sendgrid/index.js';
 import { fcmChannelFromConfig } from './push-fcm/index.js';
 import { twilioChannelFromConfig } from './sms-twilio/index.js';
+import { vonageChannelFromConfig } from './sms-vonage/index.js';
 import { CHANNEL_NAMES, providersOf, type Channel, type ChannelName, type Channels } from './types.js';
 
 export type ChannelDeps = { pool: Queryable; config?: Config; log?: Logger };
@@ -32,6 +33,7 @@ export function createChannels(deps: ChannelDeps): ChannelSet {
   const push = config !== undefined && log !== undefined ? fcmChannelFromConfig(config, deps.pool, log) : undefined;
   const sms: Record<string, Maker> = {
     twilio: () => (config !== undefined && log !== undefined ? twilioChannelFromConfig(config, deps.pool, log) : undefined),
+    vonage: () => (config !== undefined && log !== undefined ? vonageChannelFromConfig(config, log) : undefined),
   };
   const email: Record<string, Maker> = {
     sendgrid: () => (config !== undefined ? sendGridChannelFromConfig(config, log) : undefined),
@@ -60,7 +62,7 @@ export function providerNames(channels: Channels): Record<ChannelName, string[]>
 }
 
 type ProviderConfig = Pick<Config, 'FIREBASE_SERVICE_ACCOUNT_JSON' | 'FIREBASE_SERVICE_ACCOUNT_PATH' | 'TWILIO_ACCOUNT_SID' | 'SENDGRID_API_KEY'>
-  & Partial<Pick<Config, 'POSTMARK_SERVER_TOKEN'>>
+  & Partial<Pick<Config, 'POSTMARK_SERVER_TOKEN' | 'VONAGE_API_KEY'>>
   & Partial<Pick<Config, 'SMS_PROVIDERS' | 'EMAIL_PROVIDERS'>>;
 
 /**
@@ -73,6 +75,7 @@ export function configuredProviders(config: ProviderConfig): Record<ChannelName,
     twilio: config.TWILIO_ACCOUNT_SID !== undefined,
     sendgrid: config.SENDGRID_API_KEY !== undefined,
     postmark: config.POSTMARK_SERVER_TOKEN !== undefined,
+    vonage: config.VONAGE_API_KEY !== undefined,
   };
   const pick = (order: readonly string[]) => order.filter((name) => has[name] === true);
   return {

@@ -36,6 +36,9 @@ const WORDS: Record<string, { rank: number; carrier: CarrierStatus | null }> = {
   read: { rank: 5, carrier: 'delivered' },
   // Postmark: the recipient marked the mail as spam, so it arrived.
   spamcomplaint: { rank: 5, carrier: 'delivered' },
+  // Vonage delivery receipts (its `accepted` is recorded as `sent`: sms-vonage/status.ts).
+  buffered: { rank: 3, carrier: 'deferred' }, unknown: { rank: 3, carrier: null },
+  expired: { rank: 4, carrier: 'undelivered' }, rejected: { rank: 4, carrier: 'failed' },
 };
 
 export const carrierStatusOf = (word: string): CarrierStatus | null => WORDS[word.toLowerCase()]?.carrier ?? null;

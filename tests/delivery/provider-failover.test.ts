@@ -134,6 +134,10 @@ describe('the provider order', () => {
     expect(configuredProviders(loadConfig(both)).email).toEqual(['sendgrid', 'postmark']);
     expect(configuredProviders(loadConfig({ ...both, EMAIL_PROVIDERS: 'postmark,sendgrid' })).email).toEqual(['postmark', 'sendgrid']);
     expect(devOutboxChannels(loadConfig({ POSTMARK_SERVER_TOKEN: 'pm', POSTMARK_FROM_EMAIL: 'a@example.test' }))).toEqual(['push', 'sms']);
+    const vonage = { VONAGE_API_KEY: 'k', VONAGE_API_SECRET: 's', VONAGE_FROM: 'Pruuf' };
+    expect(configuredProviders(loadConfig({ ...base, ...vonage })).sms).toEqual(['twilio', 'vonage']);
+    expect(configuredProviders(loadConfig({ ...base, ...vonage, SMS_PROVIDERS: 'vonage,twilio' })).sms).toEqual(['vonage', 'twilio']);
+    expect(devOutboxChannels(loadConfig(vonage))).toEqual(['push', 'email']);
   });
   it('refuses an order naming an unknown provider or one twice', () => {
     expect(() => loadConfig({ SMS_PROVIDERS: 'twilio,pigeon' })).toThrow(ConfigError);

@@ -79,6 +79,8 @@ const RULES: Record<string, MemberRule | PublicRule> = {
   'POST /webhooks/postmark/events': { kind: 'public', why: 'Postmark: HTTP basic auth (POSTMARK_WEBHOOK_USER/PASSWORD) instead of a bearer token', status: 401 },
   'POST /webhooks/twilio/status': { kind: 'public', why: 'Twilio: X-Twilio-Signature instead of a bearer token', status: 403 },
   'POST /webhooks/twilio/inbound': { kind: 'public', why: 'Twilio: X-Twilio-Signature instead of a bearer token', status: 403 },
+  'POST /webhooks/vonage/status': { kind: 'public', why: 'Vonage: signed delivery receipt (sig + timestamp) instead of a bearer token', status: 401 },
+  'GET /webhooks/vonage/status': { kind: 'public', why: 'Vonage: signed delivery receipt (sig + timestamp) instead of a bearer token', status: 401 },
   'GET /i/:token': { kind: 'public', why: 'contact invitation page: the signed link is the credential', status: 404 },
   'POST /i/:token/accept': { kind: 'public', why: 'contact invitation answer: the signed link is the credential', status: 404 },
   'POST /i/:token/decline': { kind: 'public', why: 'contact invitation answer: the signed link is the credential', status: 404 },
