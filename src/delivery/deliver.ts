@@ -254,8 +254,8 @@ export async function processDelivery(
     html: text.html, kind: row.kind, incidentId: row.incident_id, data: text.data,
   };
 
-  // The providers in order: a transient failure, an open breaker or a local "not yet" moves the
-  // delivery to the next one at once; an error about the address (permanent) stops here, since
+  // The providers in order: a transient failure or an open breaker moves the delivery to the next
+  // one at once; an error about the address (permanent) stops here, since
   // another provider would get the same answer (the contact's other channels carry the alert).
   let waitMs: number | undefined;
   let sent: { result: SendResult; attemptedAt: Date; durationMs: number } | undefined;
@@ -275,11 +275,11 @@ export async function processDelivery(
       break;
     } catch (err) {
       if (err instanceof ThrottledError) {
-        // Never reached the provider: not a try, and not an attempt.
+        // Our own per-sender budget says "not yet" (carrier rules for that sender): the delivery
+        // waits for it rather than spilling onto the next provider. Not a try, and not an attempt.
         waitMs = Math.min(waitMs ?? Infinity, err.retryAfterMs ?? 0);
-        deps.log.debug({ ...logFields, retry_after_ms: err.retryAfterMs, next: next?.provider }, 'delivery throttled');
-        if (next !== undefined) await failover(deps, row, channel.provider, next.provider, err.message);
-        continue;
+        deps.log.debug({ ...logFields, retry_after_ms: err.retryAfterMs }, 'delivery throttled; will come back');
+        break;
       }
       const durationMs = Math.round(performance.now() - started);
       const errorClass = classify(err);

@@ -54,7 +54,7 @@ export function createMetrics() {
     }),
     providerFailovers: new Counter({
       name: 'pruuf_provider_failovers_total',
-      help: 'Deliveries moved from one provider of a channel to the next (a transient failure, an open breaker, a local rate limit)',
+      help: 'Deliveries moved from one provider of a channel to the next (a transient failure or an open breaker)',
       labelNames: ['channel', 'from', 'to'] as const,
       registers: [registry],
     }),

@@ -3,7 +3,7 @@
 //
 //   npm run test:chaos                     CI size: 300 members, both queue backends
 //   npm run test:chaos -- --full           2,000 members
-//   options: --backend=redis|postgres|both  --members=N  --data-members=N  --concurrency=N (per worker)  --keep (keep logs)
+//   options: --backend=redis|postgres|both|none  --members=N  --data-members=N  --provider-members=N  --no-providers  --concurrency=N (per worker)  --keep (keep logs)
 //
 // Topology, all separate processes: this conductor (which also serves the provider fakes: FCM,
 // SendGrid and Twilio speaking their wire formats), the API (src/server.ts), two workers (the
@@ -24,6 +24,9 @@
 // deleted mid-incident, zones PostgreSQL or luxon do not know and instants out of range written
 // as postgres, an alert whose render throws, an unreadable plan): unaffected members' alerts
 // must all arrive, once, within two sweeps of the clean burst's slowest.
+// Last, the provider phase (tests/chaos/lib/provider-faults.ts), on processes of its own with two
+// providers per channel: the primaries fail 100 %, or accept and never deliver, during a burst;
+// every SMS and email alert must reach its contact through the secondary, at most once per provider.
 // Exit code 0 only if every check holds.
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -43,12 +46,15 @@ import { QueueSystem } from '../../src/queue/index.js';
 import { startPostgres, startRedis, type PgServer, type RedisServer } from './lib/services.js';
 import { acceptances, seed, type Fakes } from './lib/seed.js';
 import { dataFaultPhase } from './lib/data-faults.js';
+import { providerPhase } from './lib/provider-faults.js';
 
 const FULL = flag('full');
 const MEMBERS = Number(arg('members', FULL ? '2000' : '300'));
 const EARLY = Math.max(1, Math.round(MEMBERS / 10));
 const CONCURRENCY = Number(arg('concurrency', FULL ? '16' : '8'));
-const BACKENDS = (arg('backend', 'both') === 'both' ? ['redis', 'postgres'] : [arg('backend', 'redis')]) as ('redis' | 'postgres')[];
+const BACKEND_ARG = arg('backend', 'both');
+/** --backend=none: only the provider phase. */
+const BACKENDS = (BACKEND_ARG === 'both' ? ['redis', 'postgres'] : BACKEND_ARG === 'none' ? [] : [BACKEND_ARG]) as ('redis' | 'postgres')[];
 const KEEP = flag('keep');
 /** Provider latency: long enough that the burst outlasts the whole sequence of faults. */
 const LATENCY: [number, number] = [50, 150];
@@ -56,12 +62,14 @@ const STEADY_MEMBERS = 40;
 /** The data-fault phase: the members of each of its two bursts (clean, then poisoned). */
 const DATA_MEMBERS = Number(arg('data-members', String(Math.max(50, Math.round(MEMBERS / 3)))));
 const SWEEP_MS = 1000;
+/** The provider phase: members per burst (each owes four SMS and email alerts). */
+const PROVIDER_MEMBERS = Number(arg('provider-members', FULL ? '500' : '100'));
 const JWT_SECRET = 'chaos-jwt-secret-of-at-least-32-characters';
 const say = (msg: string) => process.stderr.write(`[chaos] ${msg}\n`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 type Check = { name: string; ok: boolean; detail: string };
-type Result = { backend: string; rows: [string, string][]; checks: Check[]; dataFaults?: string[] };
+type Result = { backend: string; rows: [string, string][]; checks: Check[]; dataFaults?: string[]; providerFaults?: string[] };
 
 // ---------------------------------------------------------------- HTTP helpers
 
@@ -423,10 +431,21 @@ for (const backend of BACKENDS) {
   }
   say(`${backend}: ${((Date.now() - t0) / 1000).toFixed(0)} s`);
 }
+if (!flag('no-providers')) {
+  const t0 = Date.now();
+  try {
+    const p = await providerPhase({ members: PROVIDER_MEMBERS, concurrency: CONCURRENCY, sweepMs: SWEEP_MS, keep: KEEP, say });
+    results.push({ backend: 'providers (redis)', rows: p.rows, checks: p.checks, providerFaults: p.table });
+  } catch (err) {
+    results.push({ backend: 'providers (redis)', rows: [], checks: [{ name: 'provider phase ran', ok: false, detail: (err as Error).stack ?? String(err) }] });
+  }
+  say(`providers: ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+}
 const out: string[] = ['', `chaos run: ${MEMBERS} members, ${CONCURRENCY} sends at once per worker, ${((Date.now() - started) / 1000).toFixed(0)} s`];
 for (const r of results) {
   out.push('', `## ${r.backend} queue backend`, '', '| figure | value |', '|---|---|', ...r.rows.map(([k, v]) => `| ${k} | ${v} |`), '');
   if (r.dataFaults !== undefined) out.push(`### ${r.backend}: data faults`, '', ...r.dataFaults, '');
+  if (r.providerFaults !== undefined) out.push('### provider faults (two providers per channel)', '', ...r.providerFaults, '');
   for (const c of r.checks) out.push(`${c.ok ? 'PASS' : 'FAIL'} ${c.name}: ${c.detail}`);
 }
 const failed = results.flatMap((r) => r.checks.filter((c) => !c.ok));
