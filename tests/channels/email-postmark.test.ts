@@ -225,7 +225,8 @@ describe('the Postmark channel against a faulty Postmark', () => {
     try {
       const channel = createPostmarkChannel({ serverToken: fake.serverToken, apiBase: fake.url, from: FROM });
       const msgs = Array.from({ length: 60 }, () => message());
-      const results = await Promise.allSettled(msgs.map((m) => channel.send(m, AbortSignal.timeout(500))));
+      // Long enough that every request reaches the fake on a loaded machine (the hung ones end at it).
+      const results = await Promise.allSettled(msgs.map((m) => channel.send(m, AbortSignal.timeout(3000))));
       const failed = results.filter((r) => r.status === 'rejected').map((r) => (r as PromiseRejectedResult).reason as unknown);
       for (const err of failed) expect(err).toMatchObject({ name: 'ChannelError', errorClass: 'transient' });
       const waits = failed.filter((e) => (e as ChannelError).retryAfterMs !== undefined);
