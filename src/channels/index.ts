@@ -5,9 +5,11 @@ import { createDevOutboxChannel } from './dev-outbox/index.js';
 import { sendGridChannelFromConfig } from './email-sendgrid/index.js';
 import { fcmChannelFromConfig } from './push-fcm/index.js';
 import { twilioChannelFromConfig } from './sms-twilio/index.js';
+import { twilioVoiceChannelFromConfig, voiceFrom } from './voice-twilio/index.js';
 import { CHANNEL_NAMES, providersOf, type Channel, type ChannelName, type Channels } from './types.js';
 
-export type ChannelDeps = { pool: Queryable; config?: Config; log?: Logger };
+/** `linkSecret`: signs the URLs Twilio fetches during a call; without it calls go to the dev outbox. */
+export type ChannelDeps = { pool: Queryable; config?: Config; log?: Logger; linkSecret?: string };
 
 export type ChannelSet = {
   channels: Channels;
@@ -21,7 +23,7 @@ type Maker = () => Channel | undefined;
 
 /**
  * Each channel's providers in the configured order (SMS_PROVIDERS, EMAIL_PROVIDERS), among those
- * whose credentials are set: push FCM; SMS Twilio, Vonage; email SendGrid, Postmark. A channel with
+ * whose credentials are set: push FCM; SMS Twilio, Vonage; email SendGrid, Postmark; voice Twilio. A channel with
  * none goes to the dev outbox. Unguarded: startWorker puts each provider behind its own circuit
  * breaker (delivery/breaker.ts), and a delivery fails over along the list (delivery/deliver.ts).
  */
@@ -42,6 +44,7 @@ export function createChannels(deps: ChannelDeps): ChannelSet {
     push: push ?? devOutbox,
     sms: orOutbox(ordered(sms, config?.SMS_PROVIDERS)),
     email: orOutbox(ordered(email, config?.EMAIL_PROVIDERS)),
+    voice: (config !== undefined && log !== undefined ? twilioVoiceChannelFromConfig(config, deps.pool, log, deps.linkSecret) : undefined) ?? devOutbox,
   };
   return {
     channels,
@@ -59,11 +62,13 @@ export function providerNames(channels: Channels): Record<ChannelName, string[]>
 
 /** Channels with no real provider configured, whose messages go to the dev outbox. */
 export function devOutboxChannels(config: Pick<Config,
-  'FIREBASE_SERVICE_ACCOUNT_JSON' | 'FIREBASE_SERVICE_ACCOUNT_PATH' | 'TWILIO_ACCOUNT_SID' | 'SENDGRID_API_KEY'>): ChannelName[] {
+  'FIREBASE_SERVICE_ACCOUNT_JSON' | 'FIREBASE_SERVICE_ACCOUNT_PATH' | 'TWILIO_ACCOUNT_SID' | 'SENDGRID_API_KEY' | 'TWILIO_VOICE_FROM' | 'TWILIO_FROM_NUMBER'>): ChannelName[] {
   const configured: Record<ChannelName, boolean> = {
     push: config.FIREBASE_SERVICE_ACCOUNT_JSON !== undefined || config.FIREBASE_SERVICE_ACCOUNT_PATH !== undefined,
     sms: config.TWILIO_ACCOUNT_SID !== undefined,
     email: config.SENDGRID_API_KEY !== undefined,
+    // Calls need a number to call from (a messaging service cannot).
+    voice: config.TWILIO_ACCOUNT_SID !== undefined && voiceFrom(config) !== undefined,
   };
   return CHANNEL_NAMES.filter((name) => !configured[name]);
 }

@@ -26,6 +26,9 @@ export const CARRIER_STATUSES: readonly CarrierStatus[] = ['sent', 'deferred', '
  * Provider words (lower case), the order of a message's life, and what each means. Final words
  * share a rank, so the later of two wins (a bounce after delivered); a lower rank never replaces
  * a higher one (a late "sent" or "processed" after "delivered").
+ * Calls (Twilio CallStatus): initiated, ringing, in-progress (answered), then completed (a person
+ * answered: delivered), busy or no-answer (undelivered), failed or canceled; `answering_machine`
+ * is ours, for a call completed by a machine (AnsweredBy machine_*, fax): undelivered.
  */
 const WORDS: Record<string, { rank: number; carrier: CarrierStatus | null }> = {
   accepted: { rank: 0, carrier: null }, scheduled: { rank: 0, carrier: null }, processed: { rank: 0, carrier: null },
@@ -34,6 +37,9 @@ const WORDS: Record<string, { rank: number; carrier: CarrierStatus | null }> = {
   delivered: { rank: 4, carrier: 'delivered' }, undelivered: { rank: 4, carrier: 'undelivered' }, failed: { rank: 4, carrier: 'failed' },
   canceled: { rank: 4, carrier: 'failed' }, bounce: { rank: 4, carrier: 'bounced' }, dropped: { rank: 4, carrier: 'dropped' },
   read: { rank: 5, carrier: 'delivered' },
+  initiated: { rank: 1, carrier: null }, ringing: { rank: 2, carrier: null }, 'in-progress': { rank: 3, carrier: null },
+  completed: { rank: 4, carrier: 'delivered' }, busy: { rank: 4, carrier: 'undelivered' }, 'no-answer': { rank: 4, carrier: 'undelivered' },
+  answering_machine: { rank: 4, carrier: 'undelivered' },
 };
 
 export const carrierStatusOf = (word: string): CarrierStatus | null => WORDS[word.toLowerCase()]?.carrier ?? null;

@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type pg from 'pg';
+import { CHANNEL_NAMES, type ChannelName } from '../channels/types.js';
 import { pendingMigrations, type Migration } from '../db/migrate.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { QueueSystem } from '../queue/index.js';
@@ -33,7 +34,7 @@ const Readiness = z
     status: z.enum(['ready', 'not_ready']),
     checks: z.object({ database: Check, migrations: Check, queue: Check }),
     alerting: Alerting.optional(),
-    channels: z.record(z.enum(['push', 'sms', 'email']), z.enum(['provider', 'dev_outbox']))
+    channels: z.record(z.enum(['push', 'sms', 'email', 'voice']), z.enum(['provider', 'dev_outbox']))
       .describe('per channel: a real provider configured, or the dev outbox (nobody receives those messages)').optional(),
     error: z.object({ code: z.string(), message: z.string() }).optional(),
   })
@@ -50,7 +51,7 @@ export type OpsDeps = {
   pool: pg.Pool; queues: QueueSystem; metrics: Metrics; migrations: Migration[];
   metricsAccess?: MetricsAccess;
   /** Channels with no provider (their messages go to the dev outbox), shown in /readyz. */
-  devOutbox?: readonly ('push' | 'sms' | 'email')[];
+  devOutbox?: readonly ChannelName[];
   /** Per address, per minute, for /healthz and /readyz each (kubelet probes come every few seconds). */
   probeRatePerMinute?: number;
 };
@@ -136,7 +137,7 @@ export function opsRoutes(app: FastifyInstance, deps: OpsDeps): void {
       ]);
       const ready = database.ok && migrations.ok && queue.ok;
       const channels = deps.devOutbox === undefined ? {}
-        : { channels: Object.fromEntries((['push', 'sms', 'email'] as const).map((c) => [c, deps.devOutbox!.includes(c) ? 'dev_outbox' : 'provider'])) };
+        : { channels: Object.fromEntries(CHANNEL_NAMES.map((c) => [c, deps.devOutbox!.includes(c) ? 'dev_outbox' : 'provider'])) };
       return { ready, body: { status: ready ? ('ready' as const) : ('not_ready' as const), checks: { database, migrations, queue }, ...(detail.alerting === undefined ? {} : { alerting: detail.alerting }), ...channels } };
     })().finally(() => { readiness = undefined; });
     return readiness;
