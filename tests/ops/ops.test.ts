@@ -35,7 +35,7 @@ describe.each(['redis', 'postgres'] as const)('operations endpoints on the %s qu
         overdue: { missed_deadline: 0, escalation_step: 0, ack_expiry: 0, reminder: 0, pending_delivery: 0 },
         quarantined: { missed: 0, reminders: 0, steps: 0, ack: 0, refill: 0 },
       },
-      channels: { push: 'dev_outbox', sms: 'dev_outbox', email: 'dev_outbox' },
+      channels: { push: 'dev_outbox', sms: 'dev_outbox', email: 'dev_outbox', voice: 'dev_outbox' },
     });
   });
 
