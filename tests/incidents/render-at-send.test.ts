@@ -15,7 +15,7 @@ import { memberWithContacts, sweepDeps, testClock } from './helpers.js';
 
 const clock = testClock('2026-11-23T08:00:00Z');
 
-type Row = { id: string; channel: 'push' | 'sms' | 'email'; contact_id: string | null; step_no: number; body: string | null; html: string | null; render: { round: number; contact_id: string; ack_url: string } | null };
+type Row = { id: string; channel: 'push' | 'sms' | 'email' | 'voice'; contact_id: string | null; step_no: number; body: string | null; html: string | null; render: { round: number; contact_id: string; ack_url: string } | null };
 
 /** Each channel's part of a rendered alert, spelled out here rather than taken from the code under test. */
 function expected(channel: Row['channel'], input: AlertInput): Pick<OutboundMessage, 'subject' | 'body' | 'html' | 'data'> {
