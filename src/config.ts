@@ -167,6 +167,19 @@ const schema = z
     SMS_VALIDITY_SECONDS: int(1800, 60, 36_000),
     /** Messages per second one sender may hand to Twilio (a long code: 1; a short code: 100). */
     SMS_RATE_PER_SECOND: int(1, 1, 1000),
+    /** Phone calls (src/channels/voice-twilio): the caller id, E.164; default TWILIO_FROM_NUMBER. */
+    TWILIO_VOICE_FROM: optionalString.pipe(z.string().regex(/^\+[1-9][0-9]{6,14}$/, 'must be an E.164 number like +447700900123').optional()),
+    /**
+     * A missed check-in whose incident is still open (nobody said "I'm on it") when escalation step
+     * N + 1 comes due calls every tier-1 contact with a phone. 0: missed check-ins never call.
+     */
+    VOICE_CALL_AFTER_STEPS: int(1, 0, 20),
+    /** SOS calls every contact with a phone at once, beside the messages. */
+    VOICE_SOS: z.enum(['true', 'false', '1', '0', 'yes', 'no']).default('true').transform((v) => ['true', '1', 'yes'].includes(v)),
+    /** How long a call rings before Twilio gives up (no-answer). */
+    VOICE_CALL_TIMEOUT_SECONDS: int(30, 5, 120),
+    /** Calls per second handed to Twilio, shared by every worker (Twilio's default for an account: 1). */
+    VOICE_CALLS_PER_SECOND: int(1, 1, 100),
     /** A provider whose breaker stays open this long: its channels count as down in incident timelines. */
     PROVIDER_FAILOVER_MINUTES: int(5, 1, 120),
     /**

@@ -176,7 +176,7 @@ export async function startWorker(deps: WorkerDeps): Promise<StartedWorker> {
     throw new Error(`unknown system job: ${job.name}`);
   }, { concurrency: 1 });
 
-  const own = deps.channels === undefined ? createChannels({ pool: deps.pool, config: deps.config, log: deps.log }) : undefined;
+  const own = deps.channels === undefined ? createChannels({ pool: deps.pool, config: deps.config, log: deps.log, linkSecret: deps.incidents?.links.linkSecret }) : undefined;
   const channels = deps.channels ?? own!.channels;
   const guarded = deps.breakers === false
     ? { channels, breakers: new Map<string, ProviderBreaker>(), shutdown: () => undefined }

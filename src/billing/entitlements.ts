@@ -1,4 +1,4 @@
-import { CHANNEL_NAMES, type ChannelName } from '../channels/types.js';
+import { MESSAGE_CHANNELS, type MessageChannelName } from '../channels/types.js';
 import type { Config } from '../config.js';
 import type { Queryable } from '../db/pool.js';
 
@@ -23,9 +23,9 @@ export type Entitlements = {
   source: 'default' | 'own' | 'watcher';
   maxContacts: number;
   /** Channels for reminders to the member and "checked in" notes: the plan's. */
-  channels: ChannelName[];
+  channels: MessageChannelName[];
   /** Channels for alerts, incident messages and invitations: every channel, on every plan. */
-  alertChannels: ChannelName[];
+  alertChannels: MessageChannelName[];
   /** Who pays for it (the member themself for 'own'); null on the free plan. */
   payerId: string | null;
   subscriptionId: string | null;
@@ -35,16 +35,16 @@ export type Entitlements = {
 
 export type PlanSettings = {
   freePlanContacts: number;
-  freePlanChannels?: ChannelName[];
+  freePlanChannels?: MessageChannelName[];
   plusPlanContacts?: number;
   familyPlanContacts?: number;
   plusPlanCoveredMembers?: number;
   familyPlanCoveredMembers?: number;
 };
 
-const PAID_CHANNELS: ChannelName[] = ['push', 'sms', 'email'];
+const PAID_CHANNELS: MessageChannelName[] = ['push', 'sms', 'email'];
 /** What alerts may use whatever the plan. */
-export const ALERT_CHANNELS: readonly ChannelName[] = CHANNEL_NAMES;
+export const ALERT_CHANNELS: readonly MessageChannelName[] = MESSAGE_CHANNELS;
 const RANK: Record<Plan, number> = { free: 0, plus: 1, family: 2 };
 
 export function planSettings(config: Config): Required<PlanSettings> {
@@ -58,7 +58,7 @@ export function planSettings(config: Config): Required<PlanSettings> {
   };
 }
 
-export function planLimits(plan: Plan, s: PlanSettings): { maxContacts: number; channels: ChannelName[]; coveredMembers: number } {
+export function planLimits(plan: Plan, s: PlanSettings): { maxContacts: number; channels: MessageChannelName[]; coveredMembers: number } {
   switch (plan) {
     case 'plus':
       return { maxContacts: s.plusPlanContacts ?? 5, channels: PAID_CHANNELS, coveredMembers: s.plusPlanCoveredMembers ?? 1 };
@@ -166,7 +166,7 @@ export async function entitlementsFor(db: Queryable, memberId: string, settings:
 
 export type Decision = { allowed: boolean; reason: string };
 
-export function mayUseChannel(ent: Entitlements, channel: ChannelName): Decision {
+export function mayUseChannel(ent: Entitlements, channel: MessageChannelName): Decision {
   if (ent.channels.includes(channel)) return { allowed: true, reason: `the ${ent.plan} plan includes ${channel}` };
   return { allowed: false, reason: `the ${ent.plan} plan does not include ${channel}; plus and family do` };
 }

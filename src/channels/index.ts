@@ -7,9 +7,11 @@ import { sendGridChannelFromConfig } from './email-sendgrid/index.js';
 import { fcmChannelFromConfig } from './push-fcm/index.js';
 import { twilioChannelFromConfig } from './sms-twilio/index.js';
 import { vonageChannelFromConfig } from './sms-vonage/index.js';
+import { twilioVoiceChannelFromConfig, voiceFrom } from './voice-twilio/index.js';
 import { CHANNEL_NAMES, providersOf, type Channel, type ChannelName, type Channels } from './types.js';
 
-export type ChannelDeps = { pool: Queryable; config?: Config; log?: Logger };
+/** `linkSecret`: signs the URLs Twilio fetches during a call; without it calls go to the dev outbox. */
+export type ChannelDeps = { pool: Queryable; config?: Config; log?: Logger; linkSecret?: string };
 
 export type ChannelSet = {
   channels: Channels;
@@ -23,7 +25,7 @@ type Maker = () => Channel | undefined;
 
 /**
  * Each channel's providers in the configured order (SMS_PROVIDERS, EMAIL_PROVIDERS), among those
- * whose credentials are set: push FCM; SMS Twilio, Vonage; email SendGrid, Postmark. A channel with
+ * whose credentials are set: push FCM; SMS Twilio, Vonage; email SendGrid, Postmark; voice Twilio. A channel with
  * none goes to the dev outbox. Unguarded: startWorker puts each provider behind its own circuit
  * breaker (delivery/breaker.ts), and a delivery fails over along the list (delivery/deliver.ts).
  */
@@ -46,6 +48,7 @@ export function createChannels(deps: ChannelDeps): ChannelSet {
     push: push ?? devOutbox,
     sms: orOutbox(ordered(sms, config?.SMS_PROVIDERS)),
     email: orOutbox(ordered(email, config?.EMAIL_PROVIDERS)),
+    voice: (config !== undefined && log !== undefined ? twilioVoiceChannelFromConfig(config, deps.pool, log, deps.linkSecret) : undefined) ?? devOutbox,
   };
   return {
     channels,
@@ -63,7 +66,7 @@ export function providerNames(channels: Channels): Record<ChannelName, string[]>
 
 type ProviderConfig = Pick<Config, 'FIREBASE_SERVICE_ACCOUNT_JSON' | 'FIREBASE_SERVICE_ACCOUNT_PATH' | 'TWILIO_ACCOUNT_SID' | 'SENDGRID_API_KEY'>
   & Partial<Pick<Config, 'POSTMARK_SERVER_TOKEN' | 'VONAGE_API_KEY'>>
-  & Partial<Pick<Config, 'SMS_PROVIDERS' | 'EMAIL_PROVIDERS'>>;
+  & Partial<Pick<Config, 'SMS_PROVIDERS' | 'EMAIL_PROVIDERS' | 'TWILIO_VOICE_FROM' | 'TWILIO_FROM_NUMBER'>>;
 
 /**
  * Each channel's providers whose credentials are configured, in the order they are tried (the same
@@ -76,12 +79,15 @@ export function configuredProviders(config: ProviderConfig): Record<ChannelName,
     sendgrid: config.SENDGRID_API_KEY !== undefined,
     postmark: config.POSTMARK_SERVER_TOKEN !== undefined,
     vonage: config.VONAGE_API_KEY !== undefined,
+    // Calls need a number to call from (a messaging service cannot).
+    'twilio-voice': config.TWILIO_ACCOUNT_SID !== undefined && voiceFrom(config) !== undefined,
   };
   const pick = (order: readonly string[]) => order.filter((name) => has[name] === true);
   return {
     push: pick(['fcm']),
     sms: pick(config.SMS_PROVIDERS ?? ['twilio', 'vonage']),
     email: pick(config.EMAIL_PROVIDERS ?? ['sendgrid', 'postmark']),
+    voice: pick(['twilio-voice']),
   };
 }
 

@@ -1,9 +1,16 @@
 /** The seam between delivery (what to send, when, how often) and a provider (how it leaves). */
 
-export type ChannelName = 'push' | 'sms' | 'email';
-export const CHANNEL_NAMES: readonly ChannelName[] = ['push', 'sms', 'email'];
+/**
+ * 'voice' is a phone call (src/channels/voice-twilio): not part of a step's messages, but its own
+ * escalation action (src/incidents/calls.ts). The message channels carry texts: alerts, notices,
+ * invitations, reminders.
+ */
+export type ChannelName = 'push' | 'sms' | 'email' | 'voice';
+export const CHANNEL_NAMES: readonly ChannelName[] = ['push', 'sms', 'email', 'voice'];
+export type MessageChannelName = Exclude<ChannelName, 'voice'>;
+export const MESSAGE_CHANNELS: readonly MessageChannelName[] = ['push', 'sms', 'email'];
 
-/** A rendered message. `to` is an email address, an E.164 phone number or a device token. */
+/** A rendered message. `to` is an email address, an E.164 phone number or a device token. A call's body is what it says. */
 export type OutboundMessage = {
   deliveryId: string;
   channel: ChannelName;
@@ -74,6 +81,9 @@ export interface Channel {
  * the next at once when one fails transiently or its breaker is open (src/delivery/deliver.ts). A
  * single Channel is a list of one.
  */
-export type Channels = Record<ChannelName, Channel | readonly Channel[]>;
+export type Channels = Record<MessageChannelName, Channel | readonly Channel[]> & {
+  /** Phone calls. Absent (a worker built for messages only): calls are cancelled, saying so (delivery/deliver.ts). */
+  voice?: Channel | readonly Channel[];
+};
 
-export const providersOf = (c: Channel | readonly Channel[]): readonly Channel[] => (Array.isArray(c) ? c : [c as Channel]);
+export const providersOf = (c: Channel | readonly Channel[] | undefined): readonly Channel[] => (c === undefined ? [] : Array.isArray(c) ? c : [c as Channel]);

@@ -1,4 +1,4 @@
-import type { ChannelName } from '../channels/types.js';
+import type { MessageChannelName } from '../channels/types.js';
 import { contactChannels, type ContactRow } from './repo.js';
 
 /**
@@ -16,7 +16,7 @@ export type UnreachableCode =
   | 'addresses_disabled'
   | 'no_channel';
 
-export type Reach = { reachable: boolean; channels: ChannelName[]; unreachable_reason: { code: UnreachableCode; message: string } | null };
+export type Reach = { reachable: boolean; channels: MessageChannelName[]; unreachable_reason: { code: UnreachableCode; message: string } | null };
 
 type ReachFields = Pick<ContactRow, 'status' | 'email' | 'phone' | 'sms_opted_out' | 'sms_disabled' | 'email_disabled' | 'linked_user_id' | 'has_devices'>;
 
@@ -31,7 +31,7 @@ const MESSAGES: Record<UnreachableCode, string> = {
   no_channel: 'they have no address an alert could use; add an email or a phone',
 };
 
-export function reachOf(c: ReachFields, alertChannels: readonly ChannelName[]): Reach {
+export function reachOf(c: ReachFields, alertChannels: readonly MessageChannelName[]): Reach {
   const channels = contactChannels(c).filter((ch) => alertChannels.includes(ch));
   if (channels.length > 0) return { reachable: true, channels, unreachable_reason: null };
   const code = unreachableCode(c);

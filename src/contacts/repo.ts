@@ -1,4 +1,4 @@
-import type { ChannelName } from '../channels/types.js';
+import type { MessageChannelName } from '../channels/types.js';
 import type { Queryable } from '../db/pool.js';
 import type { Locale } from '../incidents/locales/index.js';
 
@@ -35,13 +35,13 @@ const COLUMNS = `c.id, c.member_id, c.name, c.email, c.phone, c.tier, c.notify_o
 /**
  * The channels an alert would use for this contact right now, before the plan is applied:
  * active contacts on everything they have; invited ones by email only (no SMS without consent);
- * declined ones nothing.
+ * declined ones nothing. Calls are not a channel of an alert's messages (src/incidents/calls.ts).
  */
 export function contactChannels(
   c: Pick<ContactRow, 'status' | 'email' | 'phone' | 'sms_opted_out' | 'email_disabled' | 'linked_user_id' | 'has_devices'> & { sms_disabled?: boolean },
-): ChannelName[] {
+): MessageChannelName[] {
   if (c.status === 'declined') return [];
-  const out: ChannelName[] = [];
+  const out: MessageChannelName[] = [];
   if (c.status === 'active' && c.linked_user_id !== null && c.has_devices) out.push('push');
   if (c.status === 'active' && c.phone !== null && !c.sms_opted_out && c.sms_disabled !== true) out.push('sms');
   if (c.email !== null && !c.email_disabled) out.push('email');

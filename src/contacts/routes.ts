@@ -9,10 +9,10 @@ import { reachOf } from './reach.js';
 import { Contact, ContactPatchBody, NewContactBody } from './schemas.js';
 import * as repo from './repo.js';
 import { addContact, changeContact, type ContactDeps } from './service.js';
-import type { ChannelName } from '../channels/types.js';
+import type { MessageChannelName } from '../channels/types.js';
 
 /** `alertChannels`: what alerts may use for this member (every channel on every plan: entitlements.ts). */
-export function contactOut(c: repo.ContactRow, alertChannels: ChannelName[]) {
+export function contactOut(c: repo.ContactRow, alertChannels: MessageChannelName[]) {
   const reach = reachOf(c, alertChannels);
   return {
     id: c.id,

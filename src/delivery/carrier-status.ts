@@ -26,6 +26,9 @@ export const CARRIER_STATUSES: readonly CarrierStatus[] = ['sent', 'deferred', '
  * Provider words (lower case), the order of a message's life, and what each means. Final words
  * share a rank, so the later of two wins (a bounce after delivered); a lower rank never replaces
  * a higher one (a late "sent" or "processed" after "delivered").
+ * Calls (Twilio CallStatus): initiated, ringing, in-progress (answered), then completed (a person
+ * answered: delivered), busy or no-answer (undelivered), failed or canceled; `answering_machine`
+ * is ours, for a call completed by a machine (AnsweredBy machine_*, fax): undelivered.
  */
 const WORDS: Record<string, { rank: number; carrier: CarrierStatus | null }> = {
   accepted: { rank: 0, carrier: null }, scheduled: { rank: 0, carrier: null }, processed: { rank: 0, carrier: null },
@@ -39,6 +42,9 @@ const WORDS: Record<string, { rank: number; carrier: CarrierStatus | null }> = {
   // Vonage delivery receipts (its `accepted` is recorded as `sent`: sms-vonage/status.ts).
   buffered: { rank: 3, carrier: 'deferred' }, unknown: { rank: 3, carrier: null },
   expired: { rank: 4, carrier: 'undelivered' }, rejected: { rank: 4, carrier: 'failed' },
+  initiated: { rank: 1, carrier: null }, ringing: { rank: 2, carrier: null }, 'in-progress': { rank: 3, carrier: null },
+  completed: { rank: 4, carrier: 'delivered' }, busy: { rank: 4, carrier: 'undelivered' }, 'no-answer': { rank: 4, carrier: 'undelivered' },
+  answering_machine: { rank: 4, carrier: 'undelivered' },
 };
 
 export const carrierStatusOf = (word: string): CarrierStatus | null => WORDS[word.toLowerCase()]?.carrier ?? null;

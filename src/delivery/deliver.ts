@@ -222,7 +222,14 @@ export async function processDelivery(
   }
 
   const configured = providersOf(deps.channels[row.channel]);
-  const primary = configured[0]!;
+  const primary = configured[0];
+  if (primary === undefined) {
+    // A worker built without this channel (calls, in a harness for messages only): nothing can place it.
+    await deps.pool.query(`update deliveries set status = 'cancelled', last_error = 'no provider for this channel in this worker', updated_at = $2 where id = $1 and status = 'pending'`, [row.id, deps.clock()]);
+    deps.log.warn({ delivery_id: row.id, channel: row.channel, kind: row.kind }, 'delivery cancelled: this worker has no provider for its channel');
+    count('skipped');
+    return 'skipped';
+  }
   let text: MessageText;
   try {
     // A verification code is sealed in its row (members read their own deliveries): opened only here.

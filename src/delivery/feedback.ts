@@ -54,6 +54,8 @@ export async function disableContactChannel(
 /**
  * The incident timeline says that one channel of a contact is down for this alert and which of
  * the contact's channels still carry it (empty: none; the escalation's next tier is the backstop).
+ * Its message channels: a call is an escalation action of its own (src/incidents/calls.ts), not
+ * a channel of the alert's messages.
  */
 export async function recordFailover(
   db: Queryable, d: Pick<DeliveryRef, 'id' | 'incident_id' | 'contact_id' | 'channel'>, reason: string, now: Date,
@@ -64,7 +66,7 @@ export async function recordFailover(
      select $1, $3, 'failover', $2, jsonb_build_object(
        'delivery_id', $5::uuid, 'channel', $4::text, 'reason', left($6, 200),
        'carried_by', coalesce((select jsonb_agg(distinct o.channel) from deliveries o
-                                where o.incident_id = $1 and o.contact_id = $2 and o.channel <> $4
+                                where o.incident_id = $1 and o.contact_id = $2 and o.channel <> $4 and o.channel <> 'voice'
                                   and o.kind = 'alert' and o.status in ('pending', 'sent')), '[]'::jsonb))
      where not exists (select 1 from incident_events e where e.incident_id = $1 and e.type = 'failover'
                          and e.contact_id = $2 and e.detail->>'channel' = $4)`,

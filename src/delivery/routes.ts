@@ -14,7 +14,7 @@ const Query = z.object({ limit: z.coerce.number().int().min(1).max(500).default(
 const DevOutboxMessage = z
   .object({
     id: z.uuid(),
-    channel: z.enum(['push', 'sms', 'email']),
+    channel: z.enum(['push', 'sms', 'email', 'voice']).describe('voice: a phone call, its body what the call says'),
     to: z.string(),
     subject: z.string().nullable(),
     body: z.string(),

@@ -10,7 +10,7 @@ import { escapeHtml } from '../http/html.js';
 
 export type ChannelReach = { channel: ChannelName; delivered: number; undelivered: number; unconfirmed: number };
 
-const LABEL: Record<ChannelName, string> = { push: 'Push', sms: 'SMS', email: 'Email' };
+const LABEL: Record<ChannelName, string> = { push: 'Push', sms: 'SMS', email: 'Email', voice: 'Calls' };
 
 export async function alertReach(db: Queryable, incidentId: string): Promise<ChannelReach[]> {
   // One bucket per alert: confirmed delivered, else known not to have arrived (the carrier said

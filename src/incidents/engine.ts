@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { entitlementsForMany, type PlanSettings } from '../billing/entitlements.js';
 import { insertDeliveries, type NewDelivery } from '../delivery/outbox.js';
+import { callDeliveries, cancelPendingCalls, stepCallees, type VoiceSettings } from './calls.js';
 import { remainingStep, stepAt, type Position, type Step } from './escalation.js';
 import { ackLapsedDeliveries, ackNoticeDeliveries, alertDeliveries, allClearDeliveries, planContact, type IncidentFacts, type LinkSettings } from './outbound.js';
 import { buildPlans } from './plan.js';
@@ -17,6 +18,8 @@ export type IncidentSettings = {
   ackTimeoutMinutes: number;
   links: LinkSettings;
   plans: PlanSettings;
+  /** Phone calls: at which step a missed check-in calls tier 1, and whether SOS calls (calls.ts). */
+  voice: VoiceSettings;
 };
 
 const MINUTE = 60_000;
@@ -30,16 +33,19 @@ export type Render = 'now' | 'at_send';
  */
 async function applyStep(tx: pg.PoolClient, s: IncidentSettings, inc: repo.IncidentRow, step: Step, now: Date, reason: string, render: Render): Promise<string[]> {
   // The plan is a snapshot: a contact removed since then is skipped (and said so), the rest are alerted.
-  const present = await repo.presentContacts(tx, step.contacts.map((c) => c.id));
+  const callees = stepCallees(s.voice, inc, step, reason);
+  const present = await repo.presentContacts(tx, [...step.contacts, ...callees].map((c) => c.id));
   const gone = step.contacts.filter((c) => !present.has(c.id));
   const contacts = gone.length === 0 ? step.contacts : step.contacts.filter((c) => present.has(c.id));
-  const ids = await insertDeliveries(tx, alertDeliveries(s.links, inc, step.step_no, step.round, contacts, render));
+  const calls = callDeliveries(s.links, inc, step.step_no, step.round, callees.filter((c) => present.has(c.id)), now, 'unacknowledged');
+  const ids = await insertDeliveries(tx, [...alertDeliveries(s.links, inc, step.step_no, step.round, contacts, render), ...calls.rows]);
   // A step that reached nobody (all its contacts removed) does not hold up the next one.
   const wait = contacts.length === 0 ? 0 : inc.escalation_minutes * MINUTE;
   await moveIncidents(tx, [{ id: inc.id, step, nextAt: step.more ? new Date(now.getTime() + wait) : null }]);
   await repo.addEvents(tx, [
     ...gone.map((c): repo.NewEvent => ({ incident_id: inc.id, at: now, type: 'contact_skipped', step_no: step.step_no, contact_id: c.id, detail: { reason: 'contact_removed', name: c.name } })),
-    ...stepEvents(inc.id, { ...step, contacts }, now, reason, ids.length),
+    ...stepEvents(inc.id, { ...step, contacts }, now, reason, Math.max(0, ids.length - calls.rows.length)),
+    ...calls.events,
   ]);
   return ids;
 }
@@ -122,6 +128,12 @@ export async function openIncidents(
     const rows = alertDeliveries(s.links, facts, step.step_no, step.round, step.contacts, render);
     deliveries.push(...rows);
     events.push(...stepEvents(inc.id, step, now, inc.kind === 'sos' ? 'sos' : 'deadline', rows.length));
+    // SOS also calls every contact of every tier at once.
+    if (inc.kind === 'sos' && s.voice.sos) {
+      const calls = callDeliveries(s.links, inc, step.step_no, step.round, step.contacts, now, 'sos');
+      deliveries.push(...calls.rows);
+      events.push(...calls.events);
+    }
   }
   const deliveryIds = await insertDeliveries(tx, deliveries, { fresh: true });
   await repo.addEvents(tx, events);
@@ -177,6 +189,7 @@ export async function acknowledge(tx: pg.PoolClient, inc: repo.IncidentRow, cont
     [inc.id, now, contactId, new Date(now.getTime() + inc.ack_timeout_minutes * MINUTE)],
   );
   await repo.addEvent(tx, inc.id, now, 'acknowledged', { contact_id: contactId });
+  await cancelPendingCalls(tx, inc.id, now);
   if (by === undefined) return [];
   return insertDeliveries(tx, ackNoticeDeliveries(inc, inc.step_no, await repo.alertedAddresses(tx, inc.id), by, now));
 }

@@ -1,4 +1,4 @@
-import type { ChannelName } from '../channels/types.js';
+import type { MessageChannelName } from '../channels/types.js';
 import type { NewDelivery } from '../delivery/outbox.js';
 import { signLink } from '../links/tokens.js';
 import { renderAckLapsed, renderAckNotice, renderAlert, renderAllClear, type Rendered, type Where } from './messages.js';
@@ -30,7 +30,7 @@ export function ackUrl(s: LinkSettings, incidentId: string, contactId: string, o
 
 function rows(
   base: Omit<NewDelivery, 'channel' | 'address' | 'subject' | 'body' | 'html' | 'data' | 'render'>,
-  channels: { channel: ChannelName; address: string }[],
+  channels: { channel: MessageChannelName; address: string }[],
   r: Rendered,
 ): NewDelivery[] {
   return channels.map(({ channel, address }) => ({ ...base, channel, address, ...channelText(channel, r) }));
@@ -63,7 +63,7 @@ export function renderAlertFor(inc: IncidentFacts, contact: Pick<PlanContact, 'n
 }
 
 /** One channel's part of a rendered message, as a delivery row and a channel carry it. */
-export function channelText(channel: ChannelName, r: Rendered): { subject: string | null; body: string; html: string | null; data: Record<string, string> | null } {
+export function channelText(channel: MessageChannelName, r: Rendered): { subject: string | null; body: string; html: string | null; data: Record<string, string> | null } {
   if (channel === 'sms') return { subject: null, body: r.sms, html: null, data: null };
   if (channel === 'email') return { subject: r.email.subject, body: r.email.text, html: r.email.html, data: null };
   return { subject: r.push.title, body: r.push.body, html: null, data: r.push.data };
@@ -104,7 +104,7 @@ export function planContact(plan: Plan, contactId: string): PlanContact | undefi
 }
 
 export function allClearDeliveries(
-  inc: IncidentFacts, stepNo: number, alerted: { contact_id: string; channel: ChannelName; address: string }[], resolvedAt: Date, how: 'check_in' | 'member_resolved',
+  inc: IncidentFacts, stepNo: number, alerted: { contact_id: string; channel: MessageChannelName; address: string }[], resolvedAt: Date, how: 'check_in' | 'member_resolved',
 ): NewDelivery[] {
   return alerted.flatMap((a) => {
     const who = planContact(inc.plan, a.contact_id);
@@ -114,7 +114,7 @@ export function allClearDeliveries(
 }
 
 export function ackNoticeDeliveries(
-  inc: IncidentFacts, stepNo: number, alerted: { contact_id: string; channel: ChannelName; address: string }[], ackedBy: PlanContact, ackedAt: Date,
+  inc: IncidentFacts, stepNo: number, alerted: { contact_id: string; channel: MessageChannelName; address: string }[], ackedBy: PlanContact, ackedAt: Date,
 ): NewDelivery[] {
   return alerted
     .filter((a) => a.contact_id !== ackedBy.id)
@@ -131,7 +131,7 @@ export function ackNoticeDeliveries(
  * reached the member.
  */
 export function ackLapsedDeliveries(
-  s: LinkSettings, inc: IncidentFacts, stepNo: number, told: { contact_id: string; channel: ChannelName; address: string }[], ackedBy: PlanContact, ackedAt: Date,
+  s: LinkSettings, inc: IncidentFacts, stepNo: number, told: { contact_id: string; channel: MessageChannelName; address: string }[], ackedBy: PlanContact, ackedAt: Date,
 ): NewDelivery[] {
   return told.flatMap((a) => {
     const who = planContact(inc.plan, a.contact_id);

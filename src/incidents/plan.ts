@@ -1,4 +1,4 @@
-import type { ChannelName } from '../channels/types.js';
+import type { MessageChannelName } from '../channels/types.js';
 import { contactChannels, type ContactRow } from '../contacts/repo.js';
 import type { Queryable } from '../db/pool.js';
 import { localeOf, type Locale } from './locales/index.js';
@@ -10,8 +10,12 @@ import { localeOf, type Locale } from './locales/index.js';
 /**
  * `locale`: the language the contact reads; `time_zone`: theirs when known (the app user a linked
  * contact is), for the pages they open. Both absent in snapshots older than them: English, member's zone.
+ * `voice`: the number a call goes to (an active contact with a phone; SMS STOP does not stop calls).
+ * Absent in snapshots older than calls: their SMS address stands in (src/incidents/calls.ts).
  */
-export type PlanContact = { id: string; name: string; channels: { channel: ChannelName; address: string }[]; locale?: Locale; time_zone?: string | null };
+export type PlanContact = {
+  id: string; name: string; channels: { channel: MessageChannelName; address: string }[]; locale?: Locale; time_zone?: string | null; voice?: string;
+};
 export type PlanTier = { tier: number; contacts: PlanContact[] };
 /** `member_phone`: how contacts reach the member (absent in older snapshots). */
 export type Plan = { member_name: string; member_phone?: string | null; time_zone: string; tiers: PlanTier[] };
@@ -26,7 +30,7 @@ export const memberLabel = (m: { display_name: string | null; email: string | nu
 /** Push goes to every device of the linked app user: the address names the user, the push channel finds the devices. */
 export const pushAddress = (userId: string) => `user:${userId}`;
 
-export async function buildPlan(db: Queryable, memberId: string, allowed: ChannelName[]): Promise<Plan> {
+export async function buildPlan(db: Queryable, memberId: string, allowed: MessageChannelName[]): Promise<Plan> {
   return (await buildPlans(db, [memberId], () => allowed)).get(memberId)!;
 }
 
@@ -34,7 +38,7 @@ type PlanRow = Pick<ContactRow, 'id' | 'name' | 'email' | 'phone' | 'tier' | 'st
   & { member: string; member_name: string | null; member_email: string | null; member_phone: string | null; time_zone: string; locale: string | null; contact_time_zone: string | null };
 
 /** The plans of many members in ONE query; `allowed` gives each member's channels (entitlements). */
-export async function buildPlans(db: Queryable, memberIds: string[], allowed: (memberId: string) => ChannelName[]): Promise<Map<string, Plan>> {
+export async function buildPlans(db: Queryable, memberIds: string[], allowed: (memberId: string) => MessageChannelName[]): Promise<Map<string, Plan>> {
   // Only what a plan needs: a burst of misses reads thousands of contacts, and every column costs.
   const { rows } = await db.query<PlanRow>(
     `select c.id, c.name, c.email, c.phone, c.tier, c.status, c.sms_opted_out, c.sms_disabled, c.email_disabled, c.linked_user_id,
@@ -65,7 +69,9 @@ export async function buildPlans(db: Queryable, memberIds: string[], allowed: (m
       tier = { tier: c.tier, contacts: [] };
       plan.tiers.push(tier);
     }
-    tier.contacts.push({ id: c.id, name: c.name, channels, locale: localeOf(c.locale), time_zone: c.contact_time_zone });
+    // Calls need consent like SMS (an active contact), but not SMS itself: a landline can take a call.
+    const voice = c.status === 'active' && c.phone !== null ? { voice: c.phone } : {};
+    tier.contacts.push({ id: c.id, name: c.name, channels, locale: localeOf(c.locale), time_zone: c.contact_time_zone, ...voice });
   }
   for (const plan of plans.values()) plan.tiers.sort((a, b) => a.tier - b.tier);
   return plans;

@@ -1,5 +1,6 @@
 import type { ChannelName } from '../channels/types.js';
 import type { Queryable } from '../db/pool.js';
+import { callScript } from './calls.js';
 import { channelText, planContact, renderAlertFor, type AlertRender } from './outbound.js';
 import { getIncident } from './repo.js';
 
@@ -8,7 +9,7 @@ import { getIncident } from './repo.js';
  * of missed deadlines then writes small rows (no HTML bodies) inside the claim. The text is a pure
  * function of the incident's snapshot (plan, deadline, note, last check-in: fixed at opening) and
  * of the row's `render` (the step's round, the contact, the signed link), so it is the same text
- * the claim would have rendered.
+ * the claim would have rendered. Calls are always rendered this way (src/incidents/calls.ts).
  */
 
 export type MessageText = { subject: string | null; body: string; html: string | null; data: Record<string, string> | null };
@@ -40,5 +41,7 @@ export async function messageText(db: Queryable, row: StoredMessage): Promise<Me
   if (inc === undefined) throw new Error(`delivery ${row.id}: its incident is gone`);
   // The plan snapshot names the contact; the row's contact_id may have been cleared since (contact deleted).
   const contact = planContact(inc.plan, row.render.contact_id);
+  // A call's text is what it says (the dev outbox shows it; the TwiML route says it).
+  if (row.channel === 'voice') return { subject: null, body: callScript(inc, contact).text, html: null, data: null };
   return channelText(row.channel, renderAlertFor(inc, { name: contact?.name ?? '', locale: contact?.locale }, round, ackUrl));
 }

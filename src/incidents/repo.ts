@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import type { ChannelName } from '../channels/types.js';
+import type { MessageChannelName } from '../channels/types.js';
 import type { Queryable } from '../db/pool.js';
 import type { Position } from './escalation.js';
 import type { IncidentFacts } from './outbound.js';
@@ -104,11 +104,14 @@ export async function hasEvent(db: Queryable, incidentId: string, type: string, 
   return (rowCount ?? 0) > 0;
 }
 
-/** Contacts and channels an alert of this incident has reached (or may have: a try was made). */
-export async function alertedAddresses(db: Queryable, incidentId: string): Promise<{ contact_id: string; channel: ChannelName; address: string }[]> {
-  const { rows } = await db.query<{ contact_id: string; channel: ChannelName; address: string }>(
+/**
+ * Contacts and channels an alert of this incident has reached (or may have: a try was made), where
+ * the messages that follow it go (notices, the all clear). Never by phone: calls are left out.
+ */
+export async function alertedAddresses(db: Queryable, incidentId: string): Promise<{ contact_id: string; channel: MessageChannelName; address: string }[]> {
+  const { rows } = await db.query<{ contact_id: string; channel: MessageChannelName; address: string }>(
     `select distinct contact_id, channel, address from deliveries
-     where incident_id = $1 and kind = 'alert' and contact_id is not null and (status = 'sent' or attempts > 0)
+     where incident_id = $1 and kind = 'alert' and channel <> 'voice' and contact_id is not null and (status = 'sent' or attempts > 0)
      order by contact_id, channel`,
     [incidentId],
   );

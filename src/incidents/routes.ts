@@ -39,7 +39,7 @@ const Incident = z
 const Timeline = Incident.extend({
   events: z.array(z.object({ at: Timestamp, type: z.string(), step_no: z.number().int().nullable(), contact_id: z.uuid().nullable(), detail: z.record(z.string(), z.unknown()).nullable() })),
   deliveries: z.array(z.object({
-    id: z.uuid(), kind: z.string(), channel: z.enum(['push', 'sms', 'email']), contact_id: z.uuid().nullable(), contact_name: z.string().nullable(),
+    id: z.uuid(), kind: z.string(), channel: z.enum(['push', 'sms', 'email', 'voice']).describe('voice: a phone call (carrier_status delivered = answered by a person)'), contact_id: z.uuid().nullable(), contact_name: z.string().nullable(),
     step_no: z.number().int().nullable(), status: z.enum(['pending', 'sent', 'failed', 'cancelled']), attempts: z.number().int(),
     created_at: Timestamp, sent_at: Timestamp.nullable(), error_class: z.string().nullable(),
     carrier_status: z.enum(CARRIER_STATUSES).nullable()

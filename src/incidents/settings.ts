@@ -9,5 +9,6 @@ export function incidentSettings(config: Config, linkSecret: string): IncidentSe
     ackTimeoutMinutes: config.ACK_TIMEOUT_MINUTES,
     links: { publicBaseUrl: config.publicBaseUrl, linkSecret, ackLinkTtlDays: config.ACK_LINK_TTL_DAYS },
     plans: planSettings(config),
+    voice: { callAfterSteps: config.VOICE_CALL_AFTER_STEPS, sos: config.VOICE_SOS },
   };
 }

@@ -2,15 +2,16 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 
 /**
  * Signed, expiring, single-purpose tokens for links in messages (/i invitation, /a acknowledgement,
- * /c check-in). Contacts have no account: the link is their credential, so it names one purpose
- * and one subject, expires, and is verified with a constant-time HMAC comparison.
+ * /c check-in) and for the URLs Twilio fetches during a phone call (`call`: names the delivery).
+ * Contacts have no account: the link is their credential, so it names one purpose and one
+ * subject, expires, and is verified with a constant-time HMAC comparison.
  *
  * Binary and short, because the link must fit in an SMS alert beside the member's name:
  * version (1) | purpose (1) | subject uuid (16) | expiry, unix seconds (4) | extra (0, 16 or 8 bytes)
  * followed by HMAC-SHA256 truncated to 16 bytes, all base64url: about 75 characters for an
  * acknowledgement link.
  */
-export type LinkPurpose = 'invite' | 'ack' | 'checkin';
+export type LinkPurpose = 'invite' | 'ack' | 'checkin' | 'call';
 /** s: subject (a uuid); e: expiry in unix seconds; x: extra (a uuid, or a decimal number such as a ms timestamp). */
 export type LinkPayload = { p: LinkPurpose; s: string; e: number; x?: string };
 
@@ -22,7 +23,8 @@ export class LinkError extends Error {
 }
 
 const VERSION = 1;
-const PURPOSES: LinkPurpose[] = ['invite', 'ack', 'checkin'];
+// Appended only: a purpose is its index in the token.
+const PURPOSES: LinkPurpose[] = ['invite', 'ack', 'checkin', 'call'];
 const MAC_BYTES = 16;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 

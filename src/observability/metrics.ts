@@ -131,7 +131,7 @@ export function createMetrics() {
     }),
     channelWithoutProvider: new Gauge({
       name: 'pruuf_channel_without_provider',
-      help: '1 for each channel (push, sms, email) with no provider configured: its messages go to the dev outbox, nobody receives them',
+      help: '1 for each channel (push, sms, email, voice) with no provider configured: its messages go to the dev outbox, nobody receives them',
       labelNames: ['channel'] as const,
       registers: [registry],
     }),

@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type pg from 'pg';
+import { CHANNEL_NAMES, type ChannelName } from '../channels/types.js';
 import { pendingMigrations, type Migration } from '../db/migrate.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { QueueSystem } from '../queue/index.js';
@@ -33,9 +34,9 @@ const Readiness = z
     status: z.enum(['ready', 'not_ready']),
     checks: z.object({ database: Check, migrations: Check, queue: Check }),
     alerting: Alerting.optional(),
-    channels: z.record(z.enum(['push', 'sms', 'email']), z.enum(['provider', 'dev_outbox']))
+    channels: z.record(z.enum(['push', 'sms', 'email', 'voice']), z.enum(['provider', 'dev_outbox']))
       .describe('per channel: a real provider configured, or the dev outbox (nobody receives those messages)').optional(),
-    providers: z.record(z.enum(['push', 'sms', 'email']), z.array(z.string()))
+    providers: z.record(z.enum(CHANNEL_NAMES), z.array(z.string()))
       .describe('per channel: the configured providers in the order a delivery tries them (empty: the dev outbox)').optional(),
     error: z.object({ code: z.string(), message: z.string() }).optional(),
   })
@@ -52,9 +53,9 @@ export type OpsDeps = {
   pool: pg.Pool; queues: QueueSystem; metrics: Metrics; migrations: Migration[];
   metricsAccess?: MetricsAccess;
   /** Channels with no provider (their messages go to the dev outbox), shown in /readyz. */
-  devOutbox?: readonly ('push' | 'sms' | 'email')[];
+  devOutbox?: readonly ChannelName[];
   /** Each channel's configured providers in order, shown in /readyz. */
-  providers?: Record<'push' | 'sms' | 'email', string[]>;
+  providers?: Record<ChannelName, string[]>;
   /** Per address, per minute, for /healthz and /readyz each (kubelet probes come every few seconds). */
   probeRatePerMinute?: number;
 };
@@ -140,7 +141,7 @@ export function opsRoutes(app: FastifyInstance, deps: OpsDeps): void {
       ]);
       const ready = database.ok && migrations.ok && queue.ok;
       const channels = deps.devOutbox === undefined ? {}
-        : { channels: Object.fromEntries((['push', 'sms', 'email'] as const).map((c) => [c, deps.devOutbox!.includes(c) ? 'dev_outbox' : 'provider'])) };
+        : { channels: Object.fromEntries(CHANNEL_NAMES.map((c) => [c, deps.devOutbox!.includes(c) ? 'dev_outbox' : 'provider'])) };
       return { ready, body: { status: ready ? ('ready' as const) : ('not_ready' as const), checks: { database, migrations, queue }, ...(detail.alerting === undefined ? {} : { alerting: detail.alerting }), ...channels, ...(deps.providers === undefined ? {} : { providers: deps.providers }) } };
     })().finally(() => { readiness = undefined; });
     return readiness;

@@ -81,7 +81,8 @@ async function drain(batch: () => Promise<number>, size: number): Promise<number
   return total;
 }
 
-// The plan keeps who was alerted and in which tiers; only the addresses go. Every level is
+// The plan keeps who was alerted and in which tiers; only the addresses go (each channel's, and
+// the number a call goes to: `voice`). Every level is
 // checked for its shape first: a plan an older version (or a hand) wrote oddly must not fail the
 // batch it is in (a part that is not what it should be is dropped: it may hold addresses too).
 const STRIP_PLAN_ADDRESSES = `case when jsonb_typeof(plan) <> 'object' then '{}'::jsonb
@@ -89,10 +90,10 @@ const STRIP_PLAN_ADDRESSES = `case when jsonb_typeof(plan) <> 'object' then '{}'
   else jsonb_set(plan, '{tiers}', coalesce((
   select jsonb_agg(case when jsonb_typeof(t) = 'object' and jsonb_typeof(t -> 'contacts') = 'array' then jsonb_set(t, '{contacts}', coalesce((
     select jsonb_agg(case when jsonb_typeof(c) <> 'object' then '{}'::jsonb
-                          when jsonb_typeof(c -> 'channels') = 'array' then jsonb_set(c, '{channels}', coalesce((
+                          when jsonb_typeof(c -> 'channels') = 'array' then jsonb_set(c - 'voice', '{channels}', coalesce((
       select jsonb_agg(case when jsonb_typeof(ch) = 'object' then ch - 'address' else '{}'::jsonb end)
         from jsonb_array_elements(c -> 'channels') ch), '[]'::jsonb))
-                          else c - 'channels' end)
+                          else c - 'channels' - 'voice' end)
     from jsonb_array_elements(t -> 'contacts') c), '[]'::jsonb)) else '{}'::jsonb end)
   from jsonb_array_elements(plan -> 'tiers') t), '[]'::jsonb)) end`;
 

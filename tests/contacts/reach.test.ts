@@ -94,7 +94,8 @@ describe('alerts reach every contact by SMS on every plan', () => {
     const sos = await t.app.inject({ method: 'POST', url: '/v1/sos', headers: m.headers, payload: {} });
     expect(sos.statusCode).toBe(201);
     const alerts = await deliveries(`incident_id = $1`, [sos.json().id]);
-    expect(alerts.map((d) => [d.kind, d.channel, d.address])).toEqual([['alert', 'sms', phone]]);
+    // SOS also calls the number (VOICE_SOS), on every plan.
+    expect(alerts.map((d) => [d.kind, d.channel, d.address])).toEqual([['alert', 'sms', phone], ['alert', 'voice', phone]]);
   });
 
   it('keeps SMS reminders to the member gated by the plan: on free, push and email only', async () => {

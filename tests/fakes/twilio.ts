@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import twilio from 'twilio';
+import { acceptCall, type AcceptedCall } from './twilio-voice.js';
 
 /**
  * A local Twilio Messages API (POST /2010-04-01/Accounts/{AccountSid}/Messages.json) speaking
@@ -10,6 +11,8 @@ import twilio from 'twilio';
  * of Twilio's test credentials fail as they do there. Faults are drawn per request:
  * 500s, 429 (code 20429) with Retry-After, hangs (never answers) and connection resets, plus a
  * latency. Every accepted message is recorded with when it arrived, so a test can count them.
+ * It also takes calls (POST …/Calls.json, tests/fakes/twilio-voice.ts: `calls`, and a driver that
+ * answers them and presses keys).
  */
 
 export const TWILIO_TEST_NUMBERS = {
@@ -75,6 +78,8 @@ export type FakeTwilio = {
   accountSid: string;
   authToken: string;
   accepted: AcceptedMessage[];
+  /** Calls accepted by the Calls API, in order. */
+  calls: AcceptedCall[];
   /** Requests that reached the server, answered or not. */
   requests: () => number;
   /** Outcome counts: accepted, error400, error401, error404, error500, tooMany, hang, reset; and abandoned: hung requests the client gave up on. */
@@ -119,6 +124,7 @@ export async function startFakeTwilio(opts: FakeTwilioOptions = {}): Promise<Fak
   let beforeAnswer: BeforeAnswer | undefined;
   const numberErrors = new Map(Object.entries({ ...MAGIC, ...opts.numberErrors }));
   const accepted: AcceptedMessage[] = [];
+  const calls: AcceptedCall[] = [];
   const outcomes: Record<string, number> = {};
   const count = (o: string) => { outcomes[o] = (outcomes[o] ?? 0) + 1; };
   let requests = 0;
@@ -166,7 +172,7 @@ export async function startFakeTwilio(opts: FakeTwilioOptions = {}): Promise<Fak
       return;
     }
 
-    const match = /^\/2010-04-01\/Accounts\/([^/]+)\/Messages\.json$/.exec(req.url ?? '');
+    const match = /^\/2010-04-01\/Accounts\/([^/]+)\/(Messages|Calls)\.json$/.exec(req.url ?? '');
     if (req.method !== 'POST' || match === null) {
       count('error404');
       sendError(res, { status: 404, code: 20404, message: `The requested resource ${req.url ?? ''} was not found` });
@@ -179,6 +185,13 @@ export async function startFakeTwilio(opts: FakeTwilioOptions = {}): Promise<Fak
       return;
     }
     const form = new URLSearchParams(raw);
+    if (match[2] === 'Calls') {
+      const answer = acceptCall(form, accountSid, numberErrors, receivedAt);
+      count(answer.call === undefined ? `error${answer.status}` : 'accepted');
+      if (answer.call !== undefined) calls.push(answer.call);
+      sendJson(res, answer.status, answer.body);
+      return;
+    }
     const params = Object.fromEntries(form.entries());
     const to = params.To;
     const invalid: TwilioErrorReply | undefined =
@@ -227,6 +240,7 @@ export async function startFakeTwilio(opts: FakeTwilioOptions = {}): Promise<Fak
     accountSid,
     authToken,
     accepted,
+    calls,
     requests: () => requests,
     outcomes,
     setFaults: (f) => { faults = { ...f }; },

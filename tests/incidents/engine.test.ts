@@ -59,8 +59,11 @@ describe('missed deadlines and escalation', () => {
       await sweepOnce(sweepDeps(t, clock));
     }
     // Round 1: three steps of one tier; rounds 2 and 3: every tier at once; then it stops.
-    const steps = (await alerts(t.db.pool, inc.id)).reduce<Record<number, number>>((acc, d) => ({ ...acc, [d.step_no]: (acc[d.step_no] ?? 0) + 1 }), {});
+    const all = await alerts(t.db.pool, inc.id);
+    const steps = all.filter((d) => d.channel !== 'voice').reduce<Record<number, number>>((acc, d) => ({ ...acc, [d.step_no]: (acc[d.step_no] ?? 0) + 1 }), {});
     expect(steps).toEqual({ 1: 2, 2: 2, 3: 2, 4: 6, 5: 6 });
+    // Still open when step 2 came due: tier 1 was called then, once (VOICE_CALL_AFTER_STEPS = 1).
+    expect(all.filter((d) => d.channel === 'voice').map((d) => `${d.step_no}:${d.contact_id}`)).toEqual([`2:${m.contacts[0]!.id}`]);
   });
 
   it('stops escalating on "I\'m on it", tells the others, and resumes when the acknowledgement times out', async () => {
@@ -84,7 +87,10 @@ describe('missed deadlines and escalation', () => {
     const r = await sweepOnce(sweepDeps(t, clock));
     expect(r.ackTimeouts).toBeGreaterThanOrEqual(1);
     const tier2 = m.contacts.find((c) => c.tier === 2)!.id;
-    expect((await alerts(t.db.pool, inc.id)).filter((d) => d.step_no === 2).map((d) => d.contact_id)).toEqual([tier2, tier2]);
+    const step2 = (await alerts(t.db.pool, inc.id)).filter((d) => d.step_no === 2);
+    expect(step2.filter((d) => d.channel !== 'voice').map((d) => d.contact_id)).toEqual([tier2, tier2]);
+    // Tier 1 is called at step 2, except the one whose "I'm on it" lapsed (asked by message instead).
+    expect(step2.filter((d) => d.channel === 'voice').map((d) => d.contact_id)).toEqual([m.contacts[1]!.id]);
     const { rows: [after] } = await t.db.pool.query('select state from incidents where id = $1', [inc.id]);
     expect(after.state).toBe('open');
   });
@@ -134,7 +140,8 @@ describe('missed deadlines and escalation', () => {
     expect([...new Set(clear.map((d) => d.contact_id))]).toEqual([m.contacts[0]!.id]);
     const timeline = (await t.app.inject({ method: 'GET', url: `/v1/incidents/${inc.id}`, headers: m.headers })).json();
     expect(timeline).toMatchObject({ state: 'resolved', resolution: 'check_in' });
-    expect(timeline.events.map((e: { type: string }) => e.type)).toEqual(['opened', 'step', 'step', 'resolved']);
+    // Step 2 also wrote a call to tier 1 (withdrawn with the rest: step 2 is all cancelled).
+    expect(timeline.events.map((e: { type: string }) => e.type)).toEqual(['opened', 'step', 'step', 'call_started', 'resolved']);
     // A resolved incident sends nothing more, and its links say so.
     clock.add(60);
     const before = (await alerts(t.db.pool, inc.id)).length;

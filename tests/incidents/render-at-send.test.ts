@@ -15,7 +15,7 @@ import { memberWithContacts, sweepDeps, testClock } from './helpers.js';
 
 const clock = testClock('2026-11-23T08:00:00Z');
 
-type Row = { id: string; channel: 'push' | 'sms' | 'email'; contact_id: string | null; step_no: number; body: string | null; html: string | null; render: { round: number; contact_id: string; ack_url: string } | null };
+type Row = { id: string; channel: 'push' | 'sms' | 'email' | 'voice'; contact_id: string | null; step_no: number; body: string | null; html: string | null; render: { round: number; contact_id: string; ack_url: string } | null };
 
 /** Each channel's part of a rendered alert, spelled out here rather than taken from the code under test. */
 function expected(channel: Row['channel'], input: AlertInput): Pick<OutboundMessage, 'subject' | 'body' | 'html' | 'data'> {
@@ -91,8 +91,10 @@ describe('alerts the sweeper leaves to the worker to render', () => {
     const { rows: [inc] } = await t.db.pool.query('select id, opened_at from incidents where member_id = $1', [m.sub]);
     clock.add(15);
     await sweepOnce(sweepDeps(t, clock)); // one tier: step 2 is round 2, every tier again
-    const step2 = (await rows(inc.id)).filter((r) => r.step_no === 2);
+    // Step 2 also calls tier 1 (src/incidents/calls.ts); the call's text is rendered when placed, too.
+    const step2 = (await rows(inc.id)).filter((r) => r.step_no === 2 && r.channel !== 'voice');
     expect(step2.map((r) => [r.channel, r.body, r.render?.round])).toEqual([['email', null, 2], ['sms', null, 2]]);
+    expect((await rows(inc.id)).filter((r) => r.channel === 'voice').map((r) => [r.step_no, r.body, r.render?.round])).toEqual([[2, null, 2]]);
 
     const del = await t.app.inject({ method: 'DELETE', url: `/v1/contacts/${m.contacts[0]!.id}`, headers: m.headers });
     expect(del.statusCode).toBe(204);
@@ -117,7 +119,9 @@ describe('alerts the sweeper leaves to the worker to render', () => {
     const sos = await t.app.inject({ method: 'POST', url: '/v1/sos', headers: m.headers, payload: { note: 'fell' } });
     const written = await rows(sos.json().id);
     expect(written.length).toBeGreaterThan(0);
-    for (const r of written) expect({ text: r.body !== null, render: r.render }).toEqual({ text: true, render: null });
+    for (const r of written.filter((w) => w.channel !== 'voice')) expect({ text: r.body !== null, render: r.render }).toEqual({ text: true, render: null });
+    // SOS calls too; a call's words are always rendered when it is placed (and for each TwiML fetch).
+    expect(written.filter((w) => w.channel === 'voice').map((r) => ({ text: r.body !== null, round: r.render?.round }))).toEqual([{ text: false, round: 1 }]);
 
     await expect(t.db.pool.query(
       `insert into deliveries (member_id, kind, channel, address, body) values ($1, 'reminder', 'email', 'ann@example.test', null)`, [m.sub],

@@ -114,7 +114,9 @@ describe('what contacts read', () => {
 
     // Tier 2 is alerted now; its alert says who was on it. Nothing says "nobody".
     const step2 = (await sent(t, incidentId, 'alert')).filter((d) => d.step_no === 2);
-    expect(step2.map((d) => d.contact_id)).toEqual([dan!.id, dan!.id]);
+    expect(step2.filter((d) => d.channel !== 'voice').map((d) => d.contact_id)).toEqual([dan!.id, dan!.id]);
+    // Step 2 calls tier 1 but Bob, whose "I'm on it" lapsed: he is asked by message.
+    expect(step2.filter((d) => d.channel === 'voice').map((d) => d.contact_id)).toEqual([carol!.id]);
     clock.add(15);
     await sweepOnce(sweepDeps(t, clock)); // round 2: every tier
     const later = (await sent(t, incidentId, 'alert')).filter((d) => d.step_no >= 2);

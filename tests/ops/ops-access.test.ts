@@ -33,7 +33,7 @@ describe('/metrics served on METRICS_PORT', () => {
 
   it('/readyz and the metrics say which channels have no provider (their messages reach nobody)', async () => {
     const res = await t.app.inject({ method: 'GET', url: '/readyz' });
-    expect(res.json().channels).toEqual({ push: 'dev_outbox', sms: 'dev_outbox', email: 'dev_outbox' });
+    expect(res.json().channels).toEqual({ push: 'dev_outbox', sms: 'dev_outbox', email: 'dev_outbox', voice: 'dev_outbox' });
   });
 
   it('is not on the public port at all', async () => {

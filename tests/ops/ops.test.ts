@@ -35,8 +35,8 @@ describe.each(['redis', 'postgres'] as const)('operations endpoints on the %s qu
         overdue: { missed_deadline: 0, escalation_step: 0, ack_expiry: 0, reminder: 0, pending_delivery: 0 },
         quarantined: { missed: 0, reminders: 0, steps: 0, ack: 0, refill: 0, receipts: 0 },
       },
-      channels: { push: 'dev_outbox', sms: 'dev_outbox', email: 'dev_outbox' },
-      providers: { push: [], sms: [], email: [] },
+      channels: { push: 'dev_outbox', sms: 'dev_outbox', email: 'dev_outbox', voice: 'dev_outbox' },
+      providers: { push: [], sms: [], email: [], voice: [] },
     });
   });
 

@@ -1,16 +1,16 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import type pg from 'pg';
 import twilio from 'twilio';
 import { z } from 'zod';
 import type { Config } from '../../config.js';
-import { AppError } from '../../http/errors.js';
 import { ErrorEnvelopeSchema } from '../../http/schemas.js';
 import type { Logger } from '../../observability/logger.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { QueueSystem } from '../../queue/index.js';
 import { handleInboundSms } from './inbound.js';
 import { INBOUND_PATH, STATUS_CALLBACK_PATH } from './index.js';
+import { twilioSignatureCheck } from './signature.js';
 import { applyTwilioStatus } from './status.js';
 
 export type TwilioWebhookDeps = {
@@ -50,16 +50,7 @@ export function twilioWebhookRoutes(app: FastifyInstance, deps: TwilioWebhookDep
   if (authToken === undefined) return;
   const r = app.withTypeProvider<ZodTypeProvider>();
 
-  const verifySignature = async (req: FastifyRequest) => {
-    const signature = req.headers['x-twilio-signature'];
-    if (typeof signature !== 'string' || signature === '') throw new AppError(403, 'FORBIDDEN', 'missing X-Twilio-Signature');
-    const params = typeof req.body === 'object' && req.body !== null && !Buffer.isBuffer(req.body) ? req.body as Record<string, unknown> : {};
-    if (!twilio.validateRequest(authToken, signature, `${deps.config.publicBaseUrl}${req.url}`, params)) {
-      req.log.warn({ route: req.routeOptions.url }, 'Twilio webhook with an invalid signature refused');
-      throw new AppError(403, 'FORBIDDEN', 'invalid X-Twilio-Signature');
-    }
-  };
-  const common = { preValidation: verifySignature, config: { rateLimit: false as const } };
+  const common = { preValidation: twilioSignatureCheck(authToken, deps.config.publicBaseUrl), config: { rateLimit: false as const } };
 
   r.post(STATUS_CALLBACK_PATH, {
     ...common,

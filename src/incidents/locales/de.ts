@@ -93,6 +93,22 @@ export const de: Strings = {
     pushTitle: (m) => `${m} hat sich gemeldet`,
     pushBody: (m, at) => `${m} hat sich um ${at} gemeldet. Alles in Ordnung.`,
   },
+  call: {
+    language: 'de-DE',
+    alert: (m, sos, when) => (sos
+      ? `Hier ist Pruuf mit einem dringenden Alarm. ${m} hat um ${when} den SOS-Knopf gedrückt und braucht Hilfe.`
+      : `Hier ist Pruuf mit einem Alarm. ${m} hat einen Check-in verpasst, der um ${when} fällig war.`),
+    note: (sos, note) => `${sos ? 'Die Nachricht' : 'Die Notiz'}: ${note}.`,
+    lastCheckIn: (w) => `Der letzte Check-in war um ${w}.`,
+    keys: 'Bitte rufen Sie an oder sehen Sie nach. Drücken Sie 1, wenn Sie sich darum kümmern. Drücken Sie 2, wenn mehr Hilfe nötig ist. Drücken Sie 9, um diese Nachricht noch einmal zu hören.',
+    noKey: 'Wir haben keine Taste gehört. Wir alarmieren weiter die anderen Kontakte. Auf Wiederhören.',
+    badKey: 'Diese Taste ist leider keine der Möglichkeiten.',
+    thanks: (m) => `Danke. Die anderen erfahren, dass Sie sich um ${m} kümmern. Wenn es ${m} nicht gut geht, rufen Sie den Notruf. Auf Wiederhören.`,
+    escalated: (m) => `Danke. Wir alarmieren jetzt alle anderen Kontakte von ${m}. Wenn es ein Notfall ist, rufen Sie den Notruf. Auf Wiederhören.`,
+    alreadyOn: (a, m) => `${a} kümmert sich bereits um ${m}. Danke. Auf Wiederhören.`,
+    allClear: (m) => `Entwarnung: ${m} geht es gut. Sie müssen nichts weiter tun. Auf Wiederhören.`,
+    gone: 'Dieser Alarm ist nicht mehr aktiv. Auf Wiederhören.',
+  },
   repeat: {
     smsTag: "Pruuf (erneut gesendet):",
     subjectTag: "(Erneut gesendet) ",

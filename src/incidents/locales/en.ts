@@ -93,6 +93,22 @@ export const en: Strings = {
     pushTitle: (m) => `${m} checked in`,
     pushBody: (m, at) => `${m} checked in at ${at}. All is well.`,
   },
+  call: {
+    language: 'en-US',
+    alert: (m, sos, when) => (sos
+      ? `This is Pruuf with an urgent alert. ${m} pressed the SOS button at ${when}, and needs help.`
+      : `This is Pruuf with an alert. ${m} missed a check-in that was due at ${when}.`),
+    note: (sos, note) => `${sos ? 'Their message' : 'Their note'}: ${note}.`,
+    lastCheckIn: (w) => `Their last check-in was at ${w}.`,
+    keys: 'Please call them or go and check on them. Press 1 if you are taking care of it. Press 2 if it needs more help. Press 9 to hear this again.',
+    noKey: 'We did not hear a key. We will keep alerting the other contacts. Goodbye.',
+    badKey: 'Sorry, that is not one of the choices.',
+    thanks: (m) => `Thank you. The others will be told that you are taking care of ${m}. If ${m} is not OK, call the emergency services. Goodbye.`,
+    escalated: (m) => `Thank you. We are alerting everyone else on ${m}'s list now. If it is an emergency, call the emergency services. Goodbye.`,
+    alreadyOn: (a, m) => `${a} is already taking care of ${m}. Thank you. Goodbye.`,
+    allClear: (m) => `All clear: ${m} is OK. You do not need to do anything more. Goodbye.`,
+    gone: 'This alert is no longer active. Goodbye.',
+  },
   repeat: {
     smsTag: "Pruuf (sent again):",
     subjectTag: "(Sent again) ",

@@ -93,6 +93,22 @@ export const es: Strings = {
     pushTitle: (m) => `${m} hizo check-in`,
     pushBody: (m, at) => `${m} hizo check-in a las ${at}. Todo bien.`,
   },
+  call: {
+    language: 'es-ES',
+    alert: (m, sos, when) => (sos
+      ? `Te llamamos de Pruuf con una alerta urgente. ${m} pulsó el botón SOS a las ${when} y necesita ayuda.`
+      : `Te llamamos de Pruuf con una alerta. ${m} no hizo su check-in, previsto para las ${when}.`),
+    note: (sos, note) => `${sos ? 'Su mensaje' : 'Su nota'}: ${note}.`,
+    lastCheckIn: (w) => `Su último check-in fue a las ${w}.`,
+    keys: 'Llámale o ve a verle. Pulsa 1 si te encargas tú. Pulsa 2 si hace falta más ayuda. Pulsa 9 para volver a oír este mensaje.',
+    noKey: 'No hemos recibido ninguna tecla. Seguiremos avisando a los demás contactos. Adiós.',
+    badKey: 'Lo sentimos, esa tecla no es una de las opciones.',
+    thanks: (m) => `Gracias. Avisaremos a los demás de que te encargas de ${m}. Si ${m} no está bien, llama a los servicios de emergencia. Adiós.`,
+    escalated: (m) => `Gracias. Estamos avisando ahora a todos los demás contactos de ${m}. Si es una emergencia, llama a los servicios de emergencia. Adiós.`,
+    alreadyOn: (a, m) => `${a} ya se encarga de ${m}. Gracias. Adiós.`,
+    allClear: (m) => `Todo en orden: ${m} está bien. No hace falta hacer nada más. Adiós.`,
+    gone: 'Esta alerta ya no está activa. Adiós.',
+  },
   repeat: {
     smsTag: "Pruuf (reenviado):",
     subjectTag: "(Reenviado) ",

@@ -93,6 +93,22 @@ export const fr: Strings = {
     pushTitle: (m) => `${m} a fait son check-in`,
     pushBody: (m, at) => `${m} a fait son check-in à ${at}. Tout va bien.`,
   },
+  call: {
+    language: 'fr-FR',
+    alert: (m, sos, when) => (sos
+      ? `Ici Pruuf, avec une alerte urgente. ${m} a appuyé sur le bouton SOS à ${when} et a besoin d'aide.`
+      : `Ici Pruuf, avec une alerte. ${m} n'a pas fait son check-in prévu à ${when}.`),
+    note: (sos, note) => `${sos ? 'Son message' : 'Sa note'} : ${note}.`,
+    lastCheckIn: (w) => `Son dernier check-in date de ${w}.`,
+    keys: "Appelez cette personne ou allez la voir. Appuyez sur 1 si vous vous en occupez. Appuyez sur 2 s'il faut plus d'aide. Appuyez sur 9 pour réécouter ce message.",
+    noKey: "Nous n'avons entendu aucune touche. Nous continuons d'alerter les autres contacts. Au revoir.",
+    badKey: "Désolé, cette touche ne fait pas partie des choix.",
+    thanks: (m) => `Merci. Les autres seront informés que vous vous occupez de ${m}. Si ${m} ne va pas bien, appelez les secours. Au revoir.`,
+    escalated: (m) => `Merci. Nous alertons maintenant tous les autres contacts de ${m}. En cas d'urgence, appelez les secours. Au revoir.`,
+    alreadyOn: (a, m) => `${a} s'occupe déjà de ${m}. Merci. Au revoir.`,
+    allClear: (m) => `Fin d'alerte : ${m} va bien. Vous n'avez plus rien à faire. Au revoir.`,
+    gone: "Cette alerte n'est plus active. Au revoir.",
+  },
   repeat: {
     smsTag: "Pruuf (renvoi):",
     subjectTag: "(Renvoi) ",

@@ -105,6 +105,25 @@ export type Strings = {
     pushTitle: (member: string) => string;
     pushBody: (member: string, at: string) => string;
   };
+  /**
+   * What a phone call says (src/incidents/calls.ts), spoken by Twilio's <Say> in `language`. Keys:
+   * 1 I'm on it, 2 needs more help, 9 hear it again. Plain sentences: no links, no abbreviations.
+   */
+  call: {
+    /** Twilio's <Say language="…">. */
+    language: string;
+    alert: (member: string, sos: boolean, when: string) => string;
+    note: (sos: boolean, note: string) => string;
+    lastCheckIn: (when: string) => string;
+    keys: string;
+    noKey: string;
+    badKey: string;
+    thanks: (member: string) => string;
+    escalated: (member: string) => string;
+    alreadyOn: (acker: string, member: string) => string;
+    allClear: (member: string) => string;
+    gone: string;
+  };
   /** A copy sent again through another provider because no delivery receipt came. */
   repeat: {
     smsTag: string;
