@@ -127,17 +127,18 @@ describe('redundant delivery: providers per channel', () => {
 describe('the provider order', () => {
   const base = { TWILIO_ACCOUNT_SID: 'AC1', TWILIO_AUTH_TOKEN: 't', TWILIO_FROM_NUMBER: '+15550000001', SENDGRID_API_KEY: 'SG.x', SENDGRID_FROM_EMAIL: 'a@example.test' };
   it('lists each channel\'s configured providers in the configured order, and only those configured', () => {
-    expect(configuredProviders(loadConfig(base))).toEqual({ push: [], sms: ['twilio'], email: ['sendgrid'] });
-    expect(configuredProviders(loadConfig({ ...base, SMS_PROVIDERS: 'vonage, Twilio' }))).toEqual({ push: [], sms: ['twilio'], email: ['sendgrid'] });
-    expect(devOutboxChannels(loadConfig({}))).toEqual(['push', 'sms', 'email']);
+    // A Twilio number to call from makes calls possible too.
+    expect(configuredProviders(loadConfig(base))).toEqual({ push: [], sms: ['twilio'], email: ['sendgrid'], voice: ['twilio-voice'] });
+    expect(configuredProviders(loadConfig({ ...base, SMS_PROVIDERS: 'vonage, Twilio' }))).toEqual({ push: [], sms: ['twilio'], email: ['sendgrid'], voice: ['twilio-voice'] });
+    expect(devOutboxChannels(loadConfig({}))).toEqual(['push', 'sms', 'email', 'voice']);
     const both = { ...base, POSTMARK_SERVER_TOKEN: 'pm', POSTMARK_FROM_EMAIL: 'a@example.test' };
     expect(configuredProviders(loadConfig(both)).email).toEqual(['sendgrid', 'postmark']);
     expect(configuredProviders(loadConfig({ ...both, EMAIL_PROVIDERS: 'postmark,sendgrid' })).email).toEqual(['postmark', 'sendgrid']);
-    expect(devOutboxChannels(loadConfig({ POSTMARK_SERVER_TOKEN: 'pm', POSTMARK_FROM_EMAIL: 'a@example.test' }))).toEqual(['push', 'sms']);
+    expect(devOutboxChannels(loadConfig({ POSTMARK_SERVER_TOKEN: 'pm', POSTMARK_FROM_EMAIL: 'a@example.test' }))).toEqual(['push', 'sms', 'voice']);
     const vonage = { VONAGE_API_KEY: 'k', VONAGE_API_SECRET: 's', VONAGE_FROM: 'Pruuf' };
     expect(configuredProviders(loadConfig({ ...base, ...vonage })).sms).toEqual(['twilio', 'vonage']);
     expect(configuredProviders(loadConfig({ ...base, ...vonage, SMS_PROVIDERS: 'vonage,twilio' })).sms).toEqual(['vonage', 'twilio']);
-    expect(devOutboxChannels(loadConfig(vonage))).toEqual(['push', 'email']);
+    expect(devOutboxChannels(loadConfig(vonage))).toEqual(['push', 'email', 'voice']);
   });
   it('refuses an order naming an unknown provider or one twice', () => {
     expect(() => loadConfig({ SMS_PROVIDERS: 'twilio,pigeon' })).toThrow(ConfigError);
