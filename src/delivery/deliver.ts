@@ -156,22 +156,26 @@ async function markSent(pool: pg.Pool, row: DeliveryRow, result: SendResult, att
   return rows[0]?.n === 1;
 }
 
+/** Records a failed try; false when the row was no longer pending (cancelled or finished meanwhile). */
 async function markFailedTry(
   pool: pg.Pool, row: DeliveryRow, provider: string, error: string, errorClass: ErrorClass | null,
   final: boolean, attemptedAt: Date, now: Date, durationMs: number,
-): Promise<void> {
-  await pool.query(
+): Promise<boolean> {
+  const { rows } = await pool.query<{ n: number }>(
     `with marked as (
        update deliveries
           set attempts = attempts + 1, last_error = $3, error_class = $4, updated_at = $5,
               status = case when $6 then 'failed' else status end
         where id = $1 and status = 'pending'
        returning id
+     ), attempt as (
+       insert into delivery_attempts (delivery_id, attempted_at, provider, outcome, error_class, error, duration_ms)
+       values ($1, $7, $2, 'failed', $4, $3, $8)
      )
-     insert into delivery_attempts (delivery_id, attempted_at, provider, outcome, error_class, error, duration_ms)
-     values ($1, $7, $2, 'failed', $4, $3, $8)`,
+     select count(*)::int as n from marked`,
     [row.id, provider, error, errorClass, now, final, attemptedAt, durationMs],
   );
+  return rows[0]?.n === 1;
 }
 
 const deliveryRef = (row: DeliveryRow) => ({ id: row.id, incident_id: row.incident_id, contact_id: row.contact_id, channel: row.channel });
@@ -302,7 +306,13 @@ export async function processDelivery(
       const final = errorClass === 'permanent' || (next === undefined && waitMs === undefined && attemptsMade + 1 >= maxAttempts);
       deps.metrics?.providerCalls.inc({ provider: channel.provider, outcome: 'failed', error_class: errorClass ?? 'unclassified' });
       deps.metrics?.providerCallSeconds.observe({ provider: channel.provider, outcome: 'failed' }, durationMs / 1000);
-      await markFailedTry(deps.pool, row, channel.provider, error, errorClass, final, attemptedAt, deps.clock(), durationMs);
+      const stillPending = await markFailedTry(deps.pool, row, channel.provider, error, errorClass, final, attemptedAt, deps.clock(), durationMs);
+      if (!stillPending) {
+        // Cancelled while this provider was failing (the member checked in): the next provider must not send it.
+        deps.log.info({ ...logFields }, 'delivery no longer pending after a failed try; not sent elsewhere');
+        count('skipped');
+        return 'skipped';
+      }
       if (final) {
         deps.log.warn({ ...logFields, error_class: errorClass, error, duration_ms: durationMs }, 'delivery failed');
         count('failed');

@@ -25,24 +25,29 @@ export type ReceiptDeps = {
 
 type Due = {
   id: string; member_id: string | null; channel: ChannelName; provider: string | null; carrier_status: string | null;
-  copy_no: number; incident_state: string | null; had_failed: boolean;
+  copy_no: number; incident_state: string; had_failed: boolean;
 };
 
-export type ReceiptAction = 'repeated' | 'delivered' | 'none_left' | 'resolved';
+export type ReceiptAction = 'repeated' | 'delivered' | 'none_left' | 'not_open' | 'dead_address';
 
 function actionFor(d: Due, counts: ReceiptDeps['providerCounts']): ReceiptAction {
   if (d.carrier_status === 'delivered') return 'delivered';
-  if (d.incident_state === null || d.incident_state === 'resolved') return 'resolved';
+  // Over, or someone said they are on it: no copy (an acknowledgement that lapses resumes escalation anyway).
+  if (d.incident_state !== 'open') return 'not_open';
+  // The carrier said it cannot be delivered there: the contact's other channels carry it, not a copy to the same address.
+  if (d.carrier_status !== null && ['bounced', 'dropped', 'failed'].includes(d.carrier_status)) return 'dead_address';
   return d.copy_no + 1 < (counts[d.channel] ?? 1) ? 'repeated' : 'none_left';
 }
 
 export async function sweepReceipts(deps: ReceiptDeps, now: Date, out: string[]): Promise<number> {
   return withTransaction(deps.pool, async (tx) => {
     const { rows } = await tx.query<Due>(
+      // The incident is share-locked: a resolve (or an "I'm on it") waits for this transaction and then
+      // cancels the copies it made, or commits first and is seen here; no copy follows an all clear.
       `select d.id, d.member_id, d.channel, d.provider, d.carrier_status, d.copy_no, i.state as incident_state, ${hadFailed('receipts', 'd')} as had_failed
-         from deliveries d left join incidents i on i.id = d.incident_id
+         from deliveries d join incidents i on i.id = d.incident_id
         where d.receipt_check_at <= $1 and not ${setAside('receipts', 'd', '$1')}
-        order by d.receipt_check_at limit $2 for update of d skip locked`,
+        order by d.receipt_check_at limit $2 for update of d skip locked for share of i skip locked`,
       [now, deps.batchSize ?? 200],
     );
     if (rows.length === 0) return 0;

@@ -204,7 +204,14 @@ export async function escalateByContact(tx: pg.PoolClient, s: IncidentSettings, 
   if (await repo.hasEvent(tx, inc.id, 'escalated_by_contact', contactId)) return [];
   await repo.addEvent(tx, inc.id, now, 'escalated_by_contact', { contact_id: contactId });
   const step = inc.round === 1 ? remainingStep(inc.plan, inc, inc.max_rounds) : null;
-  if (step === null) return [];
+  if (step === null) {
+    // Every tier has the alert already. If someone said they were on it, a contact now asking for
+    // more help means that is not enough: escalation resumes at once instead of waiting out the ack.
+    if (inc.state === 'acknowledged') {
+      await tx.query(`update incidents set state = 'open', ack_expires_at = null, next_step_at = $2 where id = $1`, [inc.id, now]);
+    }
+    return [];
+  }
   if (inc.state === 'acknowledged') await tx.query(`update incidents set state = 'open', ack_expires_at = null where id = $1`, [inc.id]);
   return applyStep(tx, s, { ...inc, state: 'open' }, step, now, 'escalated_by_contact', 'now');
 }

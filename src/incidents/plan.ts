@@ -42,7 +42,7 @@ export async function buildPlans(db: Queryable, memberIds: string[], allowed: (m
   // Only what a plan needs: a burst of misses reads thousands of contacts, and every column costs.
   const { rows } = await db.query<PlanRow>(
     `select c.id, c.name, c.email, c.phone, c.tier, c.status, c.sms_opted_out, c.sms_disabled, c.email_disabled, c.linked_user_id,
-       m.id as member, m.display_name as member_name, m.email as member_email, m.phone as member_phone, m.time_zone,
+       m.id as member, m.display_name as member_name, m.email as member_email, case when m.phone_verified_at is not null then m.phone end as member_phone, m.time_zone,
        c.locale, lm.time_zone as contact_time_zone,
        exists (select 1 from devices d where c.linked_user_id is not null and d.member_id = c.linked_user_id) as has_devices
      from members m left join contacts c on c.member_id = m.id

@@ -67,7 +67,7 @@ export function createMetrics() {
     }),
     receiptTimeouts: new Counter({
       name: 'pruuf_receipt_timeouts_total',
-      help: 'Alerts with no delivered receipt within RECEIPT_TIMEOUT_SECONDS, by the provider that had them and what was done (repeated: a copy through the next provider; none_left: every provider carried it already; resolved: the incident was over)',
+      help: 'Alerts with no delivered receipt within RECEIPT_TIMEOUT_SECONDS, by the provider that had them and what was done (repeated: a copy through the next provider; none_left: every provider carried it already; not_open: the incident was resolved or acknowledged; dead_address: the carrier said the address cannot receive it)',
       labelNames: ['provider', 'channel', 'action'] as const,
       registers: [registry],
     }),

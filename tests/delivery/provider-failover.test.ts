@@ -74,6 +74,22 @@ describe('redundant delivery: providers per channel', () => {
     expect(secondary.calls(sms.id)).toBe(0);
   });
 
+  it('does not move an alert to the next provider once it was withdrawn while the first was failing (the member checked in)', async () => {
+    const { deliveries } = await incidentAlerts();
+    const secondary = createOutageProvider(t.db.pool, 'secondary');
+    const slowThenDown: Channel = {
+      provider: 'primary',
+      send: async (msg) => {
+        await t.db.pool.query(`update deliveries set status = 'cancelled' where id = $1`, [msg.deliveryId]); // resolved meanwhile
+        throw new ChannelError('primary upstream 503', 'transient');
+      },
+    };
+    const channels: Channels = { push: slowThenDown, sms: [slowThenDown, secondary.channels.sms as Channel], email: [slowThenDown, secondary.channels.sms as Channel] };
+    const sms = deliveries.find((d) => d.channel === 'sms')!;
+    expect(await processDelivery({ pool: t.db.pool, channels, clock: () => clock.now, log }, sms.id, 0, 12)).toBe('skipped');
+    expect(secondary.calls(sms.id)).toBe(0);
+  });
+
   it('repeats an alert with no delivered receipt through the next provider, once per provider, saying it is a repeat', async () => {
     const { incidentId, deliveries } = await incidentAlerts();
     const { primary, secondary, deps } = twoProviders();
@@ -113,14 +129,21 @@ describe('redundant delivery: providers per channel', () => {
     expect(primary.calls(stray!.id) + secondary.calls(stray!.id)).toBe(0);
   });
 
-  it('does not repeat an alert whose incident is over', async () => {
+  it.each([
+    ['resolved (the member checked in)', 'resolved'],
+    ['acknowledged (someone is on it)', 'acknowledged'],
+    ['open, but the carrier said the address cannot receive it', 'bounced'],
+  ])('does not repeat an alert when the incident is %s', async (_what, how) => {
     const { m, incidentId, deliveries } = await incidentAlerts();
     const { deps } = twoProviders();
     for (const d of deliveries) await processDelivery(deps, d.id, 0, 12);
-    expect((await t.app.inject({ method: 'POST', url: '/v1/check-ins', headers: m.headers, payload: {} })).statusCode).toBe(201);
+    if (how === 'resolved') expect((await t.app.inject({ method: 'POST', url: '/v1/check-ins', headers: m.headers, payload: {} })).statusCode).toBe(201);
+    if (how === 'acknowledged') await t.db.pool.query(`update incidents set state = 'acknowledged', acknowledged_at = $2, ack_expires_at = $2::timestamptz + interval '1 hour' where id = $1`, [incidentId, clock.now]);
+    if (how === 'bounced') await t.db.pool.query(`update deliveries set carrier_status = 'bounced' where incident_id = $1`, [incidentId]);
     clock.add(2.1);
     await sweepOnce({ ...sweepDeps(t, clock), receipts: { providerCounts: { push: 1, sms: 2, email: 2 } } });
     expect((await t.db.pool.query('select 1 from deliveries where incident_id = $1 and copy_no > 0', [incidentId])).rowCount).toBe(0);
+    expect((await t.db.pool.query('select 1 from deliveries where incident_id = $1 and receipt_check_at is not null', [incidentId])).rowCount).toBe(0);
   });
 });
 

@@ -148,4 +148,21 @@ describe('contact links tapped again', () => {
     await sweepOnce(sweepDeps(t, clock));
     expect(await position(incidentId)).toMatchObject({ round: 3 });
   });
+
+  it('"This needs more help" while someone said they are on it, once every tier has been alerted, resumes escalation at once', async () => {
+    const { incidentId, linkOf } = await missed([1, 2]);
+    at('2026-11-23T10:15:00Z', 3);
+    await sweepOnce(sweepDeps(t, clock));
+    await t.db.pool.query(`update deliveries set status = 'sent', attempts = 1 where incident_id = $1`, [incidentId]);
+    clock.add(1);
+    expect((await t.app.inject({ method: 'POST', url: `/a/${await linkOf(0)}/ack` })).json()).toMatchObject({ state: 'acknowledged' });
+    clock.add(1);
+    // The tier-2 contact is with the member and says it is not enough: nobody may go on believing it is handled.
+    const res = await t.app.inject({ method: 'POST', url: `/a/${await linkOf(1)}/escalate` });
+    expect(res.json()).toMatchObject({ incident_id: incidentId, state: 'open' });
+    const { rows: [inc] } = await t.db.pool.query<{ state: string; next_step_at: Date }>('select state, next_step_at from incidents where id = $1', [incidentId]);
+    expect(inc).toEqual({ state: 'open', next_step_at: clock.now });
+    await sweepOnce(sweepDeps(t, clock));
+    expect(await position(incidentId)).toMatchObject({ round: 3 });
+  });
 });

@@ -41,7 +41,7 @@ describe('what contacts read', () => {
 
   it("gives the member's phone in every alert: in the SMS, as a tel: link in the email, and on the alert page", async () => {
     const { incidentId } = await missed(t, [1], async (m) => {
-      await t.db.pool.query('update members set phone = $2 where id = $1', [m.sub, PHONE]);
+      await t.db.pool.query('update members set phone = $2, phone_verified_at = now() where id = $1', [m.sub, PHONE]);
     });
     const [email, sms] = await sent(t, incidentId, 'alert');
     expect(sms!.body).toContain(`Their phone: ${PHONE}`);
@@ -52,8 +52,10 @@ describe('what contacts read', () => {
     expect(page.body).toContain('Pruuf alerted contacts at Mon 23 Nov, 10:00 UTC');
   });
 
-  it('says nothing about a phone the member has not given', async () => {
-    const { incidentId } = await missed(t, [1]);
+  it('says nothing about a phone the member has not given, nor one they have not verified (it may be anybody\'s)', async () => {
+    const { incidentId } = await missed(t, [1], async (m) => {
+      await t.db.pool.query('update members set phone = $2, phone_verified_at = null where id = $1', [m.sub, PHONE]);
+    });
     for (const d of await sent(t, incidentId, 'alert')) {
       expect(d.body).not.toMatch(/phone|tel:/i);
       expect(d.html ?? '').not.toContain('tel:');
