@@ -167,7 +167,10 @@ export async function ackTimedOut(tx: pg.PoolClient, s: IncidentSettings, inc: r
   const alerted = await repo.alertedAddresses(tx, inc.id);
   const present = await repo.presentContacts(tx, alerted.map((a) => a.contact_id));
   const told = alerted.filter((a) => present.has(a.contact_id) && !stepContacts.has(a.contact_id));
-  const ids = await insertDeliveries(tx, ackLapsedDeliveries(s.links, inc, inc.step_no + 1, told, acker, inc.acknowledged_at));
+  // Lapse notices number their own steps from 1000 (one per lapse), so a second lapse at the same
+  // escalation position is not mistaken for the first and dropped.
+  const lapses = await tx.query<{ n: number }>(`select count(*)::int as n from incident_events where incident_id = $1 and type = 'ack_timed_out'`, [inc.id]);
+  const ids = await insertDeliveries(tx, ackLapsedDeliveries(s.links, inc, 1000 + lapses.rows[0]!.n, told, acker, inc.acknowledged_at, step !== null));
   if (step === null) {
     await tx.query('update incidents set next_step_at = null where id = $1', [inc.id]);
     return ids;

@@ -42,6 +42,8 @@ export type AlertInput = {
   memberPhone?: string | null;
   /** Someone said "I'm on it" earlier and it lapsed: later alerts say so instead of "nobody has". */
   ackLapsed?: { by: string; at: Date } | null;
+  /** Someone is on it right now (the alert was queued before they said so): it says who, not "nobody has". */
+  ackActive?: { by: string; at: Date } | null;
   locale?: Locale;
 };
 
@@ -60,6 +62,7 @@ export function renderAlert(c: AlertInput): Rendered {
   const late = c.delayedByMinutes > 0 ? duration(c.delayedByMinutes, t) : null;
   const again = c.round > 1;
   const lapsed = c.ackLapsed ? { by: cleanName(c.ackLapsed.by, t.anotherContact), at: c.ackLapsed.at } : null;
+  const active = c.ackActive ? { by: cleanName(c.ackActive.by, t.anotherContact), at: c.ackActive.at } : null;
   const accuracy = c.lastLocation?.accuracy_m != null && c.lastLocation.accuracy_m > 0 ? a.within(Math.round(c.lastLocation.accuracy_m)) : '';
 
   const dueAt = sos ? c.openedAt : c.deadlineAt;
@@ -69,7 +72,8 @@ export function renderAlert(c: AlertInput): Rendered {
     (o: AlertSms): string => {
       const who = o.generic ? a.someone : o.name;
       const parts = ['Pruuf:'];
-      if (again && o.again) parts.push(lapsed && o.again === 2 ? a.smsAckLapsed(preferGsm(lapsed.by)) : a.againSms[o.again - 1]!);
+      if (active) parts.push(a.smsAckActive(preferGsm(active.by)));
+      else if (again && o.again) parts.push(lapsed && o.again === 2 ? a.smsAckLapsed(preferGsm(lapsed.by)) : a.againSms[o.again - 1]!);
       const due = dueText[o.due]!;
       parts.push(sos ? a.smsSos(who, o.terse, due) : a.smsMissed(who, due));
       if (o.note) parts.push(a.smsNote(o.note));
@@ -112,7 +116,8 @@ export function renderAlert(c: AlertInput): Rendered {
 
   const paras: Para[] = [[t.hello(contact)]];
   if (late) paras.push([a.lateLine(late)]);
-  if (lapsed) paras.push([a.ackLapsed(lapsed.by, whenLong(lapsed.at, tz, t), member)]);
+  if (active) paras.push([a.ackActive(active.by, whenLong(active.at, tz, t), member)]);
+  else if (lapsed) paras.push([a.ackLapsed(lapsed.by, whenLong(lapsed.at, tz, t), member)]);
   else if (again) paras.push([a.stillNoAnswer]);
   paras.push([`${a.what(member, sos)}. ${timing}`.trim()]);
   if (note) paras.push([a.noteLabel(sos)], { quote: note });
@@ -123,7 +128,7 @@ export function renderAlert(c: AlertInput): Rendered {
   const short = truncate(member, 40);
   const pushBody = [
     late && a.pushLate(late),
-    lapsed ? a.pushAckLapsed(truncate(lapsed.by, 40)) : again && a.pushStill,
+    active ? a.pushAckActive(truncate(active.by, 40)) : lapsed ? a.pushAckLapsed(truncate(lapsed.by, 40)) : again && a.pushStill,
     sos ? a.pushSos(short, clock(c.openedAt, tz, t)) : c.deadlineAt ? a.pushDue(when(c.deadlineAt, tz, t)) : '',
     phone && a.pushCall(phone),
     a.pushTodo,
@@ -235,9 +240,12 @@ export function renderAckNotice(c: { memberName: string; contactName: string; ac
 export function renderAckLapsed(c: {
   memberName: string; contactName: string; ackedByName: string; ackedAt: Date; timeZone: string; incidentId: string;
   memberPhone?: string | null; toAcker: boolean; ackUrl: string; locale?: Locale;
+  /** false: every round has been sent, nobody more is alerted (the text must not say we alert again). */
+  resumes?: boolean;
 }): Rendered {
   const t = strings(c.locale);
   const l = t.ackLapsed;
+  const resumes = c.resumes !== false;
   const member = cleanName(c.memberName, t.aMember);
   const acker = cleanName(c.ackedByName, t.anotherContact);
   const at = clock(c.ackedAt, c.timeZone, t);
@@ -245,15 +253,15 @@ export function renderAckLapsed(c: {
   const withLink = (text: string) => (c.toAcker ? `${text}${c.ackUrl}` : `${text} ${c.ackUrl}`);
   const sms = fitSms(
     (o: { m: string; a: string; call: boolean }) =>
-      withLink(`${c.toAcker ? l.askerSms(o.m, at) : l.sms(o.a, o.m, at)}${!c.toAcker && o.call && phone ? ` ${t.alert.smsCall(phone)}` : ''}`),
+      withLink(`${c.toAcker ? l.askerSms(o.m, at) : resumes ? l.sms(o.a, o.m, at) : l.smsNoResume(o.a, o.m, at)}${!c.toAcker && o.call && phone ? ` ${t.alert.smsCall(phone)}` : ''}`),
     { m: preferGsm(member), a: preferGsm(acker), call: true },
     [...nameSteps('a', preferGsm(acker), [24]), ...nameSteps('m', preferGsm(member), [24]), { call: false }, ...nameSteps('a', preferGsm(acker), [12, 6, 3, 1]), ...nameSteps('m', preferGsm(member), [12, 6, 3, 1])],
     fold(c.locale),
   );
   const long = whenLong(c.ackedAt, c.timeZone, t);
   const paras: Para[] = c.toAcker
-    ? [[t.hello(cleanName(c.contactName, ''))], [l.askerLine(long, member)], ...callPara(t, member, phone), [l.askerTodo(member)], { small: t.becauseContact(member) }]
-    : [[t.hello(cleanName(c.contactName, ''))], [l.line(acker, long, member)], ...callPara(t, member, phone), [l.resumes], { small: t.becauseContact(member) }];
+    ? [[t.hello(cleanName(c.contactName, ''))], [resumes ? l.askerLine(long, member) : l.askerLineNoResume(long, member)], ...callPara(t, member, phone), [l.askerTodo(member)], { small: t.becauseContact(member) }]
+    : [[t.hello(cleanName(c.contactName, ''))], [l.line(acker, long, member)], ...callPara(t, member, phone), [resumes ? l.resumes : l.resumesNot], { small: t.becauseContact(member) }];
   const m40 = truncate(member, 40);
   return {
     sms,

@@ -21,6 +21,7 @@ export type IncidentFacts = {
   /** An earlier "I'm on it" (kept on the row after it lapsed): alerts after it say who it was. */
   acknowledged_at?: Date | null;
   acknowledged_by?: string | null;
+  state?: 'open' | 'acknowledged' | 'resolved';
 };
 
 export function ackUrl(s: LinkSettings, incidentId: string, contactId: string, openedAt: Date): string {
@@ -57,7 +58,9 @@ export function renderAlertFor(inc: IncidentFacts, contact: Pick<PlanContact, 'n
     round,
     incidentId: inc.id,
     memberPhone: inc.plan.member_phone ?? null,
-    ackLapsed: acker === undefined ? null : { by: acker.name, at: inc.acknowledged_at! },
+    // Still acknowledged (the alert was queued before someone said so): who is on it. Open again: it lapsed.
+    ackActive: acker !== undefined && inc.state === 'acknowledged' ? { by: acker.name, at: inc.acknowledged_at! } : null,
+    ackLapsed: acker !== undefined && inc.state !== 'acknowledged' ? { by: acker.name, at: inc.acknowledged_at! } : null,
     locale: contact.locale,
   });
 }
@@ -132,13 +135,14 @@ export function ackNoticeDeliveries(
  */
 export function ackLapsedDeliveries(
   s: LinkSettings, inc: IncidentFacts, stepNo: number, told: { contact_id: string; channel: MessageChannelName; address: string }[], ackedBy: PlanContact, ackedAt: Date,
+  resumes = true,
 ): NewDelivery[] {
   return told.flatMap((a) => {
     const who = planContact(inc.plan, a.contact_id);
     const r = renderAckLapsed({
       memberName: inc.plan.member_name, contactName: who?.name ?? '', ackedByName: ackedBy.name, ackedAt, timeZone: inc.plan.time_zone,
       incidentId: inc.id, memberPhone: inc.plan.member_phone ?? null, toAcker: a.contact_id === ackedBy.id,
-      ackUrl: ackUrl(s, inc.id, a.contact_id, inc.opened_at), locale: who?.locale,
+      ackUrl: ackUrl(s, inc.id, a.contact_id, inc.opened_at), locale: who?.locale, resumes,
     });
     return rows({ memberId: inc.member_id, contactId: a.contact_id, kind: 'ack_lapsed', incidentId: inc.id, stepNo }, [a], r);
   });

@@ -129,6 +129,39 @@ describe('what contacts read', () => {
     }
   });
 
+  it('an alert sent while someone is on it (queued before they said so) says who is, not that nobody has', async () => {
+    const { m, incidentId } = await missed(t, [1, 1]);
+    const [bob] = m.contacts;
+    const first = (await sent(t, incidentId, 'alert')).find((d) => d.contact_id === bob!.id && d.channel === 'email')!;
+    clock.add(1);
+    expect((await t.app.inject({ method: 'POST', url: `/a/${tokenFrom(first.body)}/ack` })).statusCode).toBe(200);
+    // Carol's alerts were still waiting in the queue: rendered now, they say Bob is on it.
+    for (const d of (await sent(t, incidentId, 'alert')).filter((x) => x.contact_id !== bob!.id)) {
+      expect(d.body).not.toMatch(/nobody has said|was on it, but/i);
+      if (d.channel === 'sms') expect(d.body).toMatch(/^Pruuf: Update: Contact 0 is on it\. Ann missed a check-in/);
+      if (d.channel === 'email') expect(d.body).toContain('Update: Contact 0 said at 10:01 UTC on Monday 23 November 2026 that they are taking care of Ann.');
+    }
+  });
+
+  it('after the last round, a lapsed "I\'m on it" does not claim we alert anyone again, and a second lapse is told too', async () => {
+    const { m, incidentId } = await missed(t, [1, 1]);
+    const [bob, carol] = m.contacts;
+    await t.db.pool.query(`update deliveries set status = 'sent', attempts = 1 where incident_id = $1`, [incidentId]);
+    // Every round is spent.
+    await t.db.pool.query(`update incidents set round = max_rounds + 1, next_step_at = null where id = $1`, [incidentId]);
+    const ackLink = (await sent(t, incidentId, 'alert')).find((d) => d.contact_id === bob!.id && d.channel === 'email')!;
+    for (const lapse of [1, 2]) {
+      clock.add(1);
+      expect((await t.app.inject({ method: 'POST', url: `/a/${tokenFrom(ackLink.body)}/ack` })).json()).toMatchObject({ state: 'acknowledged' });
+      clock.add(61);
+      await sweepOnce(sweepDeps(t, clock));
+      const toCarol = (await sent(t, incidentId, 'ack_lapsed')).filter((d) => d.contact_id === carol!.id && d.channel === 'sms');
+      expect(toCarol).toHaveLength(lapse);
+      expect(toCarol[lapse - 1]!.body).toContain('Every contact has been alerted; please check on Ann too.');
+      expect(toCarol[lapse - 1]!.body).not.toContain('alerting contacts again');
+    }
+  });
+
   it('writes to each contact in their language: invitation, alert and all clear (es, de), and refuses a language it does not have', async () => {
     clock.set('2026-11-23T08:00:00Z');
     const m = await memberWithContacts(t, []);

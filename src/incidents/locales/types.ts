@@ -36,6 +36,10 @@ export type Strings = {
     smsCall: (phone: string) => string;
     smsTodo: [string, string, string];
     smsAckLapsed: (acker: string) => string;
+    /** An alert sent while someone is on it (it was queued before they said so). */
+    smsAckActive: (acker: string) => string;
+    ackActive: (acker: string, at: string, member: string) => string;
+    pushAckActive: (acker: string) => string;
     someone: string;
     headline: (member: string, sos: boolean) => string;
     reminderPrefix: string;
@@ -87,6 +91,10 @@ export type Strings = {
     subject: (member: string) => string;
     line: (acker: string, at: string, member: string) => string;
     resumes: string;
+    /** Every round has been sent: nobody more is alerted. */
+    smsNoResume: (acker: string, member: string, at: string) => string;
+    resumesNot: string;
+    askerLineNoResume: (at: string, member: string) => string;
     pushTitle: (member: string) => string;
     pushBody: (acker: string, member: string) => string;
     askerSms: (member: string, at: string) => string;
