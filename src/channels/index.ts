@@ -23,6 +23,9 @@ export type ChannelSet = {
 
 type Maker = () => Channel | undefined;
 
+/** Says whether the provider's receipts can reach us (their webhook's secret is configured). */
+const withReceipts = (c: Channel | undefined, receipts: boolean): Channel | undefined => (c === undefined ? undefined : { ...c, receipts });
+
 /**
  * Each channel's providers in the configured order (SMS_PROVIDERS, EMAIL_PROVIDERS), among those
  * whose credentials are set: push FCM; SMS Twilio, Vonage; email SendGrid, Postmark; voice Twilio. A channel with
@@ -34,12 +37,14 @@ export function createChannels(deps: ChannelDeps): ChannelSet {
   const { config, log } = deps;
   const push = config !== undefined && log !== undefined ? fcmChannelFromConfig(config, deps.pool, log) : undefined;
   const sms: Record<string, Maker> = {
+    // Twilio's status callbacks are verified with the account's own token: always on.
     twilio: () => (config !== undefined && log !== undefined ? twilioChannelFromConfig(config, deps.pool, log) : undefined),
-    vonage: () => (config !== undefined && log !== undefined ? vonageChannelFromConfig(config, log) : undefined),
+    vonage: () => (config !== undefined && log !== undefined
+      ? withReceipts(vonageChannelFromConfig(config, log), config.VONAGE_SIGNATURE_SECRET !== undefined) : undefined),
   };
   const email: Record<string, Maker> = {
-    sendgrid: () => (config !== undefined ? sendGridChannelFromConfig(config, log) : undefined),
-    postmark: () => (config !== undefined ? postmarkChannelFromConfig(config, log) : undefined),
+    sendgrid: () => (config !== undefined ? withReceipts(sendGridChannelFromConfig(config, log), config.SENDGRID_WEBHOOK_PUBLIC_KEY !== undefined) : undefined),
+    postmark: () => (config !== undefined ? withReceipts(postmarkChannelFromConfig(config, log), config.POSTMARK_WEBHOOK_USER !== undefined) : undefined),
   };
   const ordered = (makers: Record<string, Maker>, order: readonly string[] | undefined): Channel[] =>
     (order ?? Object.keys(makers)).flatMap((name) => makers[name]?.() ?? []);

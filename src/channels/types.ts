@@ -72,6 +72,11 @@ export class ThrottledError extends ChannelError {
 
 export interface Channel {
   readonly provider: string;
+  /**
+   * false: this provider cannot tell us a message arrived (its receipt webhook is not configured),
+   * so a missing receipt means nothing and its alerts are not repeated for want of one.
+   */
+  readonly receipts?: boolean;
   /** Resolves once the provider accepted the message; throws ChannelError (or anything: treated as transient). */
   send(msg: OutboundMessage, signal: AbortSignal): Promise<SendResult>;
 }

@@ -158,6 +158,7 @@ export function withBreakers(
     const c = circuitFor(channel.provider);
     const guarded: Channel = {
       provider: channel.provider,
+      ...(channel.receipts === undefined ? {} : { receipts: channel.receipts }),
       async send(msg: OutboundMessage, signal: AbortSignal): Promise<SendResult> {
         // The call's own deadline, even when the caller's signal is longer or never fires.
         const callSignal = AbortSignal.any([signal, AbortSignal.timeout(opts.timeoutMs)]);

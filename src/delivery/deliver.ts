@@ -269,7 +269,7 @@ export async function processDelivery(
   // one at once; an error about the address (permanent) stops here, since
   // another provider would get the same answer (the contact's other channels carry the alert).
   let waitMs: number | undefined;
-  let sent: { result: SendResult; attemptedAt: Date; durationMs: number } | undefined;
+  let sent: { result: SendResult; attemptedAt: Date; durationMs: number; receipts: boolean } | undefined;
   let lastError = '';
   let lastClass: ErrorClass | null = null;
   for (const [i, channel] of providers.entries()) {
@@ -282,7 +282,7 @@ export async function processDelivery(
     const started = performance.now();
     try {
       const result = await channel.send(msg, AbortSignal.timeout(deps.sendTimeoutMs ?? SEND_TIMEOUT_MS));
-      sent = { result, attemptedAt, durationMs: Math.round(performance.now() - started) };
+      sent = { result, attemptedAt, durationMs: Math.round(performance.now() - started), receipts: channel.receipts !== false };
       break;
     } catch (err) {
       if (err instanceof ThrottledError) {
@@ -341,13 +341,13 @@ export async function processDelivery(
     throw new Error(what);
   }
 
-  const { result, attemptedAt, durationMs } = sent;
+  const { result, attemptedAt, durationMs, receipts } = sent;
   const logFields = { delivery_id: row.id, channel: row.channel, kind: row.kind, to: maskAddress(row.address), provider: result.provider, attempt: attemptsMade + 1 };
   deps.metrics?.providerCalls.inc({ provider: result.provider, outcome: 'accepted', error_class: 'none' });
   deps.metrics?.providerCallSeconds.observe({ provider: result.provider, outcome: 'accepted' }, durationMs / 1000);
   const sentAt = deps.clock();
-  // Alerts by SMS and email wait for a receipt, when another provider could carry a repeat.
-  const receiptCheckAt = row.kind === 'alert' && (row.channel === 'sms' || row.channel === 'email') && (deps.receiptTimeoutMs ?? 0) > 0
+  // Alerts by SMS and email wait for a receipt (from a provider that can send us one), when another provider could carry a repeat.
+  const receiptCheckAt = row.kind === 'alert' && (row.channel === 'sms' || row.channel === 'email') && (deps.receiptTimeoutMs ?? 0) > 0 && receipts
     && providers.some((p) => p.provider !== result.provider) ? new Date(sentAt.getTime() + deps.receiptTimeoutMs!) : null;
   const marked = await whileDatabaseDown(() => markSent(deps.pool, row, result, attemptedAt, sentAt, durationMs, receiptCheckAt), deps.log, logFields);
   // Same clock as sent_at, so the metric matches sent_at - created_at in the table.

@@ -54,12 +54,13 @@ export async function sweepReceipts(deps: ReceiptDeps, now: Date, out: string[])
     const r = await isolate(tx, rows, async (part) => {
       await tx.query('update deliveries set receipt_check_at = null where id = any($1::uuid[])', [part.map((d) => d.id)]);
       const repeat = part.filter((d) => actionFor(d, deps.providerCounts) === 'repeated').map((d) => d.id);
+      // (A contact removed since the alert has contact_id null: no copy goes to them.)
       if (repeat.length === 0) return [];
       // The copy is the same message to the same address; the worker marks it a repeat and picks a provider that has not carried it.
       const { rows: copies } = await tx.query<{ id: string }>(
         `insert into deliveries (member_id, contact_id, kind, channel, address, subject, body, html, incident_id, step_no, data, render, repeat_of, copy_no, created_at, updated_at)
          select member_id, contact_id, kind, channel, address, subject, body, html, incident_id, step_no, data, render, coalesce(repeat_of, id), copy_no + 1, $2, $2
-           from deliveries where id = any($1::uuid[])
+           from deliveries where id = any($1::uuid[]) and contact_id is not null
          on conflict do nothing
          returning id`,
         [repeat, now],

@@ -129,6 +129,16 @@ describe('redundant delivery: providers per channel', () => {
     expect(primary.calls(stray!.id) + secondary.calls(stray!.id)).toBe(0);
   });
 
+  it('waits for no receipt from a provider whose receipts cannot reach us (its webhook is not configured)', async () => {
+    const { deliveries } = await incidentAlerts();
+    const { primary, secondary } = twoProviders();
+    const deaf: Channel = { ...(primary.channels.sms as Channel), receipts: false };
+    const channels: Channels = { push: deaf, sms: [deaf, secondary.channels.sms as Channel], email: [deaf, secondary.channels.sms as Channel] };
+    for (const d of deliveries) expect(await processDelivery({ pool: t.db.pool, channels, clock: () => clock.now, log, receiptTimeoutMs: RECEIPT_MS }, d.id, 0, 12)).toBe('sent');
+    const { rows } = await t.db.pool.query('select receipt_check_at from deliveries where id = any($1::uuid[])', [deliveries.map((d) => d.id)]);
+    expect(rows.every((r) => r.receipt_check_at === null)).toBe(true);
+  });
+
   it.each([
     ['resolved (the member checked in)', 'resolved'],
     ['acknowledged (someone is on it)', 'acknowledged'],
