@@ -272,6 +272,10 @@ export async function processDelivery(
   let sent: { result: SendResult; attemptedAt: Date; durationMs: number; receipts: boolean } | undefined;
   let lastError = '';
   let lastClass: ErrorClass | null = null;
+  // A provider earlier in this pass failed for its own reasons (down, slow): a later provider's "bad
+  // address" is then only a fallback's word (its own suppression list, its own rules) and does not end
+  // the delivery or turn the address off; the next pass tries the first provider again.
+  let earlierFailed = false;
   for (const [i, channel] of providers.entries()) {
     const next = providers[i + 1];
     const logFields = {
@@ -303,7 +307,10 @@ export async function processDelivery(
         : err instanceof ChannelError && err.retryAfterMs !== undefined ? err.retryAfterMs
           : circuitRetryAfterMs(channel);
       if (retryAfterMs !== undefined) waitMs = Math.min(waitMs ?? Infinity, retryAfterMs);
-      const final = errorClass === 'permanent' || (next === undefined && waitMs === undefined && attemptsMade + 1 >= maxAttempts);
+      // (On the job's last attempt with nothing asking to wait, the fallback's word stands: the row must end.)
+      const fallbackSaysDead = errorClass === 'permanent' && earlierFailed && !(waitMs === undefined && attemptsMade + 1 >= maxAttempts);
+      const final = (errorClass === 'permanent' && !fallbackSaysDead) || (next === undefined && waitMs === undefined && attemptsMade + 1 >= maxAttempts);
+      earlierFailed = true;
       deps.metrics?.providerCalls.inc({ provider: channel.provider, outcome: 'failed', error_class: errorClass ?? 'unclassified' });
       deps.metrics?.providerCallSeconds.observe({ provider: channel.provider, outcome: 'failed' }, durationMs / 1000);
       const stillPending = await markFailedTry(deps.pool, row, channel.provider, error, errorClass, final, attemptedAt, deps.clock(), durationMs);
@@ -318,6 +325,10 @@ export async function processDelivery(
         count('failed');
         await afterFinalFailure(deps, row, channel.provider, err, error);
         return 'failed';
+      }
+      if (fallbackSaysDead) {
+        deps.log.info({ ...logFields, error_class: errorClass, error }, 'a fallback provider refused the address while the first was failing; retrying the first later');
+        break;
       }
       if (next !== undefined) {
         deps.log.info({ ...logFields, error_class: errorClass, error, duration_ms: durationMs, next: next.provider }, 'delivery try failed; trying the next provider now');

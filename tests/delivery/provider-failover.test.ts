@@ -74,6 +74,27 @@ describe('redundant delivery: providers per channel', () => {
     expect(secondary.calls(sms.id)).toBe(0);
   });
 
+  it('does not let a fallback provider\'s "bad address" end an alert while the first provider was only failing', async () => {
+    const { deliveries } = await incidentAlerts();
+    const primary = createOutageProvider(t.db.pool, 'primary');
+    primary.setDown(true);
+    const suppressing: Channel = { provider: 'secondary', send: async () => { throw new ChannelError('recipient is on the suppression list', 'permanent', undefined, 'suppressed'); } };
+    const channels: Channels = { push: primary.channels.sms as Channel, sms: [primary.channels.sms as Channel, suppressing], email: [primary.channels.sms as Channel, suppressing] };
+    const email = deliveries.find((d) => d.channel === 'email')!;
+    const deps = { pool: t.db.pool, channels, clock: () => clock.now, log };
+    await expect(processDelivery(deps, email.id, 0, 12)).rejects.toThrow(/suppression/);
+    const row = async () => (await t.db.pool.query('select d.status, c.email_disabled from deliveries d join contacts c on c.id = d.contact_id where d.id = $1', [email.id])).rows[0];
+    expect(await row()).toEqual({ status: 'pending', email_disabled: false });
+    // The first provider is back: it carries the alert.
+    primary.setDown(false);
+    expect(await processDelivery(deps, email.id, 1, 12)).toBe('sent');
+    expect(primary.accepted(email.id)).toBe(1);
+    // On the job's last attempt the fallback's word stands and the delivery ends.
+    const sms = deliveries.find((d) => d.channel === 'sms')!;
+    primary.setDown(true);
+    expect(await processDelivery(deps, sms.id, 11, 12)).toBe('failed');
+  });
+
   it('does not move an alert to the next provider once it was withdrawn while the first was failing (the member checked in)', async () => {
     const { deliveries } = await incidentAlerts();
     const secondary = createOutageProvider(t.db.pool, 'secondary');
