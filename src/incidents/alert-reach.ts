@@ -20,11 +20,13 @@ export async function alertReach(db: Queryable, incidentId: string): Promise<Cha
             count(*) filter (where b = 'delivered')::int as delivered,
             count(*) filter (where b = 'undelivered')::int as undelivered,
             count(*) filter (where b = 'unconfirmed')::int as unconfirmed
+       -- An alert and its repeats (copies through another provider) are one alert: delivered if any copy was.
        from (select channel,
-                    case when carrier_status = 'delivered' then 'delivered'
-                         when carrier_status in ('undelivered', 'bounced', 'dropped', 'failed') or status = 'failed' then 'undelivered'
+                    case when bool_or(carrier_status = 'delivered') then 'delivered'
+                         when bool_and(carrier_status in ('undelivered', 'bounced', 'dropped', 'failed') or status = 'failed') then 'undelivered'
                          else 'unconfirmed' end as b
-               from deliveries where incident_id = $1 and kind = 'alert' and status in ('sent', 'failed')) x
+               from deliveries where incident_id = $1 and kind = 'alert' and status in ('sent', 'failed')
+              group by channel, coalesce(repeat_of, id)) x
       group by channel`,
     [incidentId],
   );

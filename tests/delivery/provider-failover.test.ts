@@ -136,6 +136,10 @@ describe('redundant delivery: providers per channel', () => {
     expect(secondary.accepted(copies[0]!.id)).toBe(1);
     const { rows: [outbox] } = await t.db.pool.query<{ body: string }>('select body from dev_outbox where delivery_id = $1', [copies[0]!.id]);
     expect(outbox!.body).toMatch(/^Pruuf \(sent again\): Ann missed a check-in/);
+    // The alert page counts an alert and its repeat as one alert.
+    const link = /\/a\/([\w-]+)/.exec(outbox!.body)![1]!;
+    const page = await t.app.inject({ method: 'GET', url: `/a/${link}`, headers: { accept: 'text/html' } });
+    expect(page.body).toContain('SMS: 1 sent, no delivery report yet');
     // The copy has no receipt either, but every provider has carried the alert: nothing more.
     clock.add(2.1);
     await sweepOnce(receipts);
