@@ -239,7 +239,7 @@ export async function processDelivery(
     // A verification code is sealed in its row (members read their own deliveries): opened only here.
     text = row.kind === 'verification'
       ? { subject: null, body: verificationText(deps.linkSecret, row), html: null, data: null }
-      : await messageText(deps.pool, row);
+      : await messageText(deps.pool, row, { repeat: row.repeat_of !== null });
   } catch (err) {
     if (isDatabaseUnavailable(err)) throw err;
     // Its data cannot make a message (a corrupt snapshot, a row an older version wrote): trying
@@ -253,7 +253,8 @@ export async function processDelivery(
     return 'failed';
   }
   // A repeat says so, in the contact's language, and goes only where the message has not been.
-  if (row.repeat_of !== null) text = markRepeat(text, row.channel, row.locale);
+  // (An alert rendered now says it in its own words; a stored text gets the marker added.)
+  if (row.repeat_of !== null && row.body !== null) text = markRepeat(text, row.channel, row.locale);
   const providers = await providersFor(deps.pool, row, configured);
   if (providers.length === 0) {
     await deps.pool.query(`update deliveries set status = 'cancelled', last_error = 'no provider left that has not carried it', updated_at = $2 where id = $1 and status = 'pending'`, [row.id, deps.clock()]);

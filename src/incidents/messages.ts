@@ -45,6 +45,8 @@ export type AlertInput = {
   /** Someone is on it right now (the alert was queued before they said so): it says who, not "nobody has". */
   ackActive?: { by: string; at: Date } | null;
   locale?: Locale;
+  /** A copy sent again through another provider (no receipt came for the first): it says so. */
+  repeat?: boolean;
 };
 
 type AlertSms = { name: string; note: string; map: boolean; last: boolean; due: 0 | 1 | 2; todo: 0 | 1 | 2; delay: 0 | 1 | 2; again: 0 | 1 | 2; call: boolean; terse: boolean; generic: boolean };
@@ -71,7 +73,7 @@ export function renderAlert(c: AlertInput): Rendered {
   const sms = fitSms(
     (o: AlertSms): string => {
       const who = o.generic ? a.someone : o.name;
-      const parts = ['Pruuf:'];
+      const parts = [c.repeat === true ? t.repeat.smsTag : 'Pruuf:'];
       if (active) parts.push(a.smsAckActive(preferGsm(active.by)));
       else if (again && o.again) parts.push(lapsed && o.again === 2 ? a.smsAckLapsed(preferGsm(lapsed.by)) : a.againSms[o.again - 1]!);
       const due = dueText[o.due]!;
@@ -115,6 +117,7 @@ export function renderAlert(c: AlertInput): Rendered {
   const headline = `${again ? a.reminderPrefix : ''}${a.headline(member, sos)}`;
 
   const paras: Para[] = [[t.hello(contact)]];
+  if (c.repeat === true) paras.push([t.repeat.line]);
   if (late) paras.push([a.lateLine(late)]);
   if (active) paras.push([a.ackActive(active.by, whenLong(active.at, tz, t), member)]);
   else if (lapsed) paras.push([a.ackLapsed(lapsed.by, whenLong(lapsed.at, tz, t), member)]);
@@ -136,9 +139,9 @@ export function renderAlert(c: AlertInput): Rendered {
 
   return {
     sms,
-    email: email(late ? `${headline}${a.sentLate(late)}` : headline, paras, { href: c.ackUrl, label: a.button }, t),
+    email: email(`${c.repeat === true ? t.repeat.subjectTag : ''}${late ? `${headline}${a.sentLate(late)}` : headline}`, paras, { href: c.ackUrl, label: a.button }, t),
     push: {
-      title: `${again ? a.reminderPrefix : ''}${a.pushTitle(short, sos)}`,
+      title: `${c.repeat === true ? t.repeat.subjectTag : ''}${again ? a.reminderPrefix : ''}${a.pushTitle(short, sos)}`,
       body: pushBody,
       data: { type: 'alert', incident_id: c.incidentId, url: c.ackUrl, ...(phone ? { phone } : {}) },
     },

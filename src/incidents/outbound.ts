@@ -41,7 +41,7 @@ function rows(
 export type AlertRender = { round: number; contact_id: string; ack_url: string };
 
 /** The alert one contact gets for one step of an incident, in every channel's form. */
-export function renderAlertFor(inc: IncidentFacts, contact: Pick<PlanContact, 'name' | 'locale'>, round: number, url: string): Rendered {
+export function renderAlertFor(inc: IncidentFacts, contact: Pick<PlanContact, 'name' | 'locale'>, round: number, url: string, repeat = false): Rendered {
   const acker = inc.acknowledged_at != null && inc.acknowledged_by != null ? planContact(inc.plan, inc.acknowledged_by) : undefined;
   return renderAlert({
     memberName: inc.plan.member_name,
@@ -62,6 +62,7 @@ export function renderAlertFor(inc: IncidentFacts, contact: Pick<PlanContact, 'n
     ackActive: acker !== undefined && inc.state === 'acknowledged' ? { by: acker.name, at: inc.acknowledged_at! } : null,
     ackLapsed: acker !== undefined && inc.state !== 'acknowledged' ? { by: acker.name, at: inc.acknowledged_at! } : null,
     locale: contact.locale,
+    repeat,
   });
 }
 

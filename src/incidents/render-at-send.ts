@@ -28,7 +28,8 @@ export type StoredMessage = {
 };
 
 /** The text a delivery sends: the one stored with it, or its alert rendered now from its incident. */
-export async function messageText(db: Queryable, row: StoredMessage): Promise<MessageText> {
+/** `repeat`: a copy sent again through another provider: the alert says so, inside its SMS length. */
+export async function messageText(db: Queryable, row: StoredMessage, opts: { repeat?: boolean } = {}): Promise<MessageText> {
   if (row.body !== null) return { subject: row.subject, body: row.body, html: row.html, data: row.data };
   if (row.kind !== 'alert' || row.render === null || row.incident_id === null) {
     throw new Error(`delivery ${row.id} has neither a text nor what to render it from`);
@@ -43,5 +44,5 @@ export async function messageText(db: Queryable, row: StoredMessage): Promise<Me
   const contact = planContact(inc.plan, row.render.contact_id);
   // A call's text is what it says (the dev outbox shows it; the TwiML route says it).
   if (row.channel === 'voice') return { subject: null, body: callScript(inc, contact).text, html: null, data: null };
-  return channelText(row.channel, renderAlertFor(inc, { name: contact?.name ?? '', locale: contact?.locale }, round, ackUrl));
+  return channelText(row.channel, renderAlertFor(inc, { name: contact?.name ?? '', locale: contact?.locale }, round, ackUrl, opts.repeat === true));
 }

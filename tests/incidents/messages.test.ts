@@ -372,3 +372,15 @@ describe('every locale', () => {
     expect(long.sms).toContain('Su teléfono: +15551234567'); // é is in GSM-7; Ú (Último) is folded
   });
 });
+
+describe('a repeat (no receipt came for the first)', () => {
+  it.each(['en', 'es', 'de', 'fr'] as const)('%s: says it is one, in every channel, and its SMS still fits two segments', (locale) => {
+    const r = alert({ locale, repeat: true, ackUrl: REAL_ACK, memberName: 'Annabelle Montgomery-Fitzwilliam', note: 'Gone to the market, back by noon', memberPhone: '+15551234567' });
+    expect(r.sms).toMatch(/^Pruuf \(/);
+    expect(r.sms).toContain(REAL_ACK);
+    expect(smsSegments(r.sms)).toBeLessThanOrEqual(2);
+    expect(r.email.subject).toMatch(/^\(/);
+    expect(r.email.text.split('\n\n')[1]).toMatch(/\./);
+    expect(r.push.title).toMatch(/^\(/);
+  });
+});
