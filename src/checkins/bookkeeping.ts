@@ -158,7 +158,7 @@ async function sendCheckInNotes(deps: Deps, batch: Answered[], contacts: NoteCon
     const claimed = new Set(rows.map((r) => r.check_in_id));
     return insertDeliveries(tx, notesFor(claims.filter((a) => claimed.has(a.checkInId) && !a.resolved), contacts));
   });
-  await enqueueDeliveries(deps.queues, ids, deps.log);
+  await enqueueDeliveries(deps.pool, deps.queues, ids, deps.log);
 }
 
 function notesFor(checkIns: Answered[], contacts: NoteContact[]): NewDelivery[] {

@@ -112,7 +112,7 @@ export async function checkIn(deps: CheckInDeps, input: repo.CheckInInput): Prom
     // The member turned up: every open incident is resolved and the contacts already alerted get the all clear.
     const { resolved, deliveryIds } = await resolveMemberIncidents(deps.pool, input.memberId, created.id, input.at);
     await repo.storeResolved(deps.pool, created.id, resolved);
-    await enqueueDeliveries(deps.queues, deliveryIds, deps.log);
+    await enqueueDeliveries(deps.pool, deps.queues, deliveryIds, deps.log);
     created.resolved_incident_ids = resolved;
   }
   // Off the hot path: remember the answer for replays, precompute the deadlines after the new

@@ -36,7 +36,7 @@ export async function addContact(deps: ContactDeps, who: Principal, input: repo.
       deliveryIds = await insertDeliveries(tx, invitationDeliveries(deps.links, created, memberLabel(member), ent.alertChannels));
       return created;
     });
-    await enqueueDeliveries(deps.queues, deliveryIds, deps.log);
+    await enqueueDeliveries(deps.pool, deps.queues, deliveryIds, deps.log);
     return contact;
   } catch (err) {
     if (isUniqueViolation(err)) throw conflict('a contact with this email or phone already exists');
@@ -57,7 +57,7 @@ export async function changeContact(deps: ContactDeps, who: Principal, id: strin
       }
       return result.contact;
     });
-    await enqueueDeliveries(deps.queues, deliveryIds, deps.log);
+    await enqueueDeliveries(deps.pool, deps.queues, deliveryIds, deps.log);
     return contact;
   } catch (err) {
     if (isUniqueViolation(err)) throw conflict('a contact with this email or phone already exists');

@@ -4,6 +4,7 @@ import type { ChannelName } from '../channels/types.js';
 import type { Queryable } from '../db/pool.js';
 import type { Logger } from '../observability/logger.js';
 import type { QueueSystem } from '../queue/index.js';
+import { deliveryPriorities, PRIORITY_LOOKUP_TIMEOUT_MS, type DeliveryJobRef, type DeliveryPriority } from './priority.js';
 
 /**
  * The outbox: a delivery is a row first (committed with the state change that caused it), and
@@ -66,9 +67,11 @@ export function deliveryBackoffMs(attemptsMade: number, baseMs: number = DELIVER
   return Math.round(full * (1 - 0.5 * random()));
 }
 
-export function deliveryJobOptions(deliveryId: string, s: DeliveryJobSettings = {}): JobsOptions {
+/** `priority`: see priority.ts (first alerts first when jobs wait). */
+export function deliveryJobOptions(deliveryId: string, priority: DeliveryPriority, s: DeliveryJobSettings = {}): JobsOptions {
   return {
     jobId: deliveryJobId(deliveryId),
+    priority,
     attempts: s.attempts ?? DELIVERY_ATTEMPTS,
     backoff: { type: DELIVERY_BACKOFF_TYPE, delay: s.backoffDelayMs ?? DELIVERY_BACKOFF_MS },
     // Gone once finished, so the reconciler can re-add a still-pending row; the handler's
@@ -109,22 +112,28 @@ export async function insertDeliveries(db: Queryable, rows: NewDelivery[], opts:
   return ids.filter((id) => kept.has(id));
 }
 
-/** Adds delivery jobs (deterministic ids: an id already queued is a no-op). Throws on failure. */
-export async function addDeliveryJobs(queues: QueueSystem, ids: string[], settings: DeliveryJobSettings = {}): Promise<void> {
-  if (ids.length === 0) return;
+/**
+ * Adds delivery jobs, each at its priority (deterministic ids: an id already queued is a no-op,
+ * and keeps the priority it was added with). Throws on failure.
+ */
+export async function addDeliveryJobs(queues: QueueSystem, jobs: DeliveryJobRef[], settings: DeliveryJobSettings = {}): Promise<void> {
+  if (jobs.length === 0) return;
   await queues.queue('delivery').addBulk(
-    ids.map((id) => ({ name: DELIVERY_JOB_NAME, data: { deliveryId: id } satisfies DeliveryJobData, opts: deliveryJobOptions(id, settings) })),
+    jobs.map(({ id, priority }) => ({
+      name: DELIVERY_JOB_NAME, data: { deliveryId: id } satisfies DeliveryJobData, opts: deliveryJobOptions(id, priority, settings),
+    })),
   );
 }
 
 export const ENQUEUE_TIMEOUT_MS = 3000;
 
 /**
- * After commit: one job per id. Never throws and never holds a request for long: the rows are
- * committed, so a queue that is down or slow only delays them until the reconciler re-enqueues.
+ * After commit: one job per id, at the priority its row gives (one lookup for the whole batch,
+ * see priority.ts). Never throws and never holds a request for long: the rows are committed, so
+ * a queue that is down or slow only delays them until the reconciler re-enqueues.
  */
 export async function enqueueDeliveries(
-  queues: QueueSystem, ids: string[], log: Logger, settings: DeliveryJobSettings & { timeoutMs?: number } = {},
+  db: Queryable, queues: QueueSystem, ids: string[], log: Logger, settings: DeliveryJobSettings & { timeoutMs?: number } = {},
 ): Promise<void> {
   if (ids.length === 0) return;
   let timer: NodeJS.Timeout | undefined;
@@ -132,7 +141,7 @@ export async function enqueueDeliveries(
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`queue did not accept the jobs within ${timeoutMs} ms`)), timeoutMs);
   });
-  const adding = addDeliveryJobs(queues, ids, settings);
+  const adding = deliveryPriorities(db, ids, log, Math.min(timeoutMs / 3, PRIORITY_LOOKUP_TIMEOUT_MS)).then((jobs) => addDeliveryJobs(queues, jobs, settings));
   adding.catch(() => undefined); // a late failure after the timeout is already logged below
   try {
     await Promise.race([adding, timeout]);

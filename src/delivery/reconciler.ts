@@ -2,6 +2,7 @@ import type pg from 'pg';
 import type { Logger } from '../observability/logger.js';
 import type { QueueSystem } from '../queue/index.js';
 import { addDeliveryJobs, type DeliveryJobSettings } from './outbox.js';
+import { PRIORITY_SQL, type DeliveryPriority } from './priority.js';
 
 export const RECONCILE_JOB_NAME = 'reconcile-deliveries';
 export const RECONCILE_EVERY_MS = 60_000;
@@ -11,7 +12,8 @@ export const RECONCILE_BATCH = 500;
  * Queue content can vanish (Redis flushed or restarted without persistence, an enqueue that
  * failed after commit). Every `pending` row older than `olderThanMs` gets its job re-added
  * under the same deterministic id: a job that still exists makes the add a no-op, and a row
- * already sent is skipped by the handler, so this never duplicates a message.
+ * already sent is skipped by the handler, so this never duplicates a message. Each job gets the
+ * priority its row gives (priority.ts), in the same query: first alerts first here too.
  * Returns how many pending rows it looked at.
  */
 export async function reconcileDeliveries(
@@ -25,18 +27,18 @@ export async function reconcileDeliveries(
     `select (now() - make_interval(secs => $1::double precision / 1000))::text as cutoff`, [olderThanMs],
   );
   for (;;) {
-    const { rows } = await pool.query<{ id: string; created_at: string }>(
-      `select id, created_at::text as created_at
-         from deliveries
-        where status = 'pending'
-          and created_at < $1::timestamptz
-          and ($2::timestamptz is null or (created_at, id) > ($2::timestamptz, $3::uuid))
-        order by created_at, id
+    const { rows } = await pool.query<{ id: string; created_at: string; priority: DeliveryPriority }>(
+      `select d.id, d.created_at::text as created_at, (${PRIORITY_SQL}) as priority
+         from deliveries d
+        where d.status = 'pending'
+          and d.created_at < $1::timestamptz
+          and ($2::timestamptz is null or (d.created_at, d.id) > ($2::timestamptz, $3::uuid))
+        order by d.created_at, d.id
         limit $4`,
       [cut!.cutoff, after?.createdAt ?? null, after?.id ?? null, batchSize],
     );
     if (rows.length === 0) break;
-    await addDeliveryJobs(queues, rows.map((r) => r.id), settings);
+    await addDeliveryJobs(queues, rows.map((r) => ({ id: r.id, priority: r.priority })), settings);
     total += rows.length;
     const last = rows[rows.length - 1]!;
     after = { createdAt: last.created_at, id: last.id };

@@ -121,7 +121,7 @@ ${reach}
     } catch (err) {
       return problem(req, reply, err);
     }
-    await enqueueDeliveries(deps.queues, result.ids, deps.log);
+    await enqueueDeliveries(deps.pool, deps.queues, result.ids, deps.log);
     const ackBy = result.inc.acknowledged_by === null ? null : planContact(result.inc.plan, result.inc.acknowledged_by)?.name ?? null;
     if (!wantsHtml(req.headers.accept)) return reply.send({ incident_id: result.inc.id, state: result.inc.state, acknowledged_by: ackBy });
     const body = action === 'ack'

@@ -113,7 +113,7 @@ export function incidentRoutes(app: FastifyInstance, deps: IncidentRouteDeps): v
       const created = await resolve(tx, cur, 'member_resolved', now, null);
       return { inc: (await repo.getIncident(tx, cur.id))!, ids: created };
     });
-    await enqueueDeliveries(deps.queues, ids, deps.log);
+    await enqueueDeliveries(deps.pool, deps.queues, ids, deps.log);
     return incidentOut(inc);
   });
 
@@ -137,7 +137,7 @@ export function incidentRoutes(app: FastifyInstance, deps: IncidentRouteDeps): v
       }, now);
       return { inc: (await repo.getIncident(tx, opened.incidentId!))!, ids: opened.deliveryIds };
     });
-    await enqueueDeliveries(deps.queues, ids, deps.log);
+    await enqueueDeliveries(deps.pool, deps.queues, ids, deps.log);
     return reply.code(201).send(incidentOut(inc));
   });
 }

@@ -239,7 +239,7 @@ export async function sweepOnce(deps: SweepDeps): Promise<SweepResult> {
       const m = await sweepMissed(deps, now, batch);
       result.missed += m.missed;
       result.skippedPaused += m.paused;
-      await enqueueDeliveries(deps.queues, batch, deps.log, deps.deliveryJobs);
+      await enqueueDeliveries(deps.pool, deps.queues, batch, deps.log, deps.deliveryJobs);
       out.push(...batch);
       if (m.claimed === 0) break;
     }
@@ -256,7 +256,7 @@ export async function sweepOnce(deps: SweepDeps): Promise<SweepResult> {
         const n = await sweepIncidents(deps, now, batch, kind);
         if (kind === 'ack') result.ackTimeouts += n;
         else result.steps += n;
-        await enqueueDeliveries(deps.queues, batch, deps.log, deps.deliveryJobs);
+        await enqueueDeliveries(deps.pool, deps.queues, batch, deps.log, deps.deliveryJobs);
         out.push(...batch);
         if (n < limit) break;
       }
@@ -267,7 +267,7 @@ export async function sweepOnce(deps: SweepDeps): Promise<SweepResult> {
       const batch: string[] = [];
       const n = await sweepReminders(deps, now, batch);
       result.reminders += n;
-      await enqueueDeliveries(deps.queues, batch, deps.log, deps.deliveryJobs);
+      await enqueueDeliveries(deps.pool, deps.queues, batch, deps.log, deps.deliveryJobs);
       out.push(...batch);
       if (n < limit) break;
     }
@@ -279,7 +279,7 @@ export async function sweepOnce(deps: SweepDeps): Promise<SweepResult> {
         const batch: string[] = [];
         const n = await sweepReceipts({ ...receipts, pool: deps.pool, log: deps.log, batchSize: limit, failures: deps.failures }, now, batch);
         result.receipts += n;
-        await enqueueDeliveries(deps.queues, batch, deps.log, deps.deliveryJobs);
+        await enqueueDeliveries(deps.pool, deps.queues, batch, deps.log, deps.deliveryJobs);
         out.push(...batch);
         if (n < limit) break;
       }

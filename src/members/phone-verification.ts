@@ -136,7 +136,7 @@ export async function sendPhoneCode(deps: PhoneVerificationDeps, who: Principal,
     }]);
     return { phone, expires_at: expiresAt, resend_at: new Date(now.getTime() + RESEND_GAP_MS) };
   });
-  await enqueueDeliveries(deps.queues, deliveryIds, deps.log);
+  await enqueueDeliveries(deps.pool, deps.queues, deliveryIds, deps.log);
   deps.log.info({ member_id: who.id, to: maskAddress(phone), verification_id: id }, 'phone verification code sent');
   return sent;
 }

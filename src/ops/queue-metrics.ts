@@ -1,4 +1,5 @@
 import type { Metrics } from '../observability/metrics.js';
+import { DELIVERY_PRIORITIES } from '../delivery/priority.js';
 import { QUEUE_NAMES, type QueueSystem } from '../queue/index.js';
 
 export const QUEUE_STATES = ['waiting', 'active', 'delayed', 'failed', 'prioritized'] as const;
@@ -9,15 +10,30 @@ export type QueueSnapshot = { queue: string; counts: Record<(typeof QUEUE_STATES
  * Counts per queue and state, and how long the oldest waiting job has waited. Same calls on
  * both backends (BullMQ's Queue getters). A job that waited in `delayed` first (a backoff, a
  * deferral) counts from when its delay ended, not from its creation.
+ * Jobs with a priority (every delivery job) wait as 'prioritized', ordered by priority and then
+ * FIFO: the oldest of each priority is the first of its run, found from the counts per priority,
+ * so a backlog of routine messages behind a stream of first alerts still shows its age.
  */
 export async function queueSnapshot(queues: QueueSystem, nowMs = Date.now()): Promise<QueueSnapshot[]> {
   return Promise.all(QUEUE_NAMES.map(async (name) => {
     const q = queues.queue(name);
-    const [raw, oldest] = await Promise.all([q.getJobCounts(...QUEUE_STATES), q.getJobs(['waiting'], 0, 0, true)]);
+    const [raw, plain, perPriority] = await Promise.all([
+      q.getJobCounts(...QUEUE_STATES), q.getJobs(['waiting'], 0, 0, true), q.getCountsPerPriority([...DELIVERY_PRIORITIES]),
+    ]);
     const counts = Object.fromEntries(QUEUE_STATES.map((s) => [s, Number(raw[s] ?? 0)])) as QueueSnapshot['counts'];
-    const job = oldest[0];
-    const since = job === undefined ? nowMs : job.timestamp + (job.delay ?? 0);
-    return { queue: name, counts, oldestWaitingSeconds: Math.max(0, (nowMs - since) / 1000) };
+    const firsts: number[] = [];
+    let offset = 0;
+    for (const p of DELIVERY_PRIORITIES) {
+      const n = Number(perPriority[String(p)] ?? 0);
+      if (n > 0) firsts.push(offset);
+      offset += n;
+    }
+    const heads = await Promise.all(firsts.map((at) => q.getJobs(['prioritized'], at, at, true)));
+    const since = [...plain, ...heads.flat()]
+      .filter((job) => job !== undefined)
+      .map((job) => job.timestamp + (job.delay ?? 0));
+    const oldest = since.length === 0 ? nowMs : Math.min(...since);
+    return { queue: name, counts, oldestWaitingSeconds: Math.max(0, (nowMs - oldest) / 1000) };
   }));
 }
 

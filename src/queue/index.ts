@@ -179,7 +179,8 @@ export class QueueSystem {
           continue;
         }
         const queue = this.queue(entry.name);
-        const waiting = await queue.getWaitingCount().catch(() => 0);
+        // A job with a priority (every delivery job: delivery/priority.ts) waits as 'prioritized', not 'waiting'.
+        const waiting = await queue.getJobCountByTypes('waiting', 'prioritized').catch(() => 0);
         if (waiting > 0 && (await queue.isPaused().catch(() => false))) continue;
         entry.suspect = waiting > 0 ? entry.suspect + 1 : 0;
         if (entry.suspect < 2 || this.closing) continue;

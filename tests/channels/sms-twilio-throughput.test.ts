@@ -60,11 +60,11 @@ describe('per-sender SMS throughput through the real delivery worker', () => {
 
   it(`spreads ${N} messages at ${RATE}/s over at least ${(N - 1) / RATE} s at Twilio, each sent once, spending no attempts, while other channels go on (two workers share the budget)`, async () => {
     const smsIds = await withTransaction(db.pool, (tx) => insertDeliveries(tx, Array.from({ length: N }, (_, i) => sms(i))));
-    await enqueueDeliveries(queues, smsIds, log, { attempts: 3, backoffDelayMs: 10 });
+    await enqueueDeliveries(db.pool, queues, smsIds, log, { attempts: 3, backoffDelayMs: 10 });
     const [emailId] = await withTransaction(db.pool, (tx) => insertDeliveries(tx, [{
       memberId: null, contactId: null, kind: 'alert', channel: 'email', address: 'ann@example.test', subject: 'Check on Ann', body: 'Ann missed her check-in.',
     }]));
-    await enqueueDeliveries(queues, [emailId!], log);
+    await enqueueDeliveries(db.pool, queues, [emailId!], log);
 
     const sentAt = async (id: string) => (await db.pool.query<{ status: string; sent_at: Date | null }>('select status, sent_at from deliveries where id = $1', [id])).rows[0]!;
     const emailSent = await waitFor(async () => {

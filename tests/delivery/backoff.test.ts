@@ -17,6 +17,6 @@ describe('the delivery retry plan', () => {
     let total = 0;
     for (let n = 1; n < DELIVERY_ATTEMPTS; n++) total += deliveryBackoffMs(n, 1000, () => 0);
     expect(total).toBeLessThanOrEqual(4 * 60_000);
-    expect(deliveryJobOptions('00000000-0000-0000-0000-000000000001')).toMatchObject({ attempts: DELIVERY_ATTEMPTS, backoff: { type: 'delivery', delay: 1000 } });
+    expect(deliveryJobOptions('00000000-0000-0000-0000-000000000001', 3)).toMatchObject({ attempts: DELIVERY_ATTEMPTS, backoff: { type: 'delivery', delay: 1000 } });
   });
 });

@@ -263,7 +263,7 @@ describe.each(['redis', 'postgres'] as const)('a provider outage past the breake
     const breaker: ProviderBreaker = worker.breakers.get('flaky')!;
     outage.setDown(true);
     const [id] = await withTransaction(db.pool, (tx) => insertDeliveries(tx, [alert('bob@example.test')]));
-    await enqueueDeliveries(queues, [id!], log, JOBS);
+    await enqueueDeliveries(db.pool, queues, [id!], log, JOBS);
 
     // Twice as many tries as the job has attempts: an outage never spends them.
     await waitFor(async () => ((await deliveryState(db, id!)).tries.length >= 2 * JOBS.attempts ? true : undefined));

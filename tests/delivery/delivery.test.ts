@@ -57,13 +57,13 @@ describe.each(['redis', 'postgres'] as const)('delivering outbox rows on the %s 
     const { rows } = await db.pool.query<{ id: string; address: string }>('select id, address from deliveries where id = any($1)', [ids]);
     const byId = new Map(rows.map((r) => [r.id, r.address]));
     expect(ids.map((id) => byId.get(id))).toEqual(['a@example.test', '+15551230001', 'c@example.test']);
-    await enqueueDeliveries(queues, ids, log, JOBS);
+    await enqueueDeliveries(db.pool, queues, ids, log, JOBS);
     for (const id of ids) expect((await settled(id)).status).toBe('sent');
   });
 
   it('sends an inserted and enqueued delivery to the dev outbox exactly once and marks it sent', async () => {
     const [id] = await insert([delivery('ann@example.test', { body: 'Ann missed her check-in. https://pruuf.test/a/tok' })]);
-    await enqueueDeliveries(queues, [id!], log, JOBS);
+    await enqueueDeliveries(db.pool, queues, [id!], log, JOBS);
     const r = await settled(id!);
     expect(r).toMatchObject({ status: 'sent', attempts: 1, provider: 'dev-outbox', error_class: null, last_error: null });
     expect(r.sent_at).toBeInstanceOf(Date);
@@ -78,7 +78,7 @@ describe.each(['redis', 'postgres'] as const)('delivering outbox rows on the %s 
 
   it('sends a batch of deliveries, each exactly once', async () => {
     const ids = await insert(Array.from({ length: 30 }, (_, i) => delivery(`p${i}@example.test`)));
-    await enqueueDeliveries(queues, ids, log, JOBS);
+    await enqueueDeliveries(db.pool, queues, ids, log, JOBS);
     for (const id of ids) expect((await settled(id)).status).toBe('sent');
     const { rows } = await db.pool.query<{ n: number }>('select count(*)::int as n from dev_outbox where delivery_id = any($1)', [ids]);
     expect(rows[0]!.n).toBe(30);
@@ -87,11 +87,11 @@ describe.each(['redis', 'postgres'] as const)('delivering outbox rows on the %s 
 
   it('sends once when the same id is enqueued twice, and skips it when enqueued again after it was sent', async () => {
     const [id] = await insert([delivery('twice@example.test')]);
-    await Promise.all([enqueueDeliveries(queues, [id!], log, JOBS), enqueueDeliveries(queues, [id!], log, JOBS)]);
-    await enqueueDeliveries(queues, [id!, id!], log, JOBS);
+    await Promise.all([enqueueDeliveries(db.pool, queues, [id!], log, JOBS), enqueueDeliveries(db.pool, queues, [id!], log, JOBS)]);
+    await enqueueDeliveries(db.pool, queues, [id!, id!], log, JOBS);
     expect((await settled(id!)).status).toBe('sent');
     await jobGone(id!);
-    await enqueueDeliveries(queues, [id!], log, JOBS);
+    await enqueueDeliveries(db.pool, queues, [id!], log, JOBS);
     await jobGone(id!);
     expect(fake.calls(id!)).toBe(1);
     expect(await outboxCount(id!)).toBe(1);
@@ -102,7 +102,7 @@ describe.each(['redis', 'postgres'] as const)('delivering outbox rows on the %s 
   it.each(['sent', 'cancelled'])('skips a row that is already %s', async (status) => {
     const [id] = await insert([delivery(`${status}@example.test`)]);
     await db.pool.query('update deliveries set status = $2 where id = $1', [id, status]);
-    await enqueueDeliveries(queues, [id!], log, JOBS);
+    await enqueueDeliveries(db.pool, queues, [id!], log, JOBS);
     await jobGone(id!);
     expect(fake.calls(id!)).toBe(0);
     expect(await outboxCount(id!)).toBe(0);
@@ -117,7 +117,7 @@ describe.each(['redis', 'postgres'] as const)('delivering outbox rows on the %s 
 
   it('marks a delivery failed on a permanent error, without retrying and without the full address in the error', async () => {
     const [id] = await insert([delivery('permanent@example.test')]);
-    await enqueueDeliveries(queues, [id!], log, JOBS);
+    await enqueueDeliveries(db.pool, queues, [id!], log, JOBS);
     const r = await settled(id!);
     expect(r).toMatchObject({ status: 'failed', attempts: 1, error_class: 'permanent', sent_at: null });
     expect(r.last_error).toBe('p***@example.test does not exist');
@@ -131,7 +131,7 @@ describe.each(['redis', 'postgres'] as const)('delivering outbox rows on the %s 
 
   it('retries a transient error with backoff and then sends, recording every try', async () => {
     const [id] = await insert([delivery('transient-2@example.test', { channel: 'sms' })]);
-    await enqueueDeliveries(queues, [id!], log, JOBS);
+    await enqueueDeliveries(db.pool, queues, [id!], log, JOBS);
     const r = await settled(id!);
     expect(r).toMatchObject({ status: 'sent', attempts: 3, provider: 'dev-outbox', error_class: null });
     expect(fake.calls(id!)).toBe(3);
@@ -143,7 +143,7 @@ describe.each(['redis', 'postgres'] as const)('delivering outbox rows on the %s 
 
   it('retries an unclassified error like a transient one, recording it as unclassified', async () => {
     const [id] = await insert([delivery('crash-1@example.test')]);
-    await enqueueDeliveries(queues, [id!], log, JOBS);
+    await enqueueDeliveries(db.pool, queues, [id!], log, JOBS);
     expect(await settled(id!)).toMatchObject({ status: 'sent', attempts: 2 });
     expect((await attempts(id!)).map((a) => [a.outcome, a.error_class, a.error])).toEqual([
       ['failed', null, 'socket hang up'], ['accepted', null, null],
@@ -152,7 +152,7 @@ describe.each(['redis', 'postgres'] as const)('delivering outbox rows on the %s 
 
   it('marks a delivery failed when its last try fails', async () => {
     const [id] = await insert([delivery('transient-99@example.test')]);
-    await enqueueDeliveries(queues, [id!], log, { ...JOBS, attempts: 3 });
+    await enqueueDeliveries(db.pool, queues, [id!], log, { ...JOBS, attempts: 3 });
     const r = await settled(id!);
     expect(r).toMatchObject({ status: 'failed', attempts: 3, error_class: 'transient', last_error: 'upstream 503' });
     await jobGone(id!);

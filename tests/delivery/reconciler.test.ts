@@ -35,7 +35,7 @@ describe.each(['redis', 'postgres'] as const)('the delivery reconciler on the %s
     const [done, cancelled] = await withTransaction(db.pool, (tx) => insertDeliveries(tx, [delivery('done@example.test'), delivery('cancelled@example.test')]));
     await db.pool.query(`update deliveries set status = 'sent' where id = $1`, [done]);
     await db.pool.query(`update deliveries set status = 'cancelled' where id = $1`, [cancelled]);
-    await enqueueDeliveries(queues, ids, log, JOBS);
+    await enqueueDeliveries(db.pool, queues, ids, log, JOBS);
     expect(await waitingJobs()).toBe(5);
 
     // The queue loses everything (Redis flushed, failover without persistence).

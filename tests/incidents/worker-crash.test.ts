@@ -99,7 +99,7 @@ async function seedBurst(db: TestDatabase, deadline: Date): Promise<void> {
 }
 
 async function queueCounts(queues: QueueSystem): Promise<Record<string, number>> {
-  return queues.queue('delivery').getJobCounts('active', 'waiting', 'delayed', 'completed', 'failed');
+  return queues.queue('delivery').getJobCounts('active', 'waiting', 'prioritized', 'delayed', 'completed', 'failed');
 }
 
 describe.each(['redis', 'postgres'] as QueueBackend[])('a worker on the %s queue', (backend) => {

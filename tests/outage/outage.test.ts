@@ -100,7 +100,7 @@ describe('a database restart under a worker', () => {
   it('records an accepted delivery once the database is back, without sending it again', async () => {
     const id = await insert('record-after-restart@example.test');
     cutOnAccept.add('record-after-restart@example.test');
-    await enqueueDeliveries(queues, [id], log, { attempts: 1 });
+    await enqueueDeliveries(db.pool, queues, [id], log, { attempts: 1 });
     expect(await sentRow(id)).toMatchObject({ status: 'sent', attempts: 1 });
     expect(calls.get(id)).toBe(1);
     expect(await outboxCount(id)).toBe(1);
@@ -109,7 +109,7 @@ describe('a database restart under a worker', () => {
   it('waits out a database that is down when the job starts, without spending an attempt', async () => {
     const id = await insert('starts-during-outage@example.test');
     proxy.cut();
-    await enqueueDeliveries(queues, [id], log, { attempts: 1 });
+    await enqueueDeliveries(db.pool, queues, [id], log, { attempts: 1 });
     await sleep(1000);
     expect(calls.get(id)).toBeUndefined();
     proxy.restore();

@@ -107,7 +107,7 @@ export function voiceWebhookRoutes(app: FastifyInstance, deps: VoiceWebhookDeps)
   }, async (req, reply) => {
     const deliveryId = deliveryOf(req.query.d);
     const { turn, deliveryIds } = await pressKey(deps.pool, deps.settings, deliveryId, req.body.Digits, app.clock());
-    await enqueueDeliveries(deps.queues, deliveryIds, deps.log);
+    await enqueueDeliveries(deps.pool, deps.queues, deliveryIds, deps.log);
     req.log.info({ delivery_id: deliveryId, call_sid: req.body.CallSid, key: req.body.Digits, deliveries: deliveryIds.length }, 'key pressed during a call');
     return sendTwiml(reply, turn, req.query.d);
   });

@@ -1,0 +1,96 @@
+import type { Queryable } from '../db/pool.js';
+import type { Logger } from '../observability/logger.js';
+
+/**
+ * First alert first (issue 19). When many incidents open at once, the delivery queue holds
+ * thousands of jobs; a worker takes them by BullMQ priority (lower number sooner, FIFO within a
+ * number), so every contact's first alert of every incident leaves before anyone's second
+ * channel, later step or routine message. Both queue backends honour it: Redis keeps prioritized
+ * jobs in a sorted set (an add is O(log n) instead of O(1)), BullMQ's PostgreSQL backend claims
+ * `order by priority, seq` from its (queue, priority, seq) index.
+ *
+ * 1  FIRST_ALERT    a step-1 alert (a missed check-in's tier 1, or an SOS: every tier) on the
+ *                   contact's first channel: SMS if the step has an SMS for them, else push,
+ *                   else email. SMS first: it reaches any phone without the app, rings through
+ *                   unless the phone is silenced, and is read within minutes; push needs the
+ *                   app installed, signed in and allowed to notify, and a dead token fails
+ *                   silently; email is read last. A throttled SMS gives its worker slot back
+ *                   (deliver.ts), so putting SMS first never holds push or email up behind the
+ *                   SMS sender's rate. A channel whose row failed for good does not count: the
+ *                   next one is then the contact's first.
+ * 2  FIRST_STEP     the other channels of that first step (and an SOS's phone calls).
+ * 3  FOLLOW_UP      later steps (and their calls), repeat copies through another provider,
+ *                   "I'm on it" notices, lapse notices, all clears.
+ * 4  MEMBER_WAITING reminders (a late one can turn into a false alarm) and phone verification
+ *                   codes (the member is looking at the screen).
+ * 5  ROUTINE        invitations and "checked in" notes.
+ *
+ * Priorities only order jobs that wait at the same time: with idle workers everything leaves at
+ * once, as before. Every delivery job carries one (a job without a priority would go before all
+ * of them).
+ */
+export const DELIVERY_PRIORITY = { FIRST_ALERT: 1, FIRST_STEP: 2, FOLLOW_UP: 3, MEMBER_WAITING: 4, ROUTINE: 5 } as const;
+export type DeliveryPriority = (typeof DELIVERY_PRIORITY)[keyof typeof DELIVERY_PRIORITY];
+export const DELIVERY_PRIORITIES: readonly DeliveryPriority[] = Object.values(DELIVERY_PRIORITY);
+
+/**
+ * When the rows cannot be read (the lookup failed or took too long), every job goes out at the
+ * top priority: the order of today without priorities (FIFO), never an alert held back.
+ */
+export const PRIORITY_UNKNOWN: DeliveryPriority = DELIVERY_PRIORITY.FIRST_ALERT;
+/** An id with no row (gone since: the worker will skip it) has nothing to send. */
+const PRIORITY_NO_ROW: DeliveryPriority = DELIVERY_PRIORITY.ROUTINE;
+/** How long the lookup may take before the jobs go out at PRIORITY_UNKNOWN. */
+export const PRIORITY_LOOKUP_TIMEOUT_MS = 1000;
+
+const CHANNEL_RANK = (col: string) => `case ${col} when 'sms' then 0 when 'push' then 1 when 'email' then 2 else 3 end`;
+
+/**
+ * The rule, as a SQL expression over a `deliveries` row aliased `d`: the enqueue lookup and the
+ * reconciler use this one text, so a re-enqueued row gets the priority it got the first time.
+ * Siblings (the contact's other alerts of the same step) come from the step's unique index
+ * (incident_id, step_no, contact_id, …): one index probe per step-1 alert, none for anything else.
+ */
+export const PRIORITY_SQL = `case
+  when d.kind = 'alert' and d.step_no = 1 and d.copy_no = 0 and d.channel <> 'voice' then
+    case when exists (
+      select 1 from deliveries o
+       where o.incident_id = d.incident_id and o.step_no = 1 and o.contact_id = d.contact_id and o.kind = 'alert'
+         and o.copy_no = 0 and o.status <> 'failed' and ${CHANNEL_RANK('o.channel')} < ${CHANNEL_RANK('d.channel')}
+    ) then ${DELIVERY_PRIORITY.FIRST_STEP} else ${DELIVERY_PRIORITY.FIRST_ALERT} end
+  when d.kind = 'alert' and d.step_no = 1 and d.copy_no = 0 then ${DELIVERY_PRIORITY.FIRST_STEP}
+  when d.kind in ('alert', 'ack_notice', 'ack_lapsed', 'all_clear') then ${DELIVERY_PRIORITY.FOLLOW_UP}
+  when d.kind in ('reminder', 'verification') then ${DELIVERY_PRIORITY.MEMBER_WAITING}
+  else ${DELIVERY_PRIORITY.ROUTINE}
+end`;
+
+export type DeliveryJobRef = { id: string; priority: DeliveryPriority };
+
+/**
+ * The priority of each id, in input order: ONE statement for the whole batch (a burst enqueues
+ * thousands). Never throws: a lookup that fails or is slow gives PRIORITY_UNKNOWN, so the jobs
+ * still go out at once.
+ */
+export async function deliveryPriorities(
+  db: Queryable, ids: string[], log: Logger, timeoutMs = PRIORITY_LOOKUP_TIMEOUT_MS,
+): Promise<DeliveryJobRef[]> {
+  if (ids.length === 0) return [];
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`the priority lookup took over ${timeoutMs} ms`)), timeoutMs);
+  });
+  const lookup = db.query<{ id: string; priority: DeliveryPriority }>(
+    `select d.id, (${PRIORITY_SQL}) as priority from deliveries d where d.id = any($1::uuid[])`, [ids],
+  );
+  lookup.catch(() => undefined); // a late failure after the timeout is already logged below
+  try {
+    const { rows } = await Promise.race([lookup, timeout]);
+    const found = new Map(rows.map((r) => [r.id, r.priority]));
+    return ids.map((id) => ({ id, priority: found.get(id) ?? PRIORITY_NO_ROW }));
+  } catch (err) {
+    log.warn({ err: { message: (err as Error).message }, deliveries: ids.length }, 'delivery priorities unknown; enqueued at the top priority');
+    return ids.map((id) => ({ id, priority: PRIORITY_UNKNOWN }));
+  } finally {
+    clearTimeout(timer);
+  }
+}
