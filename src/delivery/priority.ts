@@ -18,8 +18,9 @@ import type { Logger } from '../observability/logger.js';
  *                   (deliver.ts), so putting SMS first never holds push or email up behind the
  *                   SMS sender's rate. A channel whose row failed for good does not count: the
  *                   next one is then the contact's first.
- * 2  FIRST_STEP     the other channels of that first step (and an SOS's phone calls).
- * 3  FOLLOW_UP      later steps (and their calls), repeat copies through another provider,
+ * 2  FIRST_STEP     the other channels of that first step (and an SOS's phone calls), and repeat
+ *                   copies of its alerts (no receipt came: that contact may not be reached yet).
+ * 3  FOLLOW_UP      later steps (and their calls), repeat copies of their alerts,
  *                   "I'm on it" notices, lapse notices, all clears.
  * 4  MEMBER_WAITING reminders (a late one can turn into a false alarm) and phone verification
  *                   codes (the member is looking at the screen).
@@ -58,7 +59,8 @@ export const PRIORITY_SQL = `case
        where o.incident_id = d.incident_id and o.step_no = 1 and o.contact_id = d.contact_id and o.kind = 'alert'
          and o.copy_no = 0 and o.status <> 'failed' and ${CHANNEL_RANK('o.channel')} < ${CHANNEL_RANK('d.channel')}
     ) then ${DELIVERY_PRIORITY.FIRST_STEP} else ${DELIVERY_PRIORITY.FIRST_ALERT} end
-  when d.kind = 'alert' and d.step_no = 1 and d.copy_no = 0 then ${DELIVERY_PRIORITY.FIRST_STEP}
+  -- A repeat of a first-step alert: that contact may not have been reached at all yet.
+  when d.kind = 'alert' and d.step_no = 1 then ${DELIVERY_PRIORITY.FIRST_STEP}
   when d.kind in ('alert', 'ack_notice', 'ack_lapsed', 'all_clear') then ${DELIVERY_PRIORITY.FOLLOW_UP}
   when d.kind in ('reminder', 'verification') then ${DELIVERY_PRIORITY.MEMBER_WAITING}
   else ${DELIVERY_PRIORITY.ROUTINE}
