@@ -14,9 +14,14 @@
 // Targets (issue 19, Redis, 10,000 members): first alert per incident p99 ≤ 30 s; pipeline ≥ 0.8 ×
 // floor throughput; 0 lost, 0 duplicated.
 //   npm run bench:alerts -- [--members=10000] [--backend=redis|postgres|both] [--concurrency=100] [--workers=1] [--latency=20]
+//                           [--cpu-prof]   (this process's CPU profile of each pipeline and floor phase in
+//                                           bench/results/profiles; read with npm run bench:profile)
 // Needs PostgreSQL (TEST_PG_ADMIN_URL) and, for the redis backend, Redis (TEST_REDIS_URL).
 import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
 import os from 'node:os';
+import path from 'node:path';
 import { Redis } from 'ioredis';
 import type pg from 'pg';
 import { createSendGridChannel } from '../src/channels/email-sendgrid/index.js';
@@ -30,9 +35,9 @@ import { createMetrics } from '../src/observability/metrics.js';
 import { QueueSystem } from '../src/queue/index.js';
 import { startWorker } from '../src/worker.js';
 import { machineCpuMs, processCpuMs } from './lib/cpu.js';
-import { arg, createBenchDatabase, numberArg, REDIS_URL, serviceVersions } from './lib/env.js';
+import { arg, createBenchDatabase, flag, numberArg, REDIS_URL, serviceVersions } from './lib/env.js';
 import { startFakesProcess, type AcceptedRecord, type FakeChannel, type FakesProcess, type SampleMessage } from './lib/fakes-process.js';
-import { machine, printSummary, writeResults, type Figure } from './lib/report.js';
+import { machine, printSummary, RESULTS_DIR, writeResults, type Figure } from './lib/report.js';
 import { ALERT_BURST } from './lib/scenarios.js';
 import { summarize, type LatencySummary } from './lib/stats.js';
 
@@ -43,6 +48,7 @@ const LATENCY_MS = Number(arg('latency', '20'));
 const backendArg = arg('backend', 'both');
 if (!['redis', 'postgres', 'both'].includes(backendArg)) throw new Error('--backend must be redis, postgres or both');
 const backends = (backendArg === 'both' ? ['redis', 'postgres'] : [backendArg]) as ('redis' | 'postgres')[];
+const CPU_PROF = flag('cpu-prof');
 const SECRET = 'bench-link-secret-of-at-least-32-characters';
 const log = (msg: string) => process.stderr.write(`[bench:alerts] ${msg}\n`);
 const silent = createLogger('warn');
@@ -90,6 +96,26 @@ async function seed(pool: pg.Pool, alertAt: Date): Promise<void> {
     [MEMBERS, deadline, alertAt],
   );
   await pool.query('vacuum analyze');
+}
+
+/** With --cpu-prof: profiles this process during a phase (V8's sampling profiler, as --cpu-prof does). */
+async function profiled<T>(name: string, phase: () => Promise<T>): Promise<T> {
+  if (!CPU_PROF) return phase();
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.start');
+  try {
+    return await phase();
+  } finally {
+    const { profile } = await session.post('Profiler.stop');
+    const dir = path.join(RESULTS_DIR, 'profiles');
+    mkdirSync(dir, { recursive: true });
+    const file = path.join(dir, `alerts-${name}-${Date.now()}.cpuprofile`);
+    writeFileSync(file, JSON.stringify(profile));
+    session.disconnect();
+    log(`profile of ${name}: ${file}`);
+  }
 }
 
 // ---- CPU accounting over a phase: this process, the fakes, PostgreSQL's backends, Redis, the machine.
@@ -266,11 +292,17 @@ async function run(backend: 'redis' | 'postgres', fakes: FakesProcess, figures: 
     await sleep(Math.max(0, untilAlert));
     const before = await cpuMark(pool, fakes, redis);
     const giveUp = alertAt.getTime() + 900_000;
-    for (;;) {
-      const { rows: [r] } = await pool.query<{ pending: number; total: number }>(`select count(*) filter (where status = 'pending')::int as pending, count(*)::int as total from deliveries where kind = 'alert'`);
-      if ((r!.total >= expected && r!.pending === 0) || Date.now() > giveUp) break;
-      await sleep(250);
-    }
+    await profiled(`${backend}-pipeline`, async () => {
+      for (;;) {
+        const { rows: [r] } = await pool.query<{ pending: number; total: number }>(`select count(*) filter (where status = 'pending')::int as pending, count(*)::int as total from deliveries where kind = 'alert'`);
+        if (r!.total >= expected && r!.pending === 0) break;
+        if (Date.now() > giveUp) {
+          log(`${backend}: gave up waiting 15 minutes after alert_at with ${r!.pending} deliveries pending, ${expected - r!.total} not yet written`);
+          break;
+        }
+        await sleep(250);
+      }
+    });
     const after = await cpuMark(pool, fakes, redis);
     const records = await fakes.take();
     const { rows } = await pool.query<Row>(`select id, incident_id, channel, address from deliveries where kind = 'alert' order by created_at, id`);
@@ -288,7 +320,7 @@ async function run(backend: 'redis' | 'postgres', fakes: FakesProcess, figures: 
       return { deliveryId: randomUUID(), channel: r.channel, to: r.address, subject: t.subject, body: t.body, html: t.html, data: t.data, kind: 'alert', incidentId: r.incident_id };
     });
     const floorBefore = await cpuMark(pool, fakes, redis);
-    const floorSeconds = await floor(fakes, pool, messages);
+    const floorSeconds = await profiled(`${backend}-floor`, () => floor(fakes, pool, messages));
     const floorAfter = await cpuMark(pool, fakes, redis);
     const floorAccepted = (await fakes.take()).length;
     const floorRate = floorAccepted / floorSeconds;
