@@ -18,10 +18,11 @@
 //                                           bench/results/profiles; read with npm run bench:profile)
 // Needs PostgreSQL (TEST_PG_ADMIN_URL) and, for the redis backend, Redis (TEST_REDIS_URL).
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import os from 'node:os';
 import path from 'node:path';
+import type { EventLoopUtilization } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
 import type pg from 'pg';
 import { createSendGridChannel } from '../src/channels/email-sendgrid/index.js';
@@ -120,7 +121,18 @@ async function profiled<T>(name: string, phase: () => Promise<T>): Promise<T> {
 
 // ---- CPU accounting over a phase: this process, the fakes, PostgreSQL's backends, Redis, the machine.
 
-type CpuMark = { bench: number; fakes: number; pg: Map<number, number>; redis: number; machine: { busy: number; total: number } };
+type CpuMark = { elu: EventLoopUtilization; syscalls: { reads: number; writes: number }; bench: number; fakes: number; pg: Map<number, number>; redis: number; machine: { busy: number; total: number }; db: DbCounts; redisCommands: number };
+type DbCounts = { xacts: number; written: number; read: number };
+
+/** The bench database's own counters (pg_stat_database): a statement outside a transaction counts as one. */
+async function dbCounts(pool: pg.Pool): Promise<DbCounts> {
+  // Counters a backend has not flushed yet (at most a second's worth while busy) are missed.
+  const { rows: [r] } = await pool.query<DbCounts>(
+    `select (xact_commit + xact_rollback)::float8 as xacts, (tup_inserted + tup_updated + tup_deleted)::float8 as written, (tup_returned + tup_fetched)::float8 as read
+       from pg_stat_database where datname = current_database()`,
+  );
+  return r!;
+}
 
 async function pgBackends(pool: pg.Pool): Promise<number[]> {
   // Client backends only: autovacuum cleaning up after the pipeline would be charged to the floor.
@@ -128,26 +140,45 @@ async function pgBackends(pool: pg.Pool): Promise<number[]> {
   return rows.map((r) => r.pid);
 }
 
-async function redisCpuMs(redis: Redis | undefined): Promise<number> {
-  if (redis === undefined) return 0;
-  const info = await redis.info('cpu');
+/** This process's read and write system calls so far (sockets included): Linux /proc, else NaN. */
+function syscalls(): { reads: number; writes: number } {
+  try {
+    const io = readFileSync('/proc/self/io', 'utf8');
+    const v = (k: string) => Number(new RegExp(`^${k}: (\\d+)`, 'm').exec(io)?.[1] ?? Number.NaN);
+    return { reads: v('syscr'), writes: v('syscw') };
+  } catch {
+    return { reads: Number.NaN, writes: Number.NaN };
+  }
+}
+
+/** The Redis server's CPU and commands so far: the whole server, other clients of it included. */
+async function redisCounts(redis: Redis | undefined): Promise<{ cpuMs: number; commands: number }> {
+  if (redis === undefined) return { cpuMs: 0, commands: 0 };
+  const info = await redis.info();
   const v = (k: string) => Number(new RegExp(`${k}:([0-9.]+)`).exec(info)?.[1] ?? Number.NaN);
-  return (v('used_cpu_user') + v('used_cpu_sys')) * 1000;
+  return { cpuMs: (v('used_cpu_user') + v('used_cpu_sys')) * 1000, commands: v('total_commands_processed') };
 }
 
 async function cpuMark(pool: pg.Pool, fakes: FakesProcess, redis: Redis | undefined): Promise<CpuMark> {
+  const elu = performance.eventLoopUtilization();
+  const calls = syscalls();
   const u = process.cpuUsage();
   const pids = await pgBackends(pool);
+  const r = await redisCounts(redis);
   return {
+    elu,
+    syscalls: calls,
     bench: (u.user + u.system) / 1000,
     fakes: processCpuMs(fakes.pid),
     pg: new Map(pids.map((p) => [p, processCpuMs(p)] as const).filter(([, ms]) => Number.isFinite(ms))),
-    redis: await redisCpuMs(redis),
+    redis: r.cpuMs,
     machine: machineCpuMs(),
+    db: await dbCounts(pool),
+    redisCommands: r.commands,
   };
 }
 
-type CpuSpent = { bench: number; fakes: number; pg: number; redis: number; busyPct: number; otherPct: number; wallMs: number };
+type CpuSpent = { eventLoopBusy: number; syscalls: { reads: number; writes: number }; bench: number; fakes: number; pg: number; redis: number; busyPct: number; otherPct: number; db: DbCounts; redisCommands: number };
 
 function cpuSpent(a: CpuMark, b: CpuMark): CpuSpent {
   let pgMs = 0;
@@ -160,10 +191,13 @@ function cpuSpent(a: CpuMark, b: CpuMark): CpuSpent {
   const fakes = b.fakes - a.fakes;
   const redis = b.redis - a.redis;
   return {
+    eventLoopBusy: performance.eventLoopUtilization(b.elu, a.elu).utilization,
+    syscalls: { reads: b.syscalls.reads - a.syscalls.reads, writes: b.syscalls.writes - a.syscalls.writes },
     bench, fakes, pg: pgMs, redis,
     busyPct: (100 * busy) / total,
     otherPct: (100 * (busy - bench - fakes - pgMs - redis)) / total,
-    wallMs: total / os.cpus().length,
+    db: { xacts: b.db.xacts - a.db.xacts, written: b.db.written - a.db.written, read: b.db.read - a.db.read },
+    redisCommands: b.redisCommands - a.redisCommands,
   };
 }
 
@@ -171,11 +205,18 @@ function cpuFigures(prefix: string, c: CpuSpent, messages: number): Figure[] {
   const per = (ms: number) => (1000 * ms) / messages;
   return [
     { name: `${prefix}.cpu.bench_process`, value: per(c.bench), unit: 'µs/msg', digits: 0 },
+    // Share of the phase this process's event loop was running code: near 1, its one thread is what bounds the phase.
+    { name: `${prefix}.bench_event_loop_busy`, value: c.eventLoopBusy, unit: 'ratio' },
+    { name: `${prefix}.bench_syscalls.writes`, value: c.syscalls.writes / messages, unit: 'per msg', digits: 1 },
+    { name: `${prefix}.bench_syscalls.reads`, value: c.syscalls.reads / messages, unit: 'per msg', digits: 1 },
     { name: `${prefix}.cpu.fakes_process`, value: per(c.fakes), unit: 'µs/msg', digits: 0 },
     { name: `${prefix}.cpu.postgres`, value: per(c.pg), unit: 'µs/msg', digits: 0 },
     { name: `${prefix}.cpu.redis_server`, value: per(c.redis), unit: 'µs/msg', digits: 0 },
     { name: `${prefix}.cpu.machine_busy`, value: c.busyPct, unit: '%', digits: 0 },
     { name: `${prefix}.cpu.other_work`, value: c.otherPct, unit: '%', digits: 0 },
+    { name: `${prefix}.postgres.transactions`, value: c.db.xacts / messages, unit: 'per msg', digits: 1 },
+    { name: `${prefix}.postgres.rows_written`, value: c.db.written / messages, unit: 'per msg', digits: 1 },
+    { name: `${prefix}.redis.commands`, value: c.redisCommands / messages, unit: 'per msg', digits: 1 },
   ];
 }
 
