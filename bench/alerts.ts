@@ -333,9 +333,12 @@ async function run(backend: 'redis' | 'postgres', fakes: FakesProcess, figures: 
     await sleep(Math.max(0, untilAlert));
     const before = await cpuMark(pool, fakes, redis);
     const giveUp = alertAt.getTime() + 900_000;
+    // When the sweeper had opened every incident (all alert rows committed), seen by this poll.
+    let allOpenedAt = Number.NaN;
     await profiled(`${backend}-pipeline`, async () => {
       for (;;) {
         const { rows: [r] } = await pool.query<{ pending: number; total: number }>(`select count(*) filter (where status = 'pending')::int as pending, count(*)::int as total from deliveries where kind = 'alert'`);
+        if (r!.total >= expected && Number.isNaN(allOpenedAt)) allOpenedAt = Date.now();
         if (r!.total >= expected && r!.pending === 0) break;
         if (Date.now() > giveUp) {
           log(`${backend}: gave up waiting 15 minutes after alert_at with ${r!.pending} deliveries pending, ${expected - r!.total} not yet written`);
@@ -377,6 +380,7 @@ async function run(backend: 'redis' | 'postgres', fakes: FakesProcess, figures: 
       { name: `${b}.pipeline.deliveries`, value: m.accepted, unit: 'count' },
       { name: `${b}.pipeline.seconds`, value: pipelineSeconds, unit: 's' },
       { name: `${b}.pipeline.throughput`, value: pipelineRate, unit: 'msgs/s', digits: 0 },
+      { name: `${b}.pipeline.all_incidents_opened_after`, value: (allOpenedAt - alertAt.getTime()) / 1000, unit: 's' },
       { name: `${b}.pipeline_over_floor`, value: ratio, unit: 'ratio', target: `>= ${ALERT_BURST.minFloorRatio}`, met: ratio >= ALERT_BURST.minFloorRatio },
       { name: `${b}.first_alert_per_incident.incidents`, value: m.incidents, unit: 'count' },
       { name: `${b}.first_alert_per_incident.p50`, value: s(m.firstPerIncident.p50), unit: 's' },
