@@ -106,9 +106,11 @@ export function thresholds(p99Ms: number, maxErrorRate: number): { http_req_dura
 
 /**
  * Alert burst (bench:alerts, k6 alert-burst): members whose deadline passes at the same instant,
- * each with two contacts; judged by the time from alert_at to the alert (p99).
+ * each with two contacts; judged by the time from alert_at to each incident's first alert (p99),
+ * and (bench:alerts) by the pipeline's throughput as a share of sending the same messages
+ * straight to the providers in the same run.
  */
-export const ALERT_BURST = { members: 10_000, contactsPerMember: 2, dueInSeconds: 60, p99Seconds: 30 } as const;
+export const ALERT_BURST = { members: 10_000, contactsPerMember: 2, dueInSeconds: 60, p99Seconds: 30, minFloorRatio: 0.8 } as const;
 
 /** Stripe webhook burst (k6 stripe-webhook-burst): signed subscription events at a fixed rate. */
 export const STRIPE_WEBHOOK_BURST = { rate: 200, durationSeconds: 60, p99Ms: 200, maxErrorRate: 0 } as const;
