@@ -183,7 +183,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   incidentRoutes(app, incidents);
   ackRoutes(app, { ...incidents, linkSecret: deps.linkSecret });
   voiceWebhookRoutes(app, { ...incidents, linkSecret: deps.linkSecret, config, metrics });
-  vonageVoiceWebhookRoutes(app, { ...incidents, linkSecret: deps.linkSecret, config, metrics });
+  await vonageVoiceWebhookRoutes(app, { ...incidents, linkSecret: deps.linkSecret, config, metrics });
   await sendgridWebhookRoutes(app, { pool: deps.pool, publicKey: config.SENDGRID_WEBHOOK_PUBLIC_KEY, bodyLimit: config.WEBHOOK_BODY_LIMIT_BYTES, log: appLog, metrics });
   await postmarkWebhookRoutes(app, {
     pool: deps.pool, bodyLimit: config.WEBHOOK_BODY_LIMIT_BYTES, log: appLog, metrics,

@@ -70,9 +70,27 @@ export function nccoOf(turn: CallTurn, inputUrl: string): NccoAction[] {
  * nothing changes. Always registered (refusing everything without VONAGE_SIGNATURE_SECRET), and
  * exempt from the per-IP limit like the other provider webhooks.
  */
-export function vonageVoiceWebhookRoutes(app: FastifyInstance, deps: VonageVoiceWebhookDeps): void {
+export async function vonageVoiceWebhookRoutes(app: FastifyInstance, deps: VonageVoiceWebhookDeps): Promise<void> {
+  await app.register(async (scope) => routes(scope, deps));
+}
+
+function routes(app: FastifyInstance, deps: VonageVoiceWebhookDeps): void {
+  // JSON parsed as usual, and its bytes kept for payload_hash (this scope only).
+  const raw = new WeakMap<FastifyRequest, string>();
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: CALL_WEBHOOK_BODY_LIMIT_BYTES }, (req, body, done) => {
+    const text = typeof body === 'string' ? body : body.toString('utf8');
+    raw.set(req, text);
+    try {
+      done(null, text.trim() === '' ? undefined : JSON.parse(text));
+    } catch {
+      done(new AppError(400, 'VALIDATION_ERROR', 'request body is not valid JSON'), undefined);
+    }
+  });
   const r = app.withTypeProvider<ZodTypeProvider>();
-  const check = vonageJwtCheck({ secret: deps.config.VONAGE_SIGNATURE_SECRET, applicationId: deps.config.VONAGE_APPLICATION_ID, clock: () => app.clock() });
+  const check = vonageJwtCheck({
+    secret: deps.config.VONAGE_SIGNATURE_SECRET, applicationId: deps.config.VONAGE_APPLICATION_ID, clock: () => app.clock(), rawBody: (req) => raw.get(req),
+  });
   const common = { preValidation: check, bodyLimit: CALL_WEBHOOK_BODY_LIMIT_BYTES, config: { rateLimit: false as const } };
   const tags = ['webhooks'];
   const signed = '(signed: a bearer JWT with the signature secret, and a call token in d)';

@@ -8,7 +8,8 @@ import { AppError } from '../../http/errors.js';
  * carries `Authorization: Bearer <JWT>`, HS256 with the account's signature secret (the one the
  * SMS receipts use, VONAGE_SIGNATURE_SECRET), whose claims include `iat`, `jti`, `api_key`,
  * `application_id` and, for a request with a body, `payload_hash`: the SHA-256 (hex) of the JSON
- * body as Vonage sent it (compact, its keys in their order, which JSON.parse keeps).
+ * body as Vonage sent it. Checked against the bytes received, or the body as compact JSON (keys in
+ * their order, which JSON.parse keeps): Vonage's own recipe, which survives a proxy re-spacing it.
  *
  * Checked here, before the body is validated: the algorithm is HS256 only (the SDK's own
  * verifySignature also takes RS256 with the same key string), the token is at most 5 minutes old
@@ -22,7 +23,8 @@ export const CLOCK_TOLERANCE_SECONDS = 60;
 const refused = (message: string) => new AppError(401, 'UNAUTHENTICATED', message);
 
 /** SHA-256 hex of the body as Vonage serialises it: compact JSON. */
-export const payloadHash = (body: unknown): string => createHash('sha256').update(JSON.stringify(body)).digest('hex');
+const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');
+export const payloadHash = (body: unknown): string => sha256(JSON.stringify(body));
 
 export type VonageJwtCheck = {
   /** VONAGE_SIGNATURE_SECRET; without it every request is refused. */
@@ -30,6 +32,8 @@ export type VonageJwtCheck = {
   /** VONAGE_APPLICATION_ID: a token naming another application is refused. */
   applicationId?: string | undefined;
   clock: () => Date;
+  /** The body's bytes as received, when the route kept them. */
+  rawBody?: (req: FastifyRequest) => string | undefined;
 };
 
 export function vonageJwtCheck(opts: VonageJwtCheck): (req: FastifyRequest) => Promise<void> {
@@ -59,9 +63,11 @@ export function vonageJwtCheck(opts: VonageJwtCheck): (req: FastifyRequest) => P
     }
     const hash = claims['payload_hash'];
     if (req.method !== 'GET' && hash !== undefined && req.body !== undefined) {
-      const expected = Buffer.from(payloadHash(req.body), 'utf8');
+      // The bytes Vonage sent, or (Vonage's own recipe) the body as compact JSON: the same content either way.
       const given = Buffer.from(typeof hash === 'string' ? hash.toLowerCase() : '', 'utf8');
-      if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+      const raw = opts.rawBody?.(req);
+      const candidates = [payloadHash(req.body), ...(raw === undefined ? [] : [sha256(raw)])].map((h) => Buffer.from(h, 'utf8'));
+      if (!candidates.some((expected) => given.length === expected.length && timingSafeEqual(given, expected))) {
         req.log.warn({ route: req.routeOptions.url }, 'Vonage webhook whose body does not match its payload_hash refused');
         throw refused('the body does not match the payload_hash of the Vonage signature');
       }
