@@ -1,11 +1,11 @@
-import { createPrivateKey, generateKeyPairSync, randomUUID } from 'node:crypto';
+import { createHash, createPrivateKey, generateKeyPairSync, randomUUID } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { SignJWT } from 'jose';
 import { configuredProviders, createChannels } from '../../src/channels/index.js';
-import { ChannelError, providersOf, type Channel, type OutboundMessage } from '../../src/channels/types.js';
+import { ChannelError, providersOf, ThrottledError, type Channel, type OutboundMessage } from '../../src/channels/types.js';
 import { createVonageVoiceChannel, type VonageVoiceOptions } from '../../src/channels/voice-vonage/index.js';
 import { ConfigError, loadConfig } from '../../src/config.js';
 import { processDelivery } from '../../src/delivery/deliver.js';
@@ -47,6 +47,17 @@ describe('the Vonage voice channel and its webhooks', () => {
   const msg = (to: string): OutboundMessage => ({
     deliveryId: randomUUID(), channel: 'voice', to, subject: null, body: 'This is Pruuf with an alert.', html: null, kind: 'alert', incidentId: null,
   });
+  /** A send that waits for its turn when the shared calls-per-second budget says "not yet". */
+  const sendSoon = async (c: Channel, m: OutboundMessage) => {
+    for (;;) {
+      try {
+        return await c.send(m, AbortSignal.timeout(5000));
+      } catch (err) {
+        if (!(err instanceof ThrottledError)) throw err;
+        await new Promise((resolve) => setTimeout(resolve, err.retryAfterMs));
+      }
+    }
+  };
   const refusal = async (c: Channel, to: string) => {
     try {
       await c.send(msg(to), AbortSignal.timeout(5000));
@@ -134,8 +145,12 @@ describe('the Vonage voice channel and its webhooks', () => {
     const { rows: [inc] } = await t.db.pool.query('select state from incidents where id = $1', [incidentId]);
     expect(inc.state).toBe('open');
     expect((await t.db.pool.query(`select 1 from incident_events where incident_id = $1 and type in ('call_key', 'acknowledged')`, [incidentId])).rowCount).toBe(0);
-    // Signed and ours: the same key acknowledges.
-    const ok = await post('/webhooks/vonage/voice/input', token, key1, await bearer(key1));
+    // Signed and ours (the hash over the bytes as sent, spacing included): the same key acknowledges.
+    const spaced = JSON.stringify(key1, null, 2);
+    const ok = await t.app.inject({
+      method: 'POST', url: `/webhooks/vonage/voice/input?d=${token}`, payload: spaced,
+      headers: { 'content-type': 'application/json', authorization: await bearer(key1, { over: { payload_hash: createHash('sha256').update(spaced).digest('hex') } }) },
+    });
     expect(ok.statusCode).toBe(200);
     expect((await t.db.pool.query('select state from incidents where id = $1', [incidentId])).rows[0].state).toBe('acknowledged');
   });
@@ -162,7 +177,7 @@ describe('the Vonage voice channel and its webhooks', () => {
 
   it('reads its configuration: all four together, the key as PEM text, escaped text or a file, and the provider order', async () => {
     const pem = fake.privateKey;
-    const base = { VONAGE_APPLICATION_ID: fake.applicationId, VONAGE_PRIVATE_KEY: pem, VONAGE_VOICE_FROM: FROM, VONAGE_SIGNATURE_SECRET: 's3cret' };
+    const base = { VONAGE_APPLICATION_ID: fake.applicationId, VONAGE_PRIVATE_KEY: pem, VONAGE_VOICE_FROM: FROM, VONAGE_SIGNATURE_SECRET: 's3cret', VOICE_CALLS_PER_SECOND: '100' };
     expect(loadConfig(base).VOICE_PROVIDERS).toEqual(['twilio-voice', 'vonage-voice']);
     expect(() => loadConfig({ ...base, VONAGE_PRIVATE_KEY: undefined })).toThrow(ConfigError);
     expect(() => loadConfig({ ...base, VONAGE_VOICE_FROM: undefined })).toThrow(/VONAGE_VOICE_FROM/);
@@ -180,7 +195,7 @@ describe('the Vonage voice channel and its webhooks', () => {
     for (const config of [loadConfig({ ...base, VONAGE_VOICE_API_BASE: fake.url }), loadConfig({ ...base, VONAGE_PRIVATE_KEY: pem.replace(/\n/g, '\\n'), VONAGE_VOICE_API_BASE: fake.url }), fromFile]) {
       const voice = createChannels({ pool: t.db.pool, config, log, linkSecret: TEST_LINK_SECRET }).channels.voice;
       expect(providersOf(voice).map((c) => c.provider)).toEqual(['vonage-voice']);
-      await expect(providersOf(voice)[0]!.send(msg('+447700900124'), AbortSignal.timeout(5000))).resolves.toMatchObject({ provider: 'vonage-voice' });
+      await expect(sendSoon(providersOf(voice)[0]!, msg('+447700900124'))).resolves.toMatchObject({ provider: 'vonage-voice' });
     }
     const twilio = { TWILIO_ACCOUNT_SID: `AC${'0'.repeat(32)}`, TWILIO_AUTH_TOKEN: 'x', TWILIO_FROM_NUMBER: '+15005550006' };
     expect(configuredProviders(loadConfig({ ...base, ...twilio })).voice).toEqual(['twilio-voice', 'vonage-voice']);

@@ -105,7 +105,7 @@ describe('phone calls through Vonage Voice alone', () => {
     const { m, incidentId } = await missedToStepTwo(t, channels, [1, 1, 2]);
     const [c0, c1, c2] = m.contacts as [typeof m.contacts[0], typeof m.contacts[0], typeof m.contacts[0]];
     expect((await calls(t.db.pool, incidentId)).map((d) => d.contact_id).sort()).toEqual([c0.id, c1.id].sort());
-    await deliverAll(t, channels, 'voice');
+    await deliverAll(t, channels);
     const placed = await calls(t.db.pool, incidentId);
     expect(placed.map((d) => `${d.status}:${d.provider}`)).toEqual(['sent:vonage-voice', 'sent:vonage-voice']);
     const call0 = phone.callTo(c0.phone)!;
@@ -123,7 +123,7 @@ describe('phone calls through Vonage Voice alone', () => {
     expect(talk!.text).toContain('Press 1 if you are taking care of it. Press 2 if it needs more help. Press 9 to hear this again.');
     expect(input).toMatchObject({ action: 'input', type: ['dtmf'], dtmf: { maxDigits: 1, timeOut: 8 } });
     expect(inputUrlOf(run.ncco[0]!)).toMatch(/^http:\/\/pruuf\.test\/webhooks\/vonage\/voice\/input\?d=[\w-]+$/);
-    expect(run.ncco[1]).toEqual([{ action: 'talk', language: 'en-US', text: 'Thank you. The others will be told that you are taking care of Ann.' }]);
+    expect(run.ncco[1]).toEqual([{ action: 'talk', language: 'en-US', text: expect.stringMatching(/^Thank you\. The others will be told that you are taking care of Ann\./) }]);
 
     const { rows: [inc] } = await t.db.pool.query('select state, acknowledged_by, next_step_at from incidents where id = $1', [incidentId]);
     expect(inc).toEqual({ state: 'acknowledged', acknowledged_by: c0.id, next_step_at: null });
@@ -138,7 +138,7 @@ describe('phone calls through Vonage Voice alone', () => {
 
     // Contact 1 answers late: told who is on it, asked nothing.
     const late = await phone.answer(phone.callTo(c1.phone)!, { digits: '1' });
-    expect(late.ncco).toEqual([[{ action: 'talk', language: 'en-US', text: 'Contact 0 is already taking care of Ann.' }]]);
+    expect(late.ncco).toEqual([[{ action: 'talk', language: 'en-US', text: expect.stringMatching(/^Contact 0 is already taking care of Ann\./) }]]);
   });
 
   it('speaks Spanish to an es contact; 9 repeats, no key says goodbye', async () => {
