@@ -38,6 +38,7 @@ import { watchingRoutes } from './contacts/watching.js';
 import { twilioWebhookRoutes } from './channels/sms-twilio/webhook-routes.js';
 import { vonageWebhookRoutes } from './channels/sms-vonage/webhook-routes.js';
 import { voiceWebhookRoutes } from './channels/voice-twilio/routes.js';
+import { vonageVoiceWebhookRoutes } from './channels/voice-vonage/routes.js';
 import type { AuthUserDeleter } from './members/supabase-admin.js';
 import { loggerOptions, type Logger } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
@@ -182,6 +183,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   incidentRoutes(app, incidents);
   ackRoutes(app, { ...incidents, linkSecret: deps.linkSecret });
   voiceWebhookRoutes(app, { ...incidents, linkSecret: deps.linkSecret, config, metrics });
+  await vonageVoiceWebhookRoutes(app, { ...incidents, linkSecret: deps.linkSecret, config, metrics });
   await sendgridWebhookRoutes(app, { pool: deps.pool, publicKey: config.SENDGRID_WEBHOOK_PUBLIC_KEY, bodyLimit: config.WEBHOOK_BODY_LIMIT_BYTES, log: appLog, metrics });
   await postmarkWebhookRoutes(app, {
     pool: deps.pool, bodyLimit: config.WEBHOOK_BODY_LIMIT_BYTES, log: appLog, metrics,

@@ -1,3 +1,5 @@
+import { createPrivateKey } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { z } from 'zod';
 
@@ -180,6 +182,16 @@ const schema = z
     VOICE_CALL_TIMEOUT_SECONDS: int(30, 5, 120),
     /** Calls per second handed to Twilio, shared by every worker (Twilio's default for an account: 1). */
     VOICE_CALLS_PER_SECOND: int(1, 1, 100),
+    /**
+     * Phone calls through Vonage's Voice API (src/channels/voice-vonage): a Vonage application with
+     * Voice enabled, its private key (PEM text, `\n` escapes allowed, or a file path), and the caller
+     * id, E.164. The webhooks it calls are verified with VONAGE_SIGNATURE_SECRET (required with it).
+     */
+    VONAGE_APPLICATION_ID: optionalString.pipe(z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, 'must be a Vonage application id (a UUID)').optional()),
+    VONAGE_PRIVATE_KEY: optionalString,
+    VONAGE_VOICE_FROM: optionalString.pipe(z.string().regex(/^\+[1-9][0-9]{6,14}$/, 'must be an E.164 number like +447700900123').optional()),
+    /** The SDK's apiHost: a proxy, or the local fake in tests. Default https://api.nexmo.com. */
+    VONAGE_VOICE_API_BASE: optionalUrl,
     /** A provider whose breaker stays open this long: its channels count as down in incident timelines. */
     PROVIDER_FAILOVER_MINUTES: int(5, 1, 120),
     /**
@@ -188,6 +200,8 @@ const schema = z
      */
     SMS_PROVIDERS: providerOrder(['twilio', 'vonage']),
     EMAIL_PROVIDERS: providerOrder(['sendgrid', 'postmark']),
+    /** The same for phone calls: a call Twilio cannot place (down, 5xx, timeout) goes through Vonage at once. */
+    VOICE_PROVIDERS: providerOrder(['twilio-voice', 'vonage-voice']),
     /**
      * An SMS or email alert with no "delivered" receipt this long after its provider accepted it is
      * sent again through the next provider of its channel (a copy that says it is a repeat; one copy
@@ -265,6 +279,20 @@ const schema = z
     if (env.VONAGE_API_KEY !== undefined && env.VONAGE_FROM === undefined) {
       ctx.addIssue({ code: 'custom', path: ['VONAGE_FROM'], message: 'is required with VONAGE_API_KEY (an E.164 number or an alphanumeric sender id)' });
     }
+    if ((env.VONAGE_APPLICATION_ID === undefined) !== (env.VONAGE_PRIVATE_KEY === undefined)) {
+      ctx.addIssue({ code: 'custom', path: [env.VONAGE_APPLICATION_ID === undefined ? 'VONAGE_APPLICATION_ID' : 'VONAGE_PRIVATE_KEY'], message: 'VONAGE_APPLICATION_ID and VONAGE_PRIVATE_KEY go together' });
+    }
+    if (env.VONAGE_APPLICATION_ID !== undefined) {
+      if (env.VONAGE_VOICE_FROM === undefined) {
+        ctx.addIssue({ code: 'custom', path: ['VONAGE_VOICE_FROM'], message: 'is required with VONAGE_APPLICATION_ID (the number calls come from, E.164)' });
+      }
+      if (env.VONAGE_SIGNATURE_SECRET === undefined) {
+        ctx.addIssue({ code: 'custom', path: ['VONAGE_SIGNATURE_SECRET'], message: 'is required with VONAGE_APPLICATION_ID: every webhook of a call is verified with it (signed webhooks on the application)' });
+      }
+    }
+    if (env.VONAGE_PRIVATE_KEY !== undefined && !isPrivateKey(env.VONAGE_PRIVATE_KEY)) {
+      ctx.addIssue({ code: 'custom', path: ['VONAGE_PRIVATE_KEY'], message: 'must be the application\'s private key: PEM text (-----BEGIN PRIVATE KEY-----…) or the path of a file holding it' });
+    }
     if (env.NODE_ENV === 'production' && env.LINK_SIGNING_SECRET === undefined) {
       ctx.addIssue({ code: 'custom', path: ['LINK_SIGNING_SECRET'], message: 'is required in production (signs the links in messages)' });
     }
@@ -287,6 +315,21 @@ const schema = z
       ctx.addIssue({ code: 'custom', path: ['SUPABASE_JWT_SECRET'], message: 'must be at least 32 characters' });
     }
   });
+
+/** A PEM private key given as text (real line breaks or `\n` escapes, as an env file may hold it), or the path of a file holding one. */
+export function privateKeyPem(value: string): string {
+  const text = value.trim().startsWith('-----BEGIN') ? value : existsSync(value) ? readFileSync(value, 'utf8') : '';
+  return text.replace(/\\n/g, '\n');
+}
+
+function isPrivateKey(value: string): boolean {
+  try {
+    createPrivateKey(privateKeyPem(value));
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 type Env = z.output<typeof schema>;
 

@@ -8,9 +8,10 @@ import { fcmChannelFromConfig } from './push-fcm/index.js';
 import { twilioChannelFromConfig } from './sms-twilio/index.js';
 import { vonageChannelFromConfig } from './sms-vonage/index.js';
 import { twilioVoiceChannelFromConfig, voiceFrom } from './voice-twilio/index.js';
+import { vonageVoiceChannelFromConfig } from './voice-vonage/index.js';
 import { CHANNEL_NAMES, providersOf, type Channel, type ChannelName, type Channels } from './types.js';
 
-/** `linkSecret`: signs the URLs Twilio fetches during a call; without it calls go to the dev outbox. */
+/** `linkSecret`: signs the URLs Twilio and Vonage fetch during a call; without it calls go to the dev outbox. */
 export type ChannelDeps = { pool: Queryable; config?: Config; log?: Logger; linkSecret?: string };
 
 export type ChannelSet = {
@@ -27,8 +28,9 @@ type Maker = () => Channel | undefined;
 const withReceipts = (c: Channel | undefined, receipts: boolean): Channel | undefined => (c === undefined ? undefined : { ...c, receipts });
 
 /**
- * Each channel's providers in the configured order (SMS_PROVIDERS, EMAIL_PROVIDERS), among those
- * whose credentials are set: push FCM; SMS Twilio, Vonage; email SendGrid, Postmark; voice Twilio. A channel with
+ * Each channel's providers in the configured order (SMS_PROVIDERS, EMAIL_PROVIDERS, VOICE_PROVIDERS),
+ * among those whose credentials are set: push FCM; SMS Twilio, Vonage; email SendGrid, Postmark; voice
+ * Twilio, Vonage. A channel with
  * none goes to the dev outbox. Unguarded: startWorker puts each provider behind its own circuit
  * breaker (delivery/breaker.ts), and a delivery fails over along the list (delivery/deliver.ts).
  */
@@ -46,6 +48,10 @@ export function createChannels(deps: ChannelDeps): ChannelSet {
     sendgrid: () => (config !== undefined ? withReceipts(sendGridChannelFromConfig(config, log), config.SENDGRID_WEBHOOK_PUBLIC_KEY !== undefined) : undefined),
     postmark: () => (config !== undefined ? withReceipts(postmarkChannelFromConfig(config, log), config.POSTMARK_WEBHOOK_USER !== undefined) : undefined),
   };
+  const voice: Record<string, Maker> = {
+    'twilio-voice': () => (config !== undefined && log !== undefined ? twilioVoiceChannelFromConfig(config, deps.pool, log, deps.linkSecret) : undefined),
+    'vonage-voice': () => (config !== undefined && log !== undefined ? vonageVoiceChannelFromConfig(config, deps.pool, log, deps.linkSecret) : undefined),
+  };
   const ordered = (makers: Record<string, Maker>, order: readonly string[] | undefined): Channel[] =>
     (order ?? Object.keys(makers)).flatMap((name) => makers[name]?.() ?? []);
   const orOutbox = (list: Channel[]): Channel | readonly Channel[] => (list.length === 0 ? devOutbox : list.length === 1 ? list[0]! : list);
@@ -53,7 +59,7 @@ export function createChannels(deps: ChannelDeps): ChannelSet {
     push: push ?? devOutbox,
     sms: orOutbox(ordered(sms, config?.SMS_PROVIDERS)),
     email: orOutbox(ordered(email, config?.EMAIL_PROVIDERS)),
-    voice: (config !== undefined && log !== undefined ? twilioVoiceChannelFromConfig(config, deps.pool, log, deps.linkSecret) : undefined) ?? devOutbox,
+    voice: orOutbox(ordered(voice, config?.VOICE_PROVIDERS)),
   };
   return {
     channels,
@@ -71,7 +77,8 @@ export function providerNames(channels: Channels): Record<ChannelName, string[]>
 
 type ProviderConfig = Pick<Config, 'FIREBASE_SERVICE_ACCOUNT_JSON' | 'FIREBASE_SERVICE_ACCOUNT_PATH' | 'TWILIO_ACCOUNT_SID' | 'SENDGRID_API_KEY'>
   & Partial<Pick<Config, 'POSTMARK_SERVER_TOKEN' | 'VONAGE_API_KEY'>>
-  & Partial<Pick<Config, 'SMS_PROVIDERS' | 'EMAIL_PROVIDERS' | 'TWILIO_VOICE_FROM' | 'TWILIO_FROM_NUMBER'>>;
+  & Partial<Pick<Config, 'SMS_PROVIDERS' | 'EMAIL_PROVIDERS' | 'TWILIO_VOICE_FROM' | 'TWILIO_FROM_NUMBER'>>
+  & Partial<Pick<Config, 'VOICE_PROVIDERS' | 'VONAGE_APPLICATION_ID' | 'VONAGE_VOICE_FROM'>>;
 
 /**
  * Each channel's providers whose credentials are configured, in the order they are tried (the same
@@ -86,13 +93,15 @@ export function configuredProviders(config: ProviderConfig): Record<ChannelName,
     vonage: config.VONAGE_API_KEY !== undefined,
     // Calls need a number to call from (a messaging service cannot).
     'twilio-voice': config.TWILIO_ACCOUNT_SID !== undefined && voiceFrom(config) !== undefined,
+    // Config makes sure the private key and the signature secret come with the application id.
+    'vonage-voice': config.VONAGE_APPLICATION_ID !== undefined && config.VONAGE_VOICE_FROM !== undefined,
   };
   const pick = (order: readonly string[]) => order.filter((name) => has[name] === true);
   return {
     push: pick(['fcm']),
     sms: pick(config.SMS_PROVIDERS ?? ['twilio', 'vonage']),
     email: pick(config.EMAIL_PROVIDERS ?? ['sendgrid', 'postmark']),
-    voice: pick(['twilio-voice']),
+    voice: pick(config.VOICE_PROVIDERS ?? ['twilio-voice', 'vonage-voice']),
   };
 }
 

@@ -1,7 +1,7 @@
 /** The seam between delivery (what to send, when, how often) and a provider (how it leaves). */
 
 /**
- * 'voice' is a phone call (src/channels/voice-twilio): not part of a step's messages, but its own
+ * 'voice' is a phone call (src/channels/voice-twilio, voice-vonage): not part of a step's messages, but its own
  * escalation action (src/incidents/calls.ts). The message channels carry texts: alerts, notices,
  * invitations, reminders.
  */
