@@ -2,7 +2,8 @@ import twilio from 'twilio';
 import { systemClock, type Clock } from '../../clock.js';
 import type { Config } from '../../config.js';
 import type { Queryable } from '../../db/pool.js';
-import { signLink } from '../../links/tokens.js';
+import { AppError } from '../../http/errors.js';
+import { LinkError, signLink, verifyLink } from '../../links/tokens.js';
 import { maskAddress, type Logger } from '../../observability/logger.js';
 import { TwilioHttpClient } from '../sms-twilio/client.js';
 import { classifySendError } from '../sms-twilio/errors.js';
@@ -31,6 +32,16 @@ export const STATUS_EVENTS = ['initiated', 'ringing', 'answered', 'completed'];
 /** One of the call's URLs: `${base}${path}?d=<signed token naming the delivery>`. */
 export function callUrl(publicBaseUrl: string, linkSecret: string, path: string, deliveryId: string, now: Date): string {
   return `${publicBaseUrl}${path}?d=${signLink(linkSecret, 'call', deliveryId, new Date(now.getTime() + CALL_TOKEN_TTL_MS))}`;
+}
+
+/** The delivery a call URL's `d` token names (whichever provider placed the call); 404 for a token we did not sign. */
+export function callDelivery(linkSecret: string, token: string, now: Date): string {
+  try {
+    return verifyLink(linkSecret, 'call', token, now).s;
+  } catch (err) {
+    if (err instanceof LinkError) throw new AppError(404, 'NOT_FOUND', 'this call is not known');
+    throw err;
+  }
 }
 
 export type TwilioVoiceOptions = {

@@ -5,16 +5,14 @@ import twilio from 'twilio';
 import { z } from 'zod';
 import type { Config } from '../../config.js';
 import { enqueueDeliveries } from '../../delivery/outbox.js';
-import { AppError } from '../../http/errors.js';
 import { ErrorEnvelopeSchema } from '../../http/schemas.js';
 import { callOpening, pressKey, type CallTurn } from '../../incidents/call-answers.js';
 import type { IncidentSettings } from '../../incidents/engine.js';
-import { LinkError, verifyLink } from '../../links/tokens.js';
 import type { Logger } from '../../observability/logger.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { QueueSystem } from '../../queue/index.js';
 import { twilioSignatureCheck } from '../sms-twilio/signature.js';
-import { VOICE_GATHER_PATH, VOICE_STATUS_PATH, VOICE_TWIML_PATH } from './index.js';
+import { callDelivery, VOICE_GATHER_PATH, VOICE_STATUS_PATH, VOICE_TWIML_PATH } from './index.js';
 import { applyCallStatus } from './status.js';
 
 export type VoiceWebhookDeps = {
@@ -73,14 +71,7 @@ export function voiceWebhookRoutes(app: FastifyInstance, deps: VoiceWebhookDeps)
   const common = { preValidation: twilioSignatureCheck(authToken, deps.config.publicBaseUrl), config: { rateLimit: false as const } };
   const tags = ['webhooks'];
 
-  const deliveryOf = (token: string): string => {
-    try {
-      return verifyLink(deps.linkSecret, 'call', token, app.clock()).s;
-    } catch (err) {
-      if (err instanceof LinkError) throw new AppError(404, 'NOT_FOUND', 'this call is not known');
-      throw err;
-    }
-  };
+  const deliveryOf = (token: string): string => callDelivery(deps.linkSecret, token, app.clock());
   const gatherUrl = (token: string) => `${deps.config.publicBaseUrl}${VOICE_GATHER_PATH}?d=${token}`;
   const sendTwiml = (reply: FastifyReply, turn: CallTurn, token: string) =>
     reply.code(200).type('text/xml; charset=utf-8').send(twimlOf(turn, gatherUrl(token)));

@@ -8,10 +8,10 @@ import { AppError } from '../../http/errors.js';
 import { ErrorEnvelopeSchema } from '../../http/schemas.js';
 import { callOpening, pressKey, type CallTurn } from '../../incidents/call-answers.js';
 import type { IncidentSettings } from '../../incidents/engine.js';
-import { LinkError, verifyLink } from '../../links/tokens.js';
 import type { Logger } from '../../observability/logger.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { QueueSystem } from '../../queue/index.js';
+import { callDelivery } from '../voice-twilio/index.js';
 import { GATHER_TIMEOUT_SECONDS } from '../voice-twilio/routes.js';
 import { VONAGE_ANSWER_PATH, VONAGE_EVENT_PATH, VONAGE_INPUT_PATH } from './index.js';
 import { vonageJwtCheck } from './signature.js';
@@ -95,14 +95,7 @@ function routes(app: FastifyInstance, deps: VonageVoiceWebhookDeps): void {
   const tags = ['webhooks'];
   const signed = '(signed: a bearer JWT with the signature secret, and a call token in d)';
 
-  const deliveryOf = (token: string): string => {
-    try {
-      return verifyLink(deps.linkSecret, 'call', token, app.clock()).s;
-    } catch (err) {
-      if (err instanceof LinkError) throw new AppError(404, 'NOT_FOUND', 'this call is not known');
-      throw err;
-    }
-  };
+  const deliveryOf = (token: string): string => callDelivery(deps.linkSecret, token, app.clock());
   const inputUrl = (token: string) => `${deps.config.publicBaseUrl}${VONAGE_INPUT_PATH}?d=${token}`;
 
   const answer = async (req: FastifyRequest, token: string, uuid: string | undefined) => {
