@@ -79,6 +79,15 @@ export interface Channel {
   readonly receipts?: boolean;
   /** Resolves once the provider accepted the message; throws ChannelError (or anything: treated as transient). */
   send(msg: OutboundMessage, signal: AbortSignal): Promise<SendResult>;
+  /**
+   * Optional bulk call (issue 19): many messages in ONE provider request, each keeping its own
+   * outcome, in input order: a SendResult, or the ChannelError that `send` would have thrown for
+   * it alone. Throws only when the request as a whole failed (every message failed alike).
+   * Never given more than `maxBatch` messages.
+   */
+  sendMany?(msgs: readonly OutboundMessage[], signal: AbortSignal): Promise<readonly (SendResult | Error)[]>;
+  /** The most messages one sendMany call takes (the provider's own limit). */
+  readonly maxBatch?: number;
 }
 
 /**

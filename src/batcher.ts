@@ -1,0 +1,54 @@
+/**
+ * Calls made in the same turn of the event loop, combined into one (issue 19).
+ *
+ * A burst of alerts runs many deliveries at once in one worker: each wants to read its row, ask
+ * its provider, record what happened. One call each is a round trip each; a Batcher lets every
+ * caller keep its own simple `await batcher.run(item)` while the calls that arrive before the
+ * next macrotask (setImmediate) go out together as one `flush(items)` (chunks of at most `max`).
+ *
+ * `flush` answers every item, in order: a value, or an Error for that item alone (a failing item
+ * never fails its neighbours). A flush that throws fails every item of that chunk with the error.
+ */
+export type Flush<I, O> = (items: readonly I[]) => Promise<readonly (O | Error)[]>;
+
+export class Batcher<I, O> {
+  private pending: { item: I; resolve: (o: O) => void; reject: (e: unknown) => void }[] = [];
+  private scheduled = false;
+
+  constructor(private readonly flush: Flush<I, O>, private readonly max = 500) {
+    if (!Number.isInteger(max) || max < 1) throw new Error(`batch size must be a positive integer, got ${max}`);
+  }
+
+  run(item: I): Promise<O> {
+    return new Promise<O>((resolve, reject) => {
+      this.pending.push({ item, resolve, reject });
+      if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => this.drain());
+      }
+    });
+  }
+
+  private drain(): void {
+    this.scheduled = false;
+    const all = this.pending;
+    this.pending = [];
+    for (let i = 0; i < all.length; i += this.max) void this.send(all.slice(i, i + this.max));
+  }
+
+  private async send(chunk: typeof this.pending): Promise<void> {
+    let out: readonly (O | Error)[];
+    try {
+      out = await this.flush(chunk.map((c) => c.item));
+      if (out.length !== chunk.length) throw new Error(`a batch of ${chunk.length} got ${out.length} answers`);
+    } catch (err) {
+      for (const c of chunk) c.reject(err);
+      return;
+    }
+    chunk.forEach((c, i) => {
+      const o = out[i]!;
+      if (o instanceof Error) c.reject(o);
+      else c.resolve(o);
+    });
+  }
+}

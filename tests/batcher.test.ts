@@ -1,0 +1,41 @@
+import { describe, expect, it } from '@jest/globals';
+import { Batcher } from '../src/batcher.js';
+
+describe('Batcher', () => {
+  it('combines the calls of one turn into one flush, in order, and answers each caller', async () => {
+    const flushes: number[][] = [];
+    const b = new Batcher<number, number>(async (items) => {
+      flushes.push([...items]);
+      return items.map((i) => i * 10);
+    });
+    const out = await Promise.all([1, 2, 3].map((i) => b.run(i)));
+    expect(out).toEqual([10, 20, 30]);
+    expect(flushes).toEqual([[1, 2, 3]]);
+    // A later turn is its own flush.
+    await expect(b.run(4)).resolves.toBe(40);
+    expect(flushes).toEqual([[1, 2, 3], [4]]);
+  });
+
+  it('splits a turn into chunks of at most `max`', async () => {
+    const sizes: number[] = [];
+    const b = new Batcher<number, number>(async (items) => { sizes.push(items.length); return [...items]; }, 2);
+    await Promise.all([1, 2, 3, 4, 5].map((i) => b.run(i)));
+    expect(sizes).toEqual([2, 2, 1]);
+  });
+
+  it('an Error answer fails that item alone; a throwing flush fails its chunk only', async () => {
+    const b = new Batcher<number, number>(async (items) => items.map((i) => (i === 2 ? new Error('bad two') : i)));
+    const out = await Promise.allSettled([1, 2, 3].map((i) => b.run(i)));
+    expect(out.map((o) => o.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect((out[1] as PromiseRejectedResult).reason.message).toBe('bad two');
+
+    const c = new Batcher<number, number>(async (items) => { if (items.includes(1)) throw new Error('down'); return [...items]; }, 1);
+    const res = await Promise.allSettled([1, 2].map((i) => c.run(i)));
+    expect(res.map((o) => o.status)).toEqual(['rejected', 'fulfilled']);
+  });
+
+  it('a flush answering the wrong number of items fails the chunk instead of misattributing answers', async () => {
+    const b = new Batcher<number, number>(async () => [1]);
+    await expect(Promise.all([b.run(1), b.run(2)])).rejects.toThrow('a batch of 2 got 1 answers');
+  });
+});
