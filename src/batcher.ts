@@ -52,3 +52,30 @@ export class Batcher<I, O> {
     });
   }
 }
+
+/**
+ * At most `max` at once: the rest wait their turn, first come first served. A batch job's rows
+ * run under one worker's limit (DELIVERY_CONCURRENCY), so a burst never opens more provider
+ * calls and database waits at once than the worker can answer before their deadlines.
+ */
+export class Limiter {
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(readonly max: number) {
+    if (!Number.isInteger(max) || max < 1) throw new Error(`a limit must be a positive integer, got ${max}`);
+  }
+
+  async run<T>(work: () => Promise<T>): Promise<T> {
+    if (this.active >= this.max) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.active += 1;
+    try {
+      return await work();
+    } finally {
+      const next = this.waiting.shift();
+      // The slot passes straight to the next in line.
+      if (next !== undefined) next();
+      else this.active -= 1;
+    }
+  }
+}

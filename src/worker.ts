@@ -6,7 +6,7 @@ import { CHANNEL_NAMES, providersOf, type Channels } from './channels/types.js';
 import type { Clock } from './clock.js';
 import type { Config } from './config.js';
 import { DEFAULT_BREAKER_OPTIONS, withBreakers, type BreakerOptions, type ProviderBreaker } from './delivery/breaker.js';
-import { deliveryProcessor, SEND_TIMEOUT_MS } from './delivery/deliver.js';
+import { DEFAULT_CONCURRENCY, deliveryProcessor, SEND_TIMEOUT_MS } from './delivery/deliver.js';
 import { deliveryBackoffMs, type DeliveryJobSettings } from './delivery/outbox.js';
 import { sweepHeldStatuses } from './delivery/carrier-status.js';
 import { reconcileDeliveries, RECONCILE_EVERY_MS, RECONCILE_JOB_NAME } from './delivery/reconciler.js';
@@ -188,6 +188,8 @@ export async function startWorker(deps: WorkerDeps): Promise<StartedWorker> {
     // The sweeper's link secret (every production worker has one) also opens phone verification codes.
     ...(deps.incidents === undefined ? {} : { linkSecret: deps.incidents.links.linkSecret }),
     ...(deps.breakers === false || deps.breakers?.timeoutMs === undefined ? {} : { sendTimeoutMs: deps.breakers.timeoutMs }),
+    queues: deps.queues,
+    concurrency: deps.deliveryConcurrency ?? DEFAULT_CONCURRENCY,
   });
   deps.queues.worker('delivery', async (job: Job, token?: string) => {
     try {
@@ -199,7 +201,7 @@ export async function startWorker(deps: WorkerDeps): Promise<StartedWorker> {
       throw err;
     }
   }, {
-    concurrency: deps.deliveryConcurrency ?? 20, ...DELIVERY_LOCK,
+    concurrency: deps.deliveryConcurrency ?? DEFAULT_CONCURRENCY, ...DELIVERY_LOCK,
     settings: {
       backoffStrategy: (attemptsMade, _type, _err, job) => deliveryBackoffMs(attemptsMade, (job?.opts.backoff as { delay?: number } | undefined)?.delay),
     },

@@ -39,3 +39,27 @@ describe('Batcher', () => {
     await expect(Promise.all([b.run(1), b.run(2)])).rejects.toThrow('a batch of 2 got 1 answers');
   });
 });
+
+describe('Limiter', () => {
+  it('runs at most `max` at once, the rest in arrival order, and frees the slot on failure too', async () => {
+    const { Limiter } = await import('../src/batcher.js');
+    const limit = new Limiter(2);
+    let running = 0;
+    let most = 0;
+    const order: number[] = [];
+    const work = (i: number) => limit.run(async () => {
+      running += 1;
+      most = Math.max(most, running);
+      await new Promise((r) => setTimeout(r, 5));
+      running -= 1;
+      order.push(i);
+      if (i === 1) throw new Error('one fails');
+      return i;
+    });
+    const out = await Promise.allSettled([0, 1, 2, 3, 4].map(work));
+    expect(most).toBe(2);
+    expect(out.map((o) => o.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled', 'fulfilled']);
+    expect(order.slice(2)).toEqual([2, 3, 4]);
+    await expect(limit.run(async () => 'free')).resolves.toBe('free');
+  });
+});

@@ -12,7 +12,14 @@ import { verificationText } from '../members/phone-verification.js';
 import { circuitDownForMs, circuitRetryAfterMs } from './breaker.js';
 import { recordSendOutcome } from './carrier-status.js';
 import { disableContactChannel, recordFailover } from './feedback.js';
-import type { DeliveryJobData } from './outbox.js';
+import { Batcher, Limiter } from '../batcher.js';
+import type { QueueSystem } from '../queue/index.js';
+import { getIncidents, type IncidentRow } from '../incidents/repo.js';
+import {
+  DELIVERY_BATCH_JOB_NAME, DELIVERY_JOB_NAME, deliveryBackoffMs, deliveryBatchJobId, deliveryJobId, deliveryJobOptions,
+  type DeliveryBatchJobData, type DeliveryJobData, type DeliveryJobSettings,
+} from './outbox.js';
+import { PRIORITY_SQL, type DeliveryPriority } from './priority.js';
 import { providersFor, recordProviderFailover } from './providers.js';
 
 /**
@@ -47,13 +54,22 @@ export type DeliveryDeps = {
   receiptTimeoutMs?: number;
   /** LINK_SIGNING_SECRET: opens the sealed code of a phone verification SMS (src/members/phone-verification.ts). */
   linkSecret?: string;
+  /** Where a batch's row that must be tried again goes, as a job of its own (batch jobs need it). */
+  queues?: QueueSystem;
+  /** Deliveries in hand at once in this worker, batch rows and single jobs alike (DELIVERY_CONCURRENCY). */
+  concurrency?: number;
 };
 
 export const FAILOVER_AFTER_MS = 5 * 60_000;
 
 export const SEND_TIMEOUT_MS = 15_000;
 
+/** Deliveries in hand at once per worker when DeliveryDeps.concurrency is not given (DELIVERY_CONCURRENCY's default). */
+export const DEFAULT_CONCURRENCY = 20;
+
 export type DeliveryOutcome = 'sent' | 'skipped' | 'failed';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
  * The provider has accepted: sending again would be a duplicate, so our record of it outlives a
@@ -120,7 +136,12 @@ type DeliveryRow = {
   repeat_of: string | null;
   /** The contact's language (a repeat's marker is written in it). */
   locale: string | null;
+  /** The batch whose job sends it (outbox.ts); null once it has a job of its own. */
+  job_key: string | null;
 };
+
+const ROW_COLUMNS = `d.id, d.channel, d.address, d.subject, d.body, d.html, d.data, d.render, d.kind, d.incident_id, d.contact_id, d.status,
+  d.created_at, d.repeat_of, d.job_key, (select c.locale from contacts c where c.id = d.contact_id) as locale`;
 
 const MAX_ERROR_LENGTH = 500;
 
@@ -138,22 +159,61 @@ function classify(err: unknown): ErrorClass | null {
   return null;
 }
 
-async function markSent(pool: pg.Pool, row: DeliveryRow, result: SendResult, attemptedAt: Date, sentAt: Date, durationMs: number, receiptCheckAt: Date | null): Promise<boolean> {
-  const { rows } = await pool.query<{ n: number }>(
-    `with marked as (
-       update deliveries
-          set status = 'sent', provider = $2, provider_message_id = $3, sent_at = $4, updated_at = $4,
-              attempts = attempts + 1, last_error = null, error_class = null, receipt_check_at = $7
-        where id = $1 and status = 'pending'
-       returning id
+type SentRecord = { id: string; provider: string; provider_message_id: string; sent_at: Date; attempted_at: Date; duration_ms: number; receipt_check_at: Date | null };
+
+/**
+ * Sends recorded in ONE statement for all the deliveries of a turn (a batch job's rows, and the
+ * jobs running beside it): each row marked sent if still pending, each try logged. Per row: true
+ * when it was pending and is now sent.
+ */
+async function markSentMany(pool: pg.Pool, records: readonly SentRecord[]): Promise<boolean[]> {
+  const { rows } = await pool.query<{ id: string }>(
+    `with input as (
+       select * from json_to_recordset($1::json) as r(id uuid, provider text, provider_message_id text, sent_at timestamptz,
+                                                      attempted_at timestamptz, duration_ms int, receipt_check_at timestamptz)
+     ), marked as (
+       update deliveries d
+          set status = 'sent', provider = i.provider, provider_message_id = i.provider_message_id, sent_at = i.sent_at, updated_at = i.sent_at,
+              attempts = d.attempts + 1, last_error = null, error_class = null, receipt_check_at = i.receipt_check_at
+         from input i
+        where d.id = i.id and d.status = 'pending'
+       returning d.id
      ), attempt as (
        insert into delivery_attempts (delivery_id, attempted_at, provider, outcome, duration_ms)
-       values ($1, $5, $2, 'accepted', $6)
+       select id, attempted_at, provider, 'accepted', duration_ms from input
      )
-     select count(*)::int as n from marked`,
-    [row.id, result.provider, result.providerMessageId, sentAt, attemptedAt, durationMs, receiptCheckAt],
+     select id from marked`,
+    [JSON.stringify(records)],
   );
-  return rows[0]?.n === 1;
+  const marked = new Set(rows.map((r) => r.id));
+  return records.map((r) => marked.has(r.id));
+}
+
+/** One Batcher per pool: the worker's concurrent deliveries share their writes and reads. */
+const sentWriters = new WeakMap<pg.Pool, Batcher<SentRecord, boolean>>();
+const incidentReaders = new WeakMap<pg.Pool, Batcher<string, IncidentRow | null>>();
+
+function markSent(pool: pg.Pool, record: SentRecord): Promise<boolean> {
+  let b = sentWriters.get(pool);
+  if (b === undefined) {
+    b = new Batcher((records) => markSentMany(pool, records), 200);
+    sentWriters.set(pool, b);
+  }
+  return b.run(record);
+}
+
+/** The incidents alerts are rendered from, read together for the deliveries of a turn. */
+function readIncident(pool: pg.Pool): (id: string) => Promise<IncidentRow | undefined> {
+  let b = incidentReaders.get(pool);
+  if (b === undefined) {
+    b = new Batcher(async (ids) => {
+      const found = new Map((await getIncidents(pool, [...new Set(ids)])).map((i) => [i.id, i]));
+      return ids.map((id) => found.get(id) ?? null);
+    }, 200);
+    incidentReaders.set(pool, b);
+  }
+  const reader = b;
+  return async (id) => (await reader.run(id)) ?? undefined;
 }
 
 /** Records a failed try; false when the row was no longer pending (cancelled or finished meanwhile). */
@@ -208,22 +268,35 @@ async function afterFinalFailure(deps: DeliveryDeps, row: DeliveryRow, provider:
  * DeliveryDeferredError when the provider's circuit is open (never the last try).
  */
 export async function processDelivery(
-  deps: DeliveryDeps, deliveryId: string, attemptsMade: number, maxAttempts: number,
+  deps: DeliveryDeps, deliveryId: string, attemptsMade: number, maxAttempts: number, owner: string = deliveryJobId(deliveryId),
 ): Promise<DeliveryOutcome> {
+  // Read and leased in one statement. A row still in a batch (its own job was added when the
+  // batch was not known: outbox.ts) leaves it: the batch's job, when it runs, leaves it alone.
   const { rows } = await deps.pool.query<DeliveryRow>(
-    `select d.id, d.channel, d.address, d.subject, d.body, d.html, d.data, d.render, d.kind, d.incident_id, d.contact_id, d.status, d.created_at, d.repeat_of,
-            (select c.locale from contacts c where c.id = d.contact_id) as locale
-       from deliveries d where d.id = $1`,
-    [deliveryId],
+    `update deliveries d set job_key = null, lease_owner = $2, lease_until = now() + make_interval(secs => $3)
+      where d.id = $1 and d.status = 'pending' and ${LEASE_FREE}
+     returning ${ROW_COLUMNS}`,
+    [deliveryId, owner, LEASE_MS / 1000],
   );
   const row = rows[0];
-  const count = (outcome: DeliveryOutcome | 'retry') =>
-    deps.metrics?.deliveries.inc({ channel: row?.channel ?? 'unknown', kind: row?.kind ?? 'unknown', outcome });
-  if (row === undefined || row.status !== 'pending') {
-    deps.log.debug({ delivery_id: deliveryId, status: row?.status ?? 'missing' }, 'delivery not pending; skipped');
-    count('skipped');
+  if (row === undefined) {
+    deps.log.debug({ delivery_id: deliveryId }, 'delivery not pending, or being sent by another job; skipped');
+    deps.metrics?.deliveries.inc({ channel: 'unknown', kind: 'unknown', outcome: 'skipped' });
     return 'skipped';
   }
+  return deliverRow(deps, row, attemptsMade, maxAttempts);
+}
+
+/**
+ * How long a job holds the rows it sends: longer than any job may take (HUNG_AFTER_MS, after
+ * which its worker is replaced and the job comes back under its own id, taking its lease again).
+ */
+export const LEASE_MS = 120_000;
+const LEASE_FREE = `(d.lease_until is null or d.lease_until < now() or d.lease_owner = $2)`;
+
+/** See processDelivery: one try at a row read as pending. */
+async function deliverRow(deps: DeliveryDeps, row: DeliveryRow, attemptsMade: number, maxAttempts: number): Promise<DeliveryOutcome> {
+  const count = (outcome: DeliveryOutcome | 'retry') => deps.metrics?.deliveries.inc({ channel: row.channel, kind: row.kind, outcome });
 
   const configured = providersOf(deps.channels[row.channel]);
   const primary = configured[0];
@@ -239,7 +312,7 @@ export async function processDelivery(
     // A verification code is sealed in its row (members read their own deliveries): opened only here.
     text = row.kind === 'verification'
       ? { subject: null, body: verificationText(deps.linkSecret, row), html: null, data: null }
-      : await messageText(deps.pool, row, { repeat: row.repeat_of !== null });
+      : await messageText(deps.pool, row, { repeat: row.repeat_of !== null, incident: readIncident(deps.pool) });
   } catch (err) {
     if (isDatabaseUnavailable(err)) throw err;
     // Its data cannot make a message (a corrupt snapshot, a row an older version wrote): trying
@@ -361,7 +434,10 @@ export async function processDelivery(
   // Alerts by SMS and email wait for a receipt (from a provider that can send us one), when another provider could carry a repeat.
   const receiptCheckAt = row.kind === 'alert' && (row.channel === 'sms' || row.channel === 'email') && (deps.receiptTimeoutMs ?? 0) > 0 && receipts
     && providers.some((p) => p.provider !== result.provider) ? new Date(sentAt.getTime() + deps.receiptTimeoutMs!) : null;
-  const marked = await whileDatabaseDown(() => markSent(deps.pool, row, result, attemptedAt, sentAt, durationMs, receiptCheckAt), deps.log, logFields);
+  const record: SentRecord = {
+    id: row.id, provider: result.provider, provider_message_id: result.providerMessageId, sent_at: sentAt, attempted_at: attemptedAt, duration_ms: durationMs, receipt_check_at: receiptCheckAt,
+  };
+  const marked = await whileDatabaseDown(() => markSent(deps.pool, record), deps.log, logFields);
   // Same clock as sent_at, so the metric matches sent_at - created_at in the table.
   deps.metrics?.deliveryLatency.observe({ channel: row.channel, kind: row.kind }, Math.max(0, sentAt.getTime() - row.created_at.getTime()) / 1000);
   count('sent');
@@ -386,20 +462,90 @@ async function failover(deps: DeliveryDeps, row: DeliveryRow, from: string, to: 
   });
 }
 
+export type BatchOutcome = 'batch';
+
+/**
+ * A batch job (outbox.ts): its pending rows, all tried at once, each exactly as processDelivery
+ * tries one (failover, final failures, records), with the batch's reads and writes shared
+ * (markSent, readIncident: one statement per turn) and, through the channels, the providers' bulk
+ * calls. A row that must be tried again (every provider failed, a throttle, an open breaker) is
+ * set aside: taken out of the batch and given a job of its own at its time (its backoff, or the
+ * provider's wait), so it never holds the others up nor makes them go again. An unreachable
+ * database defers the whole batch (what was sent is recorded; the rest is retried).
+ */
+export async function processDeliveryBatch(
+  deps: DeliveryDeps, jobKey: string, attemptsMade: number, maxAttempts: number, backoffDelayMs?: number,
+  limit: Limiter = new Limiter(deps.concurrency ?? DEFAULT_CONCURRENCY),
+): Promise<BatchOutcome> {
+  const { rows } = await deps.pool.query<DeliveryRow>(
+    `update deliveries d set lease_owner = $2, lease_until = now() + make_interval(secs => $3)
+      where d.job_key = $1 and d.status = 'pending' and ${LEASE_FREE}
+     returning ${ROW_COLUMNS}`,
+    [jobKey, deliveryBatchJobId(jobKey), LEASE_MS / 1000],
+  );
+  const results = await Promise.allSettled(rows.map((row) => limit.run(() => deliverRow(deps, row, attemptsMade, maxAttempts))));
+  const again: { id: string; delayMs: number }[] = [];
+  let databaseDown: unknown;
+  results.forEach((r, i) => {
+    if (r.status === 'fulfilled') return;
+    if (isDatabaseUnavailable(r.reason)) databaseDown ??= r.reason;
+    else again.push({ id: rows[i]!.id, delayMs: r.reason instanceof DeliveryDeferredError ? deferDelayMs(r.reason.retryAfterMs) : deliveryBackoffMs(attemptsMade + 1, backoffDelayMs) });
+  });
+  // The batch's try was one of theirs: what is left of the batch job's attempts goes with them.
+  if (again.length > 0) await setAside(deps, jobKey, again, { attempts: Math.max(1, maxAttempts - attemptsMade - 1), ...(backoffDelayMs === undefined ? {} : { backoffDelayMs }) });
+  if (databaseDown !== undefined) throw databaseDown;
+  return 'batch';
+}
+
+/**
+ * Rows of a batch to be tried again on their own: out of the batch (job_key cleared, only while
+ * still pending and still in it), then one job each, delayed. The job ids are the rows' own, so
+ * the reconciler's re-add is a no-op beside them. The batch's try counts as one of the row's.
+ */
+async function setAside(deps: DeliveryDeps, jobKey: string, rows: { id: string; delayMs: number }[], settings: DeliveryJobSettings): Promise<void> {
+  const { rows: taken } = await deps.pool.query<{ id: string; priority: DeliveryPriority }>(
+    `update deliveries d set job_key = null, lease_owner = null, lease_until = null
+      where d.id = any($1::uuid[]) and d.job_key = $2 and d.status = 'pending'
+     returning d.id, (${PRIORITY_SQL}) as priority`,
+    [rows.map((r) => r.id), jobKey],
+  );
+  if (taken.length === 0) return;
+  const delays = new Map(rows.map((r) => [r.id, r.delayMs]));
+  try {
+    if (deps.queues === undefined) throw new Error('no queue to put them on');
+    await deps.queues.queue('delivery').addBulk(taken.map(({ id, priority }) => ({
+      name: DELIVERY_JOB_NAME, data: { deliveryId: id } satisfies DeliveryJobData,
+      opts: { ...deliveryJobOptions(id, priority, settings), delay: delays.get(id) ?? 0 },
+    })));
+    deps.log.info({ job_key: jobKey, deliveries: taken.length }, 'deliveries of a batch set aside to be tried again on their own');
+  } catch (err) {
+    // Pending and out of the batch: the reconciler gives each its job within a minute.
+    deps.log.warn({ job_key: jobKey, deliveries: taken.length, err: { message: (err as Error).message } }, 'could not queue deliveries set aside from a batch; the reconciler will');
+  }
+}
+
 /**
  * The BullMQ processor for the `delivery` queue. A deferred try (provider circuit open) moves
  * the job to delayed until the breaker lets a trial through, without spending an attempt: an
  * outage longer than the job's attempts never marks an alert failed. Without a lock token
  * (called outside a worker) it falls back to an ordinary retry.
  */
-export function deliveryProcessor(deps: DeliveryDeps): (job: Job, token?: string) => Promise<DeliveryOutcome> {
+export function deliveryProcessor(deps: DeliveryDeps): (job: Job, token?: string) => Promise<DeliveryOutcome | BatchOutcome> {
+  // One limit for the worker: however many jobs are in hand, at most this many deliveries are.
+  const limit = new Limiter(deps.concurrency ?? DEFAULT_CONCURRENCY);
   return async (job, token) => {
-    const { deliveryId } = (job.data ?? {}) as Partial<DeliveryJobData>;
-    if (typeof deliveryId !== 'string' || !/^[0-9a-f-]{36}$/i.test(deliveryId)) {
-      throw new UnrecoverableError('delivery job without a valid deliveryId');
+    let run: () => Promise<DeliveryOutcome | BatchOutcome>;
+    if (job.name === DELIVERY_BATCH_JOB_NAME) {
+      const { jobKey } = (job.data ?? {}) as Partial<DeliveryBatchJobData>;
+      if (typeof jobKey !== 'string' || !UUID.test(jobKey)) throw new UnrecoverableError('delivery batch job without a valid jobKey');
+      run = () => processDeliveryBatch(deps, jobKey, job.attemptsMade, job.opts.attempts ?? 1, (job.opts.backoff as { delay?: number } | undefined)?.delay, limit);
+    } else {
+      const { deliveryId } = (job.data ?? {}) as Partial<DeliveryJobData>;
+      if (typeof deliveryId !== 'string' || !UUID.test(deliveryId)) throw new UnrecoverableError('delivery job without a valid deliveryId');
+      run = () => limit.run(() => processDelivery(deps, deliveryId, job.attemptsMade, job.opts.attempts ?? 1));
     }
     try {
-      return await processDelivery(deps, deliveryId, job.attemptsMade, job.opts.attempts ?? 1);
+      return await run();
     } catch (err) {
       // An unreachable database is an outage, not this delivery's fault: no attempt is spent.
       const deferred = err instanceof DeliveryDeferredError ? err

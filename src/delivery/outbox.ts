@@ -4,7 +4,7 @@ import type { ChannelName } from '../channels/types.js';
 import type { Queryable } from '../db/pool.js';
 import type { Logger } from '../observability/logger.js';
 import type { QueueSystem } from '../queue/index.js';
-import { deliveryPriorities, PRIORITY_LOOKUP_TIMEOUT_MS, type DeliveryJobRef, type DeliveryPriority } from './priority.js';
+import { deliveryPriorities, priorityOfNew, PRIORITY_LOOKUP_TIMEOUT_MS, type DeliveryJobRef, type DeliveryPriority } from './priority.js';
 
 /**
  * The outbox: a delivery is a row first (committed with the state change that caused it), and
@@ -37,6 +37,17 @@ export const DELIVERY_JOB_NAME = 'deliver';
 export type DeliveryJobData = { deliveryId: string };
 
 export const deliveryJobId = (deliveryId: string): string => `delivery-${deliveryId}`;
+
+/**
+ * A batch of deliveries in one job (issue 19): rows written together at one priority share a
+ * `job_key`, and their job sends them all at once (deliver.ts), so a burst puts thousands of jobs
+ * on the queue instead of tens of thousands and records their outcomes in a few statements.
+ */
+export const DELIVERY_BATCH_JOB_NAME = 'deliver-batch';
+export type DeliveryBatchJobData = { jobKey: string };
+export const deliveryBatchJobId = (jobKey: string): string => `deliveries-${jobKey}`;
+/** Rows per batch: enough to fill a provider's bulk call, few enough that a batch is one quick job. */
+export const DELIVERY_BATCH_MAX = 50;
 
 export type DeliveryJobSettings = {
   /** Tries per job, the first included. The last failed try marks the row failed. */
@@ -91,18 +102,19 @@ export function deliveryJobOptions(deliveryId: string, priority: DeliveryPriorit
 export async function insertDeliveries(db: Queryable, rows: NewDelivery[], opts: { fresh?: boolean } = {}): Promise<string[]> {
   if (rows.length === 0) return [];
   const ids = rows.map(() => randomUUID());
+  const keys = batchKeys(rows);
   // One JSON document for the batch: JSON.stringify and PostgreSQL's JSON parser are far cheaper
   // than a dozen text arrays built and escaped element by element (a sweep writes thousands).
   const batch = rows.map((r, i) => ({
     id: ids[i], member_id: r.memberId, contact_id: r.contactId, kind: r.kind, channel: r.channel, address: r.address,
     subject: r.subject ?? null, body: r.body, html: r.html ?? null, incident_id: r.incidentId ?? null, step_no: r.stepNo ?? null,
-    data: r.data ?? null, render: r.render ?? null,
+    data: r.data ?? null, render: r.render ?? null, job_key: keys[i],
   }));
   const { rows: inserted } = await db.query<{ id: string }>(
-    `insert into deliveries (id, member_id, contact_id, kind, channel, address, subject, body, html, incident_id, step_no, data, render)
-     select id, member_id, contact_id, kind, channel, address, subject, body, html, incident_id, step_no, data, render
+    `insert into deliveries (id, member_id, contact_id, kind, channel, address, subject, body, html, incident_id, step_no, data, render, job_key)
+     select id, member_id, contact_id, kind, channel, address, subject, body, html, incident_id, step_no, data, render, job_key
        from json_to_recordset($1::json) as r(id uuid, member_id uuid, contact_id uuid, kind text, channel text, address text,
-                                              subject text, body text, html text, incident_id uuid, step_no int, data jsonb, render jsonb)
+                                              subject text, body text, html text, incident_id uuid, step_no int, data jsonb, render jsonb, job_key uuid)
      ${opts.fresh === true ? '' : 'on conflict do nothing'}
      returning id`,
     [JSON.stringify(batch)],
@@ -112,23 +124,49 @@ export async function insertDeliveries(db: Queryable, rows: NewDelivery[], opts:
   return ids.filter((id) => kept.has(id));
 }
 
+/** The batch key of each row, in order: rows of one priority, in chunks of DELIVERY_BATCH_MAX. */
+function batchKeys(rows: NewDelivery[]): string[] {
+  const open = new Map<DeliveryPriority, { key: string; size: number }>();
+  return rows.map((r) => {
+    const priority = priorityOfNew(r, rows);
+    let batch = open.get(priority);
+    if (batch === undefined || batch.size >= DELIVERY_BATCH_MAX) {
+      batch = { key: randomUUID(), size: 0 };
+      open.set(priority, batch);
+    }
+    batch.size += 1;
+    return batch.key;
+  });
+}
+
 /**
- * Adds delivery jobs, each at its priority (deterministic ids: an id already queued is a no-op,
- * and keeps the priority it was added with). Throws on failure.
+ * Adds delivery jobs: one per batch (the most urgent priority among its rows), one per row without
+ * a batch. Deterministic ids: a job already queued is a no-op and keeps the priority it was added
+ * with. Throws on failure.
  */
 export async function addDeliveryJobs(queues: QueueSystem, jobs: DeliveryJobRef[], settings: DeliveryJobSettings = {}): Promise<void> {
   if (jobs.length === 0) return;
-  await queues.queue('delivery').addBulk(
-    jobs.map(({ id, priority }) => ({
+  const batches = new Map<string, DeliveryPriority>();
+  const singles: DeliveryJobRef[] = [];
+  for (const j of jobs) {
+    if (j.jobKey === undefined || j.jobKey === null) singles.push(j);
+    else batches.set(j.jobKey, Math.min(batches.get(j.jobKey) ?? j.priority, j.priority) as DeliveryPriority);
+  }
+  await queues.queue('delivery').addBulk([
+    ...[...batches].map(([jobKey, priority]) => ({
+      name: DELIVERY_BATCH_JOB_NAME, data: { jobKey } satisfies DeliveryBatchJobData,
+      opts: { ...deliveryJobOptions(jobKey, priority, settings), jobId: deliveryBatchJobId(jobKey) },
+    })),
+    ...singles.map(({ id, priority }) => ({
       name: DELIVERY_JOB_NAME, data: { deliveryId: id } satisfies DeliveryJobData, opts: deliveryJobOptions(id, priority, settings),
     })),
-  );
+  ]);
 }
 
 export const ENQUEUE_TIMEOUT_MS = 3000;
 
 /**
- * After commit: one job per id, at the priority its row gives (one lookup for the whole batch,
+ * After commit: one job per batch (or per id without one), at the priority its rows give (one lookup for the whole batch,
  * see priority.ts). Never throws and never holds a request for long: the rows are committed, so
  * a queue that is down or slow only delays them until the reconciler re-enqueues.
  */

@@ -66,7 +66,32 @@ export const PRIORITY_SQL = `case
   else ${DELIVERY_PRIORITY.ROUTINE}
 end`;
 
-export type DeliveryJobRef = { id: string; priority: DeliveryPriority };
+/**
+ * A delivery's queue job: its own (jobKey null: a row written before batches, a repeat copy, a row
+ * taken out of its batch to be retried alone), or its batch's (outbox.ts).
+ */
+export type DeliveryJobRef = { id: string; priority: DeliveryPriority; jobKey?: string | null };
+
+const rank = (channel: string) => ({ sms: 0, push: 1, email: 2 } as Record<string, number>)[channel] ?? 3;
+
+/**
+ * PRIORITY_SQL's rule over rows not written yet, with their siblings among `rows` (a step's rows
+ * are written together): insertDeliveries groups rows of one priority into a batch with it. The
+ * job's priority is still the one PRIORITY_SQL gives its rows once written (the most urgent).
+ */
+export function priorityOfNew(
+  row: { kind: string; stepNo?: number | null | undefined; channel: string; incidentId?: string | null | undefined; contactId: string | null },
+  rows: readonly { kind: string; stepNo?: number | null | undefined; channel: string; incidentId?: string | null | undefined; contactId: string | null }[],
+): DeliveryPriority {
+  if (row.kind === 'alert' && row.stepNo === 1 && row.channel !== 'voice') {
+    const before = rows.some((o) => o.kind === 'alert' && o.stepNo === 1 && o.incidentId === row.incidentId && o.contactId === row.contactId && rank(o.channel) < rank(row.channel));
+    return before ? DELIVERY_PRIORITY.FIRST_STEP : DELIVERY_PRIORITY.FIRST_ALERT;
+  }
+  if (row.kind === 'alert' && row.stepNo === 1) return DELIVERY_PRIORITY.FIRST_STEP;
+  if (['alert', 'ack_notice', 'ack_lapsed', 'all_clear'].includes(row.kind)) return DELIVERY_PRIORITY.FOLLOW_UP;
+  if (row.kind === 'reminder' || row.kind === 'verification') return DELIVERY_PRIORITY.MEMBER_WAITING;
+  return DELIVERY_PRIORITY.ROUTINE;
+}
 
 /**
  * The priority of each id, in input order: ONE statement for the whole batch (a burst enqueues
@@ -81,16 +106,18 @@ export async function deliveryPriorities(
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`the priority lookup took over ${timeoutMs} ms`)), timeoutMs);
   });
-  const lookup = db.query<{ id: string; priority: DeliveryPriority }>(
-    `select d.id, (${PRIORITY_SQL}) as priority from deliveries d where d.id = any($1::uuid[])`, [ids],
+  const lookup = db.query<{ id: string; priority: DeliveryPriority; job_key: string | null }>(
+    `select d.id, d.job_key, (${PRIORITY_SQL}) as priority from deliveries d where d.id = any($1::uuid[])`, [ids],
   );
   lookup.catch(() => undefined); // a late failure after the timeout is already logged below
   try {
     const { rows } = await Promise.race([lookup, timeout]);
-    const found = new Map(rows.map((r) => [r.id, r.priority]));
-    return ids.map((id) => ({ id, priority: found.get(id) ?? PRIORITY_NO_ROW }));
+    const found = new Map(rows.map((r) => [r.id, r]));
+    return ids.map((id) => ({ id, priority: found.get(id)?.priority ?? PRIORITY_NO_ROW, jobKey: found.get(id)?.job_key ?? null }));
   } catch (err) {
-    log.warn({ err: { message: (err as Error).message }, deliveries: ids.length }, 'delivery priorities unknown; enqueued at the top priority');
+    log.warn({ err: { message: (err as Error).message }, deliveries: ids.length }, 'delivery priorities unknown; enqueued at the top priority, one job each');
+    // Without the rows their batches are unknown: one job each (a batch's rows are then taken by
+    // whichever job comes first; the reconciler adds the batch job for what is left).
     return ids.map((id) => ({ id, priority: PRIORITY_UNKNOWN }));
   } finally {
     clearTimeout(timer);

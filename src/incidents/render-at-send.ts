@@ -2,7 +2,7 @@ import type { ChannelName } from '../channels/types.js';
 import type { Queryable } from '../db/pool.js';
 import { callScript } from './calls.js';
 import { channelText, planContact, renderAlertFor, type AlertRender } from './outbound.js';
-import { getIncident } from './repo.js';
+import { getIncident, type IncidentRow } from './repo.js';
 
 /**
  * Alerts the sweeper writes are rendered when they are sent, not when the incident opens: a burst
@@ -29,7 +29,10 @@ export type StoredMessage = {
 
 /** The text a delivery sends: the one stored with it, or its alert rendered now from its incident. */
 /** `repeat`: a copy sent again through another provider: the alert says so, inside its SMS length. */
-export async function messageText(db: Queryable, row: StoredMessage, opts: { repeat?: boolean } = {}): Promise<MessageText> {
+/** `incident`: how to read the incident (a batch's deliveries share one read); default one query. */
+export async function messageText(
+  db: Queryable, row: StoredMessage, opts: { repeat?: boolean; incident?: (id: string) => Promise<IncidentRow | undefined> } = {},
+): Promise<MessageText> {
   if (row.body !== null) return { subject: row.subject, body: row.body, html: row.html, data: row.data };
   if (row.kind !== 'alert' || row.render === null || row.incident_id === null) {
     throw new Error(`delivery ${row.id} has neither a text nor what to render it from`);
@@ -38,7 +41,7 @@ export async function messageText(db: Queryable, row: StoredMessage, opts: { rep
   if (!Number.isInteger(round) || round < 1 || round > 1000 || typeof ackUrl !== 'string' || !/^https?:\/\//.test(ackUrl)) {
     throw new Error(`delivery ${row.id}: its render data is not usable`);
   }
-  const inc = await getIncident(db, row.incident_id);
+  const inc = opts.incident !== undefined ? await opts.incident(row.incident_id) : await getIncident(db, row.incident_id);
   if (inc === undefined) throw new Error(`delivery ${row.id}: its incident is gone`);
   // The plan snapshot names the contact; the row's contact_id may have been cleared since (contact deleted).
   const contact = planContact(inc.plan, row.render.contact_id);

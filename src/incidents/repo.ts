@@ -36,6 +36,13 @@ export async function getIncident(db: Queryable, id: string, opts: { memberId?: 
   return rows[0];
 }
 
+/** Several incidents in one read (the deliveries of a batch render their alerts from them). */
+export async function getIncidents(db: Queryable, ids: readonly string[]): Promise<IncidentRow[]> {
+  if (ids.length === 0) return [];
+  const { rows } = await db.query<IncidentRow>(`select ${COLUMNS} from incidents where id = any($1::uuid[])`, [ids]);
+  return rows;
+}
+
 export async function claimIncidents(db: Queryable, where: string, now: Date, limit: number, hadFailed = 'false'): Promise<(IncidentRow & { had_failed: boolean })[]> {
   const { rows } = await db.query<IncidentRow & { had_failed: boolean }>(
     `select ${COLUMNS}, ${hadFailed} as had_failed from incidents where ${where} order by opened_at limit $2 for update skip locked`,

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import pg from 'pg';
 import type { Channel, OutboundMessage } from '../../src/channels/types.js';
 import { withTransaction } from '../../src/db/pool.js';
-import { deliveryJobId, enqueueDeliveries, insertDeliveries } from '../../src/delivery/outbox.js';
+import { deliveryBatchJobId, deliveryJobId, enqueueDeliveries, insertDeliveries } from '../../src/delivery/outbox.js';
 import { reconcileDeliveries } from '../../src/delivery/reconciler.js';
 import { sweepOnce } from '../../src/incidents/sweep.js';
 import { createLogger } from '../../src/observability/logger.js';
@@ -227,6 +227,8 @@ describe.each(['redis', 'postgres'] as const)('prioritized delivery jobs on the 
   });
 
   it('go out at the top priority when the rows cannot be read, rather than wait for the reconciler', async () => {
+    // Held, so that the workers of this file (the probe worker above is still supervised) leave the jobs to be looked at.
+    await t.queues.queue('delivery').pause();
     const [id] = await withTransaction(t.db.pool, (tx) => insertDeliveries(tx, [{ memberId: null, contactId: null, kind: 'invitation', channel: 'email', address: 'x@example.test', body: 'Hi' }]));
     const unreachable = new pg.Pool({ connectionString: 'postgres://nobody@127.0.0.1:1/none', connectionTimeoutMillis: 500 });
     try {
@@ -239,6 +241,8 @@ describe.each(['redis', 'postgres'] as const)('prioritized delivery jobs on the 
     // Read normally, the same row is routine.
     const [id2] = await withTransaction(t.db.pool, (tx) => insertDeliveries(tx, [{ memberId: null, contactId: null, kind: 'invitation', channel: 'email', address: 'y@example.test', body: 'Hi' }]));
     await enqueueDeliveries(t.db.pool, t.queues, [id2!], log);
-    expect((await t.queues.queue('delivery').getJob(deliveryJobId(id2!)))?.opts.priority).toBe(5);
+    const { rows: [row] } = await t.db.pool.query<{ job_key: string }>('select job_key from deliveries where id = $1', [id2]);
+    expect((await t.queues.queue('delivery').getJob(deliveryBatchJobId(row!.job_key)))?.opts.priority).toBe(5);
+    await t.queues.queue('delivery').resume();
   });
 });

@@ -27,7 +27,8 @@ const CHANNELS = ['sms', 'email'] as const; // no linked app user: no push
 const EXPECTED_ALERTS = MEMBERS * TIER1_CONTACTS * CHANNELS.length;
 const KILL_AFTER_SENT = Math.ceil(EXPECTED_ALERTS * 0.15);
 const DELIVERY_CONCURRENCY = 20; // startWorker's default
-const FIRST_WORKER_BUDGET_MS = 30_000;
+/** Booting the worker through tsx alone takes ~8 s here, more on a loaded machine. */
+const FIRST_WORKER_BUDGET_MS = 60_000;
 /** Jobs active in the dead worker come back through the stalled check: DELIVERY_LOCK's 10 s lock, checked every 5 s. */
 const RECOVERY_BUDGET_MS = 40_000;
 
@@ -184,7 +185,14 @@ describe.each(['redis', 'postgres'] as QueueBackend[])('a worker on the %s queue
     await sleep(200);
     const atKill = await counts(db);
     const jobsAtKill = await queueCounts(inspect);
-    const inFlight = new Set((await inspect.queue('delivery').getJobs(['active'])).map((j) => (j.data as { deliveryId: string }).deliveryId));
+    // What the dead worker had in hand: its active jobs' rows still pending (a batch job's rows by
+    // their job_key, a single job's by its id).
+    const active = (await inspect.queue('delivery').getJobs(['active'])).map((j) => j.data as { deliveryId?: string; jobKey?: string });
+    const { rows: held } = await db.pool.query<{ id: string }>(
+      `select id from deliveries where status = 'pending' and (job_key = any($1::uuid[]) or id = any($2::uuid[]))`,
+      [active.flatMap((j) => j.jobKey ?? []), active.flatMap((j) => j.deliveryId ?? [])],
+    );
+    const inFlight = new Set(held.map((r) => r.id));
     // Handed to the "provider" (the dev outbox) but not yet marked sent: a real provider would send these twice.
     const { rows: handedOver } = await db.pool.query<{ id: string }>(
       `select d.id from dev_outbox o join deliveries d on d.id = o.delivery_id where d.status = 'pending'`,
@@ -193,9 +201,10 @@ describe.each(['redis', 'postgres'] as QueueBackend[])('a worker on the %s queue
     expect(atKill.sent).toBeGreaterThan(0);
     expect(atKill.pending).toBeGreaterThan(0);
     expect(atKill.sent).toBeLessThan(EXPECTED_ALERTS);
-    expect(inFlight.size).toBe(jobsAtKill.active);
+    expect(active.length).toBe(jobsAtKill.active);
+    expect(active.length).toBeGreaterThan(0);
+    expect(active.length).toBeLessThanOrEqual(DELIVERY_CONCURRENCY);
     expect(inFlight.size).toBeGreaterThan(0);
-    expect(inFlight.size).toBeLessThanOrEqual(DELIVERY_CONCURRENCY);
     expect(handedOver.filter((r) => !inFlight.has(r.id))).toEqual([]);
 
     // Second worker, started right away as an orchestrator would: it must finish everything
@@ -248,7 +257,8 @@ describe.each(['redis', 'postgres'] as QueueBackend[])('a worker on the %s queue
     const { rows: [outbox] } = await db.pool.query<{ n: number }>('select count(*)::int as n from dev_outbox');
     expect(outbox!.n).toBe(EXPECTED_ALERTS);
 
-    // Duplicates the crash can cause are confined to the jobs that were in flight when it died.
+    // Duplicates the crash can cause are confined to the jobs that were in flight when it died, and
+    // to the deliveries the worker had in hand at once (DELIVERY_CONCURRENCY, batch rows included).
     const duplicates = sent.filter((d) => d.accepted > 1);
     expect(duplicates.filter((d) => !inFlight.has(d.id))).toEqual([]);
     expect(duplicates.length).toBeLessThanOrEqual(DELIVERY_CONCURRENCY);
@@ -272,5 +282,5 @@ describe.each(['redis', 'postgres'] as QueueBackend[])('a worker on the %s queue
 
     await stopWorkerProcess(second);
     expect(second.proc.exitCode).toBe(0);
-  }, 150_000);
+  }, 180_000);
 });

@@ -1,0 +1,140 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { systemClock } from '../../src/clock.js';
+import { withTransaction } from '../../src/db/pool.js';
+import { processDelivery } from '../../src/delivery/deliver.js';
+import { DELIVERY_BATCH_JOB_NAME, DELIVERY_BATCH_MAX, deliveryBatchJobId, enqueueDeliveries, insertDeliveries, type NewDelivery } from '../../src/delivery/outbox.js';
+import { reconcileDeliveries } from '../../src/delivery/reconciler.js';
+import { createLogger } from '../../src/observability/logger.js';
+import { createMetrics } from '../../src/observability/metrics.js';
+import { QueueSystem } from '../../src/queue/index.js';
+import { startWorker } from '../../src/worker.js';
+import { testConfig } from '../helpers/app.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { createFakeProvider, waitFor, type FakeProvider } from './fake-provider.js';
+
+const log = createLogger('silent');
+const JOBS = { backoffDelayMs: 10, attempts: 4 };
+
+/** Issue 19: deliveries written together travel as one job, and each still lives and fails on its own. */
+describe.each(['redis', 'postgres'] as const)('delivery batches on the %s queue backend', (backend) => {
+  let db: TestDatabase;
+  let queues: QueueSystem;
+  let fake: FakeProvider;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    const config = testConfig(backend, db.url);
+    queues = new QueueSystem({ backend, redisUrl: config.REDIS_URL, databaseUrl: db.url, prefix: config.QUEUE_PREFIX }, log);
+    fake = createFakeProvider(db.pool);
+    await startWorker({ pool: db.pool, queues, clock: systemClock, log, metrics: createMetrics(), channels: fake.channels, deliveryJobs: JOBS });
+  });
+  afterAll(async () => {
+    await queues.close();
+    await db.drop();
+  });
+
+  const delivery = (address: string, extra: Partial<NewDelivery> = {}): NewDelivery => ({
+    memberId: null, contactId: null, kind: 'reminder', channel: 'email', address, subject: 'Time to check in', body: 'Check in by 09:30.', ...extra,
+  });
+  const insert = (rows: NewDelivery[]) => withTransaction(db.pool, (tx) => insertDeliveries(tx, rows));
+  type Row = { id: string; status: string; attempts: number; job_key: string | null; last_error: string | null };
+  const rowsOf = async (ids: string[]) => {
+    const { rows } = await db.pool.query<Row>('select id, status, attempts, job_key, last_error from deliveries where id = any($1)', [ids]);
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    return ids.map((id) => byId.get(id)!);
+  };
+  const settled = (ids: string[]) => waitFor(async () => {
+    const rows = await rowsOf(ids);
+    return rows.every((r) => r.status !== 'pending') ? rows : undefined;
+  });
+  const outboxCount = async (id: string) =>
+    (await db.pool.query<{ n: number }>('select count(*)::int as n from dev_outbox where delivery_id = $1', [id])).rows[0]!.n;
+  const queued = async () => {
+    const jobs = await queues.queue('delivery').getJobs(['waiting', 'prioritized', 'delayed']);
+    return jobs.map((j) => ({ name: j.name, priority: j.opts.priority }));
+  };
+
+  it('go out as one job per batch, each row sent once, and a broken or failing row never holds the others', async () => {
+    const q = queues.queue('delivery');
+    await q.pause();
+    const ids = await insert([
+      delivery('a@example.test'), delivery('b@example.test'), delivery('c@example.test'),
+      // Fails once (a provider's 503): set aside with a job of its own, sent on its second try.
+      delivery('transient-1@example.test'),
+      // The address is refused for good: failed, alone.
+      delivery('permanent@example.test'),
+      // A row that cannot make a message (a code sealed with another key): failed, alone.
+      delivery('+15550001111', { kind: 'verification', channel: 'sms', subject: null, body: null, render: { verification_id: 'v1', sealed: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' } }),
+    ]);
+    const keys = new Set((await rowsOf(ids)).map((r) => r.job_key));
+    expect(keys.size).toBe(1);
+    await enqueueDeliveries(db.pool, queues, ids, log, JOBS);
+    expect(await queued()).toEqual([{ name: DELIVERY_BATCH_JOB_NAME, priority: 4 }]);
+    await q.resume();
+
+    const [a, b, c, transient, permanent, broken] = await settled(ids);
+    for (const r of [a!, b!, c!]) {
+      expect(r).toMatchObject({ status: 'sent', attempts: 1 });
+      expect(await outboxCount(r.id)).toBe(1);
+    }
+    expect(transient).toMatchObject({ status: 'sent', attempts: 2, job_key: null });
+    expect(fake.calls(transient!.id)).toBe(2);
+    expect(permanent).toMatchObject({ status: 'failed', attempts: 1 });
+    expect(broken).toMatchObject({ status: 'failed' });
+    expect(broken!.last_error).toMatch(/could not render/);
+    expect(fake.calls(broken!.id)).toBe(0);
+  });
+
+  it(`split into batches of at most ${DELIVERY_BATCH_MAX}, one priority each`, async () => {
+    const q = queues.queue('delivery');
+    await q.pause();
+    const ids = await insert([
+      ...Array.from({ length: DELIVERY_BATCH_MAX + 1 }, (_, i) => delivery(`n${i}@example.test`)),
+      delivery('inv@example.test', { kind: 'invitation' }),
+    ]);
+    await enqueueDeliveries(db.pool, queues, ids, log, JOBS);
+    const jobs = await queued();
+    expect(jobs.map((j) => j.priority).sort()).toEqual([4, 4, 5]);
+    await q.resume();
+    expect((await settled(ids)).every((r) => r.status === 'sent')).toBe(true);
+    for (const id of ids) expect(await outboxCount(id)).toBe(1);
+  });
+
+  it('a row is sent only under its lease: another job leaves it alone, its own job takes it back', async () => {
+    const [id] = await insert([delivery('lease@example.test')]);
+    const deps = { pool: db.pool, channels: fake.channels, clock: systemClock, log };
+    const { rows: [r] } = await db.pool.query<{ job_key: string }>(
+      `update deliveries set lease_owner = $2, lease_until = now() + interval '1 minute' where id = $1 returning job_key`, [id, 'deliveries-someone-else'],
+    );
+    // A job of its own while its batch's job holds it (the batch was not known when it was queued).
+    expect(await processDelivery(deps, id!, 0, 3)).toBe('skipped');
+    expect(fake.calls(id!)).toBe(0);
+    // The holder, back after a crash, takes it again at once.
+    await db.pool.query('update deliveries set lease_owner = $2 where id = $1', [id, deliveryBatchJobId(r!.job_key)]);
+    expect(await processDelivery(deps, id!, 0, 3, deliveryBatchJobId(r!.job_key))).toBe('sent');
+    expect(await outboxCount(id!)).toBe(1);
+
+    // A lapsed lease (its holder died) is free for anyone.
+    const [id2] = await insert([delivery('lapsed@example.test')]);
+    await db.pool.query(`update deliveries set lease_owner = 'gone', lease_until = now() - interval '1 second' where id = $1`, [id2]);
+    expect(await processDelivery(deps, id2!, 0, 3)).toBe('sent');
+    // Taken out of its batch: the batch's job, when it comes, finds nothing left to send.
+    expect((await rowsOf([id2!]))[0]!.job_key).toBeNull();
+  });
+
+  it('the reconciler rebuilds a batch whose rows no longer share a priority into one batch per priority', async () => {
+    const q = queues.queue('delivery');
+    await q.pause();
+    const ids = await insert([delivery('r1@example.test', { kind: 'invitation' }), delivery('r2@example.test', { kind: 'invitation' })]);
+    // One of them is now more urgent (here by hand; in life: a contact's first channel failed for good).
+    await db.pool.query(`update deliveries set kind = 'check_in_note' where id = $1`, [ids[1]]);
+    await db.pool.query(`update deliveries set kind = 'reminder' where id = $1`, [ids[0]]);
+    expect(await reconcileDeliveries(db.pool, queues, log, 0, JOBS)).toBe(2);
+    const keys = (await rowsOf(ids)).map((r) => r.job_key);
+    expect(keys[0]).not.toBe(keys[1]);
+    expect((await queued()).map((j) => j.priority).sort()).toEqual([4, 5]);
+    await q.resume();
+    expect((await settled(ids)).every((r) => r.status === 'sent')).toBe(true);
+    for (const id of ids) expect(await outboxCount(id)).toBe(1);
+  });
+});
