@@ -66,6 +66,8 @@ export type AcceptedEmail = {
   body: Record<string, unknown>;
   serverToken: string | undefined;
   submittedAt: Date;
+  /** Whether it came in a /email/batch request. */
+  viaBatch: boolean;
 };
 
 export type Outcome = 'accepted' | 'server_error' | 'rate_limited' | 'hang' | 'reset' | 'unauthorized' | 'refused' | 'scripted';
@@ -250,7 +252,7 @@ export async function startFakePostmark(opts: FakePostmarkOptions = {}): Promise
       const results = (json as Record<string, unknown>[]).map((b) => {
         const problem = validate(b);
         if (problem !== undefined) return { ...problem, To: b.To };
-        const m = accept(b, token);
+        const m = accept(b, token, true);
         taken.push(m);
         return { To: b.To, SubmittedAt: m.submittedAt.toISOString(), MessageID: m.messageId, ErrorCode: 0, Message: 'OK' };
       });
@@ -271,14 +273,14 @@ export async function startFakePostmark(opts: FakePostmarkOptions = {}): Promise
       send(res, 422, problem);
       return;
     }
-    const m = accept(body, token);
+    const m = accept(body, token, false);
     count('accepted');
     send(res, 200, { To: body.To, SubmittedAt: m.submittedAt.toISOString(), MessageID: m.messageId, ErrorCode: 0, Message: 'OK' });
     autoWebhook(m);
   };
 
   /** Records one message Postmark accepted. */
-  const accept = (body: Record<string, unknown>, token: string): AcceptedEmail => {
+  const accept = (body: Record<string, unknown>, token: string, viaBatch: boolean): AcceptedEmail => {
     const m: AcceptedEmail = {
       messageId: randomUUID(),
       from: body.From as string,
@@ -293,6 +295,7 @@ export async function startFakePostmark(opts: FakePostmarkOptions = {}): Promise
       body,
       serverToken: token,
       submittedAt: new Date(),
+      viaBatch,
     };
     accepted.push(m);
     return m;
