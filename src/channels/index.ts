@@ -1,6 +1,7 @@
 import type { Config } from '../config.js';
 import type { Queryable } from '../db/pool.js';
 import type { Logger } from '../observability/logger.js';
+import { coalesced } from './coalesce.js';
 import { createDevOutboxChannel } from './dev-outbox/index.js';
 import { postmarkChannelFromConfig } from './email-postmark/index.js';
 import { sendGridChannelFromConfig } from './email-sendgrid/index.js';
@@ -33,6 +34,8 @@ const withReceipts = (c: Channel | undefined, receipts: boolean): Channel | unde
  * Twilio, Vonage. A channel with
  * none goes to the dev outbox. Unguarded: startWorker puts each provider behind its own circuit
  * breaker (delivery/breaker.ts), and a delivery fails over along the list (delivery/deliver.ts).
+ * A provider with a bulk call (sendMany) is coalesced (coalesce.ts): the sends of one event-loop
+ * turn go out as one provider request, each delivery still getting its own answer.
  */
 export function createChannels(deps: ChannelDeps): ChannelSet {
   const devOutbox = createDevOutboxChannel(deps.pool);
@@ -52,11 +55,12 @@ export function createChannels(deps: ChannelDeps): ChannelSet {
     'twilio-voice': () => (config !== undefined && log !== undefined ? twilioVoiceChannelFromConfig(config, deps.pool, log, deps.linkSecret) : undefined),
     'vonage-voice': () => (config !== undefined && log !== undefined ? vonageVoiceChannelFromConfig(config, deps.pool, log, deps.linkSecret) : undefined),
   };
+  // Providers with a bulk call (SendGrid, Postmark, FCM) send the messages of one turn together.
   const ordered = (makers: Record<string, Maker>, order: readonly string[] | undefined): Channel[] =>
-    (order ?? Object.keys(makers)).flatMap((name) => makers[name]?.() ?? []);
+    (order ?? Object.keys(makers)).flatMap((name) => makers[name]?.() ?? []).map(coalesced);
   const orOutbox = (list: Channel[]): Channel | readonly Channel[] => (list.length === 0 ? devOutbox : list.length === 1 ? list[0]! : list);
   const channels: Channels = {
-    push: push ?? devOutbox,
+    push: push === undefined ? devOutbox : coalesced(push),
     sms: orOutbox(ordered(sms, config?.SMS_PROVIDERS)),
     email: orOutbox(ordered(email, config?.EMAIL_PROVIDERS)),
     voice: orOutbox(ordered(voice, config?.VOICE_PROVIDERS)),

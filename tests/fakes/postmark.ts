@@ -15,7 +15,15 @@ import { seededRandom } from './random.js';
  * latency. With `webhooks` set it posts Delivery records back to us for every message it accepts,
  * as Postmark does, except while `neverDeliver` is on ("accepted, then nothing": the silent
  * failure redundancy is for) and for addresses set to bounce, which get a Bounce record instead.
+ *
+ * POST /email/batch takes a JSON array of up to 500 such messages and answers 200 with one result
+ * per message, in order: each checked and accepted or refused on its own ({ErrorCode, Message}
+ * with no MessageID), as Postmark's batch endpoint does. Token, faults, scripted answers and
+ * latency apply to the request as a whole; each accepted message is recorded on its own.
  */
+
+/** Postmark's limit of messages in one /email/batch call. */
+export const MAX_BATCH_MESSAGES = 500;
 
 export const FAKE_POSTMARK_SERVER_TOKEN = 'fake-postmark-server-token-0000-local';
 
@@ -58,6 +66,8 @@ export type AcceptedEmail = {
   body: Record<string, unknown>;
   serverToken: string | undefined;
   submittedAt: Date;
+  /** Whether it came in a /email/batch request. */
+  viaBatch: boolean;
 };
 
 export type Outcome = 'accepted' | 'server_error' | 'rate_limited' | 'hang' | 'reset' | 'unauthorized' | 'refused' | 'scripted';
@@ -183,7 +193,7 @@ export async function startFakePostmark(opts: FakePostmarkOptions = {}): Promise
     void p.finally(() => pending.delete(p));
   };
 
-  const handle = async (req: http.IncomingMessage, res: http.ServerResponse, raw: Buffer) => {
+  const handle = async (req: http.IncomingMessage, res: http.ServerResponse, raw: Buffer, batch: boolean) => {
     await delay();
     if (res.destroyed) return;
     const scripted = script.shift();
@@ -220,21 +230,57 @@ export async function startFakePostmark(opts: FakePostmarkOptions = {}): Promise
       send(res, 401, refusal(10, 'Request does not contain a valid Server token.'));
       return;
     }
-    let body: Record<string, unknown>;
+    let json: unknown;
     try {
-      body = JSON.parse(raw.toString('utf8')) as Record<string, unknown>;
-      if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new Error('not an object');
+      json = JSON.parse(raw.toString('utf8'));
     } catch {
+      json = undefined;
+    }
+    if (batch) {
+      if (!Array.isArray(json) || json.some((b) => typeof b !== 'object' || b === null || Array.isArray(b))) {
+        count('refused');
+        send(res, 422, refusal(402, 'Received invalid JSON input.'));
+        return;
+      }
+      if (json.length > MAX_BATCH_MESSAGES) {
+        // The code is this fake's own pick; what matters is that the whole request is refused.
+        count('refused');
+        send(res, 422, refusal(300, `Batch requests may contain at most ${MAX_BATCH_MESSAGES} messages; this one has ${json.length}.`));
+        return;
+      }
+      const taken: AcceptedEmail[] = [];
+      const results = (json as Record<string, unknown>[]).map((b) => {
+        const problem = validate(b);
+        if (problem !== undefined) return { ...problem, To: b.To };
+        const m = accept(b, token, true);
+        taken.push(m);
+        return { To: b.To, SubmittedAt: m.submittedAt.toISOString(), MessageID: m.messageId, ErrorCode: 0, Message: 'OK' };
+      });
+      count(taken.length > 0 ? 'accepted' : 'refused');
+      send(res, 200, results);
+      for (const m of taken) autoWebhook(m);
+      return;
+    }
+    if (typeof json !== 'object' || json === null || Array.isArray(json)) {
       count('refused');
       send(res, 422, refusal(402, 'Received invalid JSON input.'));
       return;
     }
+    const body = json as Record<string, unknown>;
     const problem = validate(body);
     if (problem !== undefined) {
       count('refused');
       send(res, 422, problem);
       return;
     }
+    const m = accept(body, token, false);
+    count('accepted');
+    send(res, 200, { To: body.To, SubmittedAt: m.submittedAt.toISOString(), MessageID: m.messageId, ErrorCode: 0, Message: 'OK' });
+    autoWebhook(m);
+  };
+
+  /** Records one message Postmark accepted. */
+  const accept = (body: Record<string, unknown>, token: string, viaBatch: boolean): AcceptedEmail => {
     const m: AcceptedEmail = {
       messageId: randomUUID(),
       from: body.From as string,
@@ -249,22 +295,21 @@ export async function startFakePostmark(opts: FakePostmarkOptions = {}): Promise
       body,
       serverToken: token,
       submittedAt: new Date(),
+      viaBatch,
     };
     accepted.push(m);
-    count('accepted');
-    send(res, 200, { To: body.To, SubmittedAt: m.submittedAt.toISOString(), MessageID: m.messageId, ErrorCode: 0, Message: 'OK' });
-    autoWebhook(m);
+    return m;
   };
 
   const server = http.createServer((req, res) => {
-    if (req.method !== 'POST' || req.url !== '/email') {
+    if (req.method !== 'POST' || (req.url !== '/email' && req.url !== '/email/batch')) {
       send(res, 404, refusal(0, 'Not found.'));
       return;
     }
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      handle(req, res, Buffer.concat(chunks)).catch(() => res.destroy());
+      handle(req, res, Buffer.concat(chunks), req.url === '/email/batch').catch(() => res.destroy());
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

@@ -9,6 +9,13 @@ import { seededRandom } from './random.js';
  * X-RateLimit-*), and can misbehave on purpose: scripted answers for contract tests, and random
  * fault rates with latency for benchmarks and fault runs. Every accepted message is recorded with
  * its custom_args, so a test counts what really left.
+ *
+ * A request with several personalizations (one per recipient, each with its own subject,
+ * substitutions and custom_args) is recorded as one accepted message per personalization, as the
+ * recipient gets it: the substitutions applied to the shared content, the request's custom_args
+ * under the personalization's own, all sharing the request's X-Message-Id. Like SendGrid it
+ * refuses the whole request (400, naming the personalization's field) for one bad address in it,
+ * and for an address that appears twice.
  */
 
 export const FAKE_SENDGRID_API_KEY = 'SG.fake-key.for-local-tests-only';
@@ -32,7 +39,9 @@ export type FakeSendGridOptions = {
   maxBodyBytes?: number;
 };
 
+/** One recipient's message (one personalization of a request), as the recipient gets it. */
 export type AcceptedMail = {
+  /** The request's X-Message-Id: shared by every personalization of one request. */
   messageId: string;
   to: string[];
   from: { email: string; name?: string };
@@ -51,7 +60,10 @@ export type FakeSendGrid = {
   /** Base URL for SENDGRID_API_BASE. */
   url: string;
   apiKey: string;
+  /** One entry per personalization accepted (a request with many gives many). */
   accepted: AcceptedMail[];
+  /** Every request answered 202, with how many personalizations it carried. */
+  requests: { messageId: string; personalizations: number }[];
   /** Requests by outcome, for fault-run reports. */
   outcomes: Record<Outcome, number>;
   acceptedFor: (deliveryId: string) => AcceptedMail[];
@@ -67,6 +79,20 @@ export { seededRandom };
 
 const EMAIL = /^[^\s@<>]+@[^\s@<>]+\.[^\s@<>]+$/;
 
+/** SendGrid's documented limits for v3 Mail Send. */
+export const MAX_PERSONALIZATIONS = 1000;
+export const MAX_SUBSTITUTION_BYTES = 10_000;
+
+const stringMap = (v: unknown): boolean =>
+  v === undefined || (typeof v === 'object' && v !== null && !Array.isArray(v) && Object.values(v).every((x) => typeof x === 'string'));
+
+/** Legacy substitutions, as SendGrid applies them: every tag replaced by its value, literally. */
+function substitute(text: string, substitutions: Record<string, string> | undefined): string {
+  let out = text;
+  for (const [tag, value] of Object.entries(substitutions ?? {})) out = out.split(tag).join(value);
+  return out;
+}
+
 const errors = (message: string, field: string | null = null, help: string | null = null) => ({ errors: [{ message, field, help }] });
 
 /** The checks SendGrid makes that our requests could fail; first problem wins, like its 400s. */
@@ -75,17 +101,33 @@ function validate(body: Record<string, unknown>): { message: string; field: stri
   if (!Array.isArray(personalizations) || personalizations.length === 0) {
     return { message: 'The personalizations field is required and must have at least one personalization.', field: 'personalizations' };
   }
+  if (personalizations.length > MAX_PERSONALIZATIONS) {
+    return { message: `The personalization block is limited to ${MAX_PERSONALIZATIONS} personalizations per API request. You have provided ${personalizations.length} personalizations. Please consider splitting this into multiple requests and resending your request.`, field: 'personalizations' };
+  }
+  const seen = new Set<string>();
   for (const [i, p] of personalizations.entries()) {
     const to = (p as { to?: unknown }).to;
     if (!Array.isArray(to) || to.length === 0) return { message: 'The to array is required for all personalization objects, and must have at least one email object with a valid email address.', field: `personalizations.${i}.to` };
     for (const [j, r] of to.entries()) {
       const email = (r as { email?: unknown }).email;
       if (typeof email !== 'string' || !EMAIL.test(email)) return { message: 'Does not contain a valid address.', field: `personalizations.${i}.to.${j}.email` };
+      if (seen.has(email.toLowerCase())) {
+        return { message: 'Each unique email address in the personalizations array should only be included once. You have included an address more than once.', field: null };
+      }
+      seen.add(email.toLowerCase());
+    }
+    const { subject, custom_args: args, substitutions } = p as { subject?: unknown; custom_args?: unknown; substitutions?: unknown };
+    if (subject !== undefined && (typeof subject !== 'string' || subject === '')) return { message: 'The subject of a personalization must be a string at least one character in length.', field: `personalizations.${i}.subject` };
+    if (!stringMap(args)) return { message: 'Custom args must be an object whose values are strings.', field: `personalizations.${i}.custom_args` };
+    if (!stringMap(substitutions)) return { message: 'Substitutions must be an object whose values are strings.', field: `personalizations.${i}.substitutions` };
+    if (substitutions !== undefined && Buffer.byteLength(JSON.stringify(substitutions)) > MAX_SUBSTITUTION_BYTES) {
+      return { message: `The total size of your substitutions may not exceed ${MAX_SUBSTITUTION_BYTES} bytes per personalization object.`, field: `personalizations.${i}.substitutions` };
     }
   }
   const from = body.from as { email?: unknown } | undefined;
   if (typeof from?.email !== 'string' || !EMAIL.test(from.email)) return { message: 'The from object must be provided for every email send. It is an object that requires the email parameter, but may also contain a name parameter.', field: 'from.email' };
-  if (typeof body.subject !== 'string' || body.subject.trim() === '') return { message: 'The subject is required. You can get around this requirement if you use a template with a subject defined or if every personalization has a subject defined.', field: 'subject' };
+  const everyHasSubject = personalizations.every((p) => typeof (p as { subject?: unknown }).subject === 'string');
+  if (!everyHasSubject && (typeof body.subject !== 'string' || body.subject.trim() === '')) return { message: 'The subject is required. You can get around this requirement if you use a template with a subject defined or if every personalization has a subject defined.', field: 'subject' };
   const content = body.content;
   if (!Array.isArray(content) || content.length === 0) return { message: 'Unless a valid template_id is provided, the content parameter is required.', field: 'content' };
   for (const [i, c] of content.entries()) {
@@ -108,6 +150,7 @@ export async function startFakeSendGrid(opts: FakeSendGridOptions = {}): Promise
   let latency = opts.latencyMs;
   const script: ScriptedAnswer[] = [];
   const accepted: AcceptedMail[] = [];
+  const requests: FakeSendGrid['requests'] = [];
   const outcomes = {} as Record<Outcome, number>;
   const count = (o: Outcome) => { outcomes[o] = (outcomes[o] ?? 0) + 1; };
 
@@ -180,20 +223,24 @@ export async function startFakeSendGrid(opts: FakeSendGridOptions = {}): Promise
       send(res, 400, errors(problem.message, problem.field));
       return;
     }
+    // One X-Message-Id per request, shared by its personalizations (as SendGrid does).
     const messageId = randomBytes(16).toString('base64url').slice(0, 22);
-    const p = (body.personalizations as { to: { email: string }[] }[]);
-    accepted.push({
+    type P = { to: { email: string }[]; subject?: string; custom_args?: Record<string, string>; substitutions?: Record<string, string> };
+    const receivedAt = new Date();
+    const content = body.content as AcceptedMail['content'];
+    accepted.push(...(body.personalizations as P[]).map((p): AcceptedMail => ({
       messageId,
-      to: p.flatMap((x) => x.to.map((t) => t.email)),
+      to: p.to.map((t) => t.email),
       from: body.from as AcceptedMail['from'],
-      subject: body.subject as string,
-      content: body.content as AcceptedMail['content'],
-      customArgs: (body.custom_args ?? {}) as Record<string, string>,
+      subject: substitute(p.subject ?? (body.subject as string), p.substitutions),
+      content: content.map((c) => ({ ...c, value: substitute(c.value, p.substitutions) })),
+      customArgs: { ...(body.custom_args as Record<string, string> | undefined), ...p.custom_args },
       trackingSettings: body.tracking_settings as Record<string, unknown> | undefined,
       body,
       authorization: req.headers.authorization,
-      receivedAt: new Date(),
-    });
+      receivedAt,
+    })));
+    requests.push({ messageId, personalizations: (body.personalizations as unknown[]).length });
     count('accepted');
     send(res, 202, undefined, { 'x-message-id': messageId });
   };
@@ -227,6 +274,7 @@ export async function startFakeSendGrid(opts: FakeSendGridOptions = {}): Promise
     url: `http://127.0.0.1:${port}`,
     apiKey,
     accepted,
+    requests,
     outcomes,
     acceptedFor: (id) => accepted.filter((m) => m.customArgs.delivery_id === id),
     respondNext: (...answers) => { script.push(...answers); },
@@ -234,6 +282,7 @@ export async function startFakeSendGrid(opts: FakeSendGridOptions = {}): Promise
     setLatency: (l) => { latency = l; },
     reset: () => {
       accepted.length = 0;
+      requests.length = 0;
       script.length = 0;
       for (const k of Object.keys(outcomes)) delete outcomes[k as Outcome];
     },

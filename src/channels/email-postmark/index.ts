@@ -21,6 +21,13 @@ import { ChannelError, type Channel, type OutboundMessage, type SendResult } fro
  *   422 code 405, 412, 413 (account)      configuration (the account may not send: credits, approval)
  *   422 about the message stream          configuration (POSTMARK_MESSAGE_STREAM)
  *   other 4xx / 422                       permanent
+ *
+ * Bulk (sendMany, issue 19): up to 500 messages in one POST /email/batch (the SDK's
+ * sendEmailBatch), each the message `send` would send. Postmark answers 200 with one result per
+ * message, in order, and takes or refuses each on its own: a non-zero ErrorCode is classified
+ * for that message alone exactly as a 422 with that code from `send` (406 inactive recipient, 300
+ * about the To address: the address is dead). A failure of the request itself (401, 404, 429,
+ * 5xx, a 422 for the batch, no answer) is every message's, classified as `send` would.
  */
 
 export const POSTMARK_PROVIDER = 'postmark';
@@ -166,48 +173,100 @@ function abortion(signal: AbortSignal): { promise: Promise<never>; done: () => v
   return { promise, done: () => signal.removeEventListener('abort', onAbort) };
 }
 
+/** Postmark's limit of messages in one /email/batch call. */
+export const POSTMARK_MAX_BATCH = 500;
+
 export function createPostmarkChannel(opts: PostmarkChannelOptions): Channel {
   const host = sdkHostOptions(opts.apiBase);
   const timeoutSeconds = (opts.timeoutMs ?? DEFAULT_POSTMARK_TIMEOUT_MS) / 1000;
   const from = `${JSON.stringify(opts.from.name.replace(/[\r\n]+/g, ' '))} <${opts.from.email}>`;
   const messageStream = opts.messageStream ?? DEFAULT_MESSAGE_STREAM;
+
+  // One client per call: the SDK takes no per-call options, and the signal must reach fetch.
+  const clientFor = (signal: AbortSignal, seen: Seen) => new ServerClient(opts.serverToken, { ...host, timeout: timeoutSeconds, fetch: fetchWith(signal, seen) });
+
+  const build = (msg: OutboundMessage): Models.Message => ({
+    From: from,
+    To: msg.to,
+    Subject: msg.subject ?? opts.from.name,
+    TextBody: msg.body,
+    ...(msg.html === null ? {} : { HtmlBody: msg.html }),
+    MessageStream: messageStream,
+    Metadata: { delivery_id: msg.deliveryId, kind: msg.kind, ...(msg.incidentId === null ? {} : { incident_id: msg.incidentId }) },
+    // Link tracking rewrites links, and ours are signed acknowledgement links that must
+    // arrive as written; an open pixel has no place in an alert.
+    TrackOpens: false,
+    TrackLinks: Models.LinkTrackingOptions.None,
+  });
+
+  /** Postmark's answer for one message: accepted (its MessageID), or the refusal `send` would throw. */
+  const outcome = (msg: OutboundMessage, answer: Partial<Models.MessageSendingResponse> | undefined, signal: AbortSignal): SendResult => {
+    // Postmark answers ErrorCode 0 for an accepted message; anything else is a refusal.
+    if (typeof answer?.ErrorCode === 'number' && answer.ErrorCode !== 0) {
+      throw classifyPostmarkError(new Errors.PostmarkError(String(answer.Message ?? 'refused'), answer.ErrorCode, 422), signal, Date.now(), { to: msg.to });
+    }
+    // Events carry our delivery id in Metadata, so a missing MessageID loses nothing.
+    return { provider: POSTMARK_PROVIDER, providerMessageId: answer?.MessageID || msg.deliveryId };
+  };
+
+  const configurationError = (classified: unknown, fields: Record<string, unknown>): void => {
+    if (classified instanceof ChannelError && classified.errorClass === 'configuration') {
+      opts.log?.error({ provider: POSTMARK_PROVIDER, ...fields, error: classified.message }, 'Postmark refused our configuration; email cannot leave through it until an operator fixes it');
+    }
+  };
+
+  const send = async (msg: OutboundMessage, signal: AbortSignal): Promise<SendResult> => {
+    const seen: Seen = { retryAfter: null };
+    const race = abortion(signal);
+    try {
+      signal.throwIfAborted();
+      const answer = await Promise.race([clientFor(signal, seen).sendEmail(build(msg)), race.promise]);
+      return outcome(msg, answer, signal);
+    } catch (err) {
+      const classified = err instanceof ChannelError ? err : classifyPostmarkError(err, signal, Date.now(), { ...seen, to: msg.to });
+      configurationError(classified, { delivery_id: msg.deliveryId });
+      throw classified;
+    } finally {
+      race.done();
+    }
+  };
+
   return {
     provider: POSTMARK_PROVIDER,
-    async send(msg: OutboundMessage, signal: AbortSignal): Promise<SendResult> {
+    maxBatch: POSTMARK_MAX_BATCH,
+    send,
+    async sendMany(msgs: readonly OutboundMessage[], signal: AbortSignal): Promise<readonly (SendResult | Error)[]> {
       const seen: Seen = { retryAfter: null };
       const race = abortion(signal);
+      let answers: unknown;
       try {
         signal.throwIfAborted();
-        // One client per send: the SDK takes no per-call options, and the signal must reach fetch.
-        const client = new ServerClient(opts.serverToken, { ...host, timeout: timeoutSeconds, fetch: fetchWith(signal, seen) });
-        const answer = await Promise.race([client.sendEmail({
-          From: from,
-          To: msg.to,
-          Subject: msg.subject ?? opts.from.name,
-          TextBody: msg.body,
-          ...(msg.html === null ? {} : { HtmlBody: msg.html }),
-          MessageStream: messageStream,
-          Metadata: { delivery_id: msg.deliveryId, kind: msg.kind, ...(msg.incidentId === null ? {} : { incident_id: msg.incidentId }) },
-          // Link tracking rewrites links, and ours are signed acknowledgement links that must
-          // arrive as written; an open pixel has no place in an alert.
-          TrackOpens: false,
-          TrackLinks: Models.LinkTrackingOptions.None,
-        }), race.promise]);
-        // Postmark answers 200 with ErrorCode 0 for an accepted message; anything else is a refusal.
-        if (typeof answer.ErrorCode === 'number' && answer.ErrorCode !== 0) {
-          throw new Errors.PostmarkError(String(answer.Message ?? 'refused'), answer.ErrorCode, 422);
-        }
-        // Events carry our delivery id in Metadata, so a missing MessageID loses nothing.
-        return { provider: POSTMARK_PROVIDER, providerMessageId: answer.MessageID || msg.deliveryId };
+        answers = await Promise.race([clientFor(signal, seen).sendEmailBatch(msgs.map(build)), race.promise]);
       } catch (err) {
-        const classified = classifyPostmarkError(err, signal, Date.now(), { ...seen, to: msg.to });
-        if (classified instanceof ChannelError && classified.errorClass === 'configuration') {
-          opts.log?.error({ provider: POSTMARK_PROVIDER, delivery_id: msg.deliveryId, error: classified.message }, 'Postmark refused our configuration; email cannot leave through it until an operator fixes it');
+        if (!signal.aborted && err instanceof Errors.PostmarkError && (err.statusCode === 422 || err.statusCode === 413)) {
+          // The batch itself was refused (nothing says which message, nor that any address is
+          // bad): each message's own answer decides, as if it had been sent alone.
+          return Promise.all(msgs.map((msg) => send(msg, signal).catch((e: unknown) => (e instanceof Error ? e : new ChannelError(String(e), 'transient')))));
         }
+        // The request as a whole: every message failed alike. (Postmark's words are masked: every address in them.)
+        const classified = classifyPostmarkError(err, signal, Date.now(), seen);
+        configurationError(classified, { deliveries: msgs.length });
         throw classified;
       } finally {
         race.done();
       }
+      if (!Array.isArray(answers) || answers.length !== msgs.length) {
+        // Not knowing which were taken, retrying all risks a duplicate; losing an alert is worse.
+        throw new ChannelError(`Postmark answered a batch of ${msgs.length} with ${Array.isArray(answers) ? answers.length : 'no'} results`, 'transient');
+      }
+      return msgs.map((msg, i) => {
+        try {
+          return outcome(msg, answers[i] as Partial<Models.MessageSendingResponse>, signal);
+        } catch (err) {
+          configurationError(err, { delivery_id: msg.deliveryId });
+          return err as Error;
+        }
+      });
     },
   };
 }

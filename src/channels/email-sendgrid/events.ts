@@ -21,6 +21,8 @@ export const SendGridEvent = z.looseObject({
   timestamp: z.number().min(0).max(1e11),
   sg_message_id: z.string().max(500).optional(),
   delivery_id: z.string().max(100).optional(),
+  /** The recipient: with sg_message_id, what tells apart the messages of one request (sendMany). */
+  email: z.string().max(500).optional(),
   type: z.string().max(64).optional(),
   status: text,
   reason: text,

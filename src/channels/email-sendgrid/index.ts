@@ -18,6 +18,21 @@ import { ChannelError, type Channel, type OutboundMessage, type SendResult } fro
  *   404                               configuration (SENDGRID_API_BASE points somewhere wrong)
  *   400 on personalizations.*.to      permanent, and the address is dead (email off for the contact)
  *   400, 413, other 4xx               permanent
+ *
+ * Bulk (sendMany, issue 19): one Mail Send request carries up to 1000 messages, one
+ * personalization each: its own `to`, `subject` and `custom_args` (delivery_id, kind,
+ * incident_id, exactly as `send` sets them, so every event maps back to its delivery), its
+ * own text and HTML as substitutions into the shared content ({{pruuf_text}}, {{pruuf_html}}).
+ * The request's X-Message-Id is every message's provider message id (events carry our
+ * delivery_id, and the webhook tells messages of one request apart by address otherwise).
+ * What cannot share a request goes in another: text-only and HTML mail apart (the content
+ * types are shared), an address at most once per request (SendGrid refuses repeats); a message
+ * whose texts exceed SendGrid's 10,000 bytes of substitutions per personalization, or that
+ * contains a tag itself, goes alone through `send`.
+ * SendGrid checks the whole request before taking any of it: a 400 naming personalizations
+ * (a bad address) refuses those messages alone, each with the error `send` gives it, and the
+ * rest go again in a new request. Any other 400 or a 413 sends each message alone (its own
+ * answer decides); every other failure (429, 5xx, 401/403/404, no answer) is every message's.
  */
 
 export const SENDGRID_PROVIDER = 'sendgrid';
@@ -63,12 +78,15 @@ function rateLimitWaitMs(headers: Record<string, unknown> | undefined, nowMs: nu
 
 const RECIPIENT_FIELD = /^personalizations\.\d+\.to(\.\d+\.email)?$/;
 
-/** SendGrid's own words ("Does not contain a valid address."), short, with the recipient masked. */
-function describeErrors(body: unknown, to: string): { text: string; recipientError: string | undefined } {
-  const list = Array.isArray((body as SendGridErrorBody | undefined)?.errors) ? (body as SendGridErrorBody).errors! : [];
-  const items = list.slice(0, 3).map((e) => ({
+const errorList = (body: unknown): { message?: unknown; field?: unknown }[] =>
+  (Array.isArray((body as SendGridErrorBody | undefined)?.errors) ? (body as SendGridErrorBody).errors! : []);
+
+/** SendGrid's own words ("Does not contain a valid address."), short, with the recipients masked. */
+function describeErrors(body: unknown, recipients: readonly string[]): { text: string; recipientError: string | undefined } {
+  const mask = (text: string) => recipients.reduce((t, to) => (to === '' ? t : t.split(to).join(maskAddress(to))), text);
+  const items = errorList(body).slice(0, 3).map((e) => ({
     field: typeof e.field === 'string' ? e.field : '',
-    message: (typeof e.message === 'string' ? e.message : 'error').split(to).join(maskAddress(to)),
+    message: mask(typeof e.message === 'string' ? e.message : 'error'),
   }));
   const text = items.map((e) => (e.field === '' ? e.message : `${e.field}: ${e.message}`)).join('; ').slice(0, 300);
   return { text, recipientError: items.find((e) => RECIPIENT_FIELD.test(e.field))?.message };
@@ -76,13 +94,17 @@ function describeErrors(body: unknown, to: string): { text: string; recipientErr
 
 /** SendGrid's answer (or the lack of one) as a ChannelError; anything else is returned as it is. */
 export function classifySendGridError(err: unknown, msg: OutboundMessage, signal: AbortSignal, nowMs: number): unknown {
+  return classify(err, [msg.to], signal, nowMs);
+}
+
+function classify(err: unknown, recipients: readonly string[], signal: AbortSignal, nowMs: number): unknown {
   if (signal.aborted) {
     const timedOut = (signal.reason as { name?: unknown } | undefined)?.name === 'TimeoutError';
     return new ChannelError(timedOut ? 'SendGrid did not answer in time' : 'SendGrid call aborted', 'transient');
   }
   if (isResponseError(err)) {
     const status = err.code;
-    const { text, recipientError } = describeErrors(err.response?.body, msg.to);
+    const { text, recipientError } = describeErrors(err.response?.body, recipients);
     const said = `SendGrid answered ${status}${text === '' ? '' : `: ${text}`}`;
     if (status === 429) return new ChannelError(said, 'transient', rateLimitWaitMs(err.response?.headers, nowMs));
     if (status === 408 || status >= 500) return new ChannelError(said, 'transient');
@@ -115,41 +137,195 @@ function clientFor(apiKey: string, baseUrl: string | undefined, signal: AbortSig
   return client;
 }
 
+/** SendGrid's limit of personalizations (and of recipients) in one Mail Send request. */
+export const SENDGRID_MAX_BATCH = 1000;
+/** "The total collective size of your substitutions may not exceed 10,000 bytes per personalization object." */
+export const MAX_SUBSTITUTION_BYTES = 10_000;
+/** Substitution keys; the SDK wraps them in {{ }}, which is what the shared content carries. */
+const TEXT_KEY = 'pruuf_text';
+const HTML_KEY = 'pruuf_html';
+const TEXT_TAG = `{{${TEXT_KEY}}}`;
+const HTML_TAG = `{{${HTML_KEY}}}`;
+
+const customArgsOf = (msg: OutboundMessage): Record<string, string> =>
+  ({ delivery_id: msg.deliveryId, kind: msg.kind, ...(msg.incidentId === null ? {} : { incident_id: msg.incidentId }) });
+
+// Click tracking rewrites links, and ours are signed acknowledgement links that must arrive as
+// written; open pixels and unsubscribe footers have no place in an alert.
+const TRACKING_OFF = {
+  clickTracking: { enable: false, enableText: false },
+  openTracking: { enable: false },
+  subscriptionTracking: { enable: false },
+};
+
+const substitutionsOf = (msg: OutboundMessage): Record<string, string> =>
+  ({ [TEXT_KEY]: msg.body, ...(msg.html === null ? {} : { [HTML_KEY]: msg.html }) });
+
+/** Whether the message can be a personalization of a shared request (else it goes alone). */
+function fitsBatch(msg: OutboundMessage): boolean {
+  const texts = [msg.subject ?? '', msg.body, msg.html ?? ''];
+  if (texts.some((t) => t.includes(TEXT_TAG) || t.includes(HTML_TAG))) return false;
+  const wrapped = Object.fromEntries(Object.entries(substitutionsOf(msg)).map(([k, v]) => [`{{${k}}}`, v]));
+  return Buffer.byteLength(JSON.stringify(wrapped)) <= MAX_SUBSTITUTION_BYTES;
+}
+
+/**
+ * The messages split into requests that SendGrid takes: text-only and HTML mail apart, each
+ * address at most once per request; `alone` are those that cannot share a request at all.
+ */
+export function planBatch(msgs: readonly OutboundMessage[]): { alone: number[]; requests: number[][] } {
+  const alone: number[] = [];
+  const open: { html: boolean; to: Set<string>; members: number[] }[] = [];
+  msgs.forEach((msg, i) => {
+    if (!fitsBatch(msg)) {
+      alone.push(i);
+      return;
+    }
+    const html = msg.html !== null;
+    const to = msg.to.toLowerCase();
+    let r = open.find((o) => o.html === html && !o.to.has(to) && o.members.length < SENDGRID_MAX_BATCH);
+    if (r === undefined) {
+      r = { html, to: new Set(), members: [] };
+      open.push(r);
+    }
+    r.to.add(to);
+    r.members.push(i);
+  });
+  return { alone, requests: open.map((o) => o.members) };
+}
+
+const PERSONALIZATION_FIELD = /^personalizations\.(\d+)(\..*)?$/;
+
+/**
+ * A 400's errors by the personalization they name (its position in the request, the field
+ * renumbered as that message alone would have it), or undefined when any error names none: then
+ * the request itself was refused, not some of its messages.
+ */
+function refusedPersonalizations(body: unknown, count: number): Map<number, { message?: unknown; field: string }[]> | undefined {
+  const list = errorList(body);
+  if (list.length === 0) return undefined;
+  const out = new Map<number, { message?: unknown; field: string }[]>();
+  for (const e of list) {
+    const m = typeof e.field === 'string' ? PERSONALIZATION_FIELD.exec(e.field) : null;
+    const at = m === null ? NaN : Number(m[1]);
+    if (!(at >= 0 && at < count)) return undefined;
+    out.set(at, [...(out.get(at) ?? []), { message: e.message, field: `personalizations.0${m![2] ?? ''}` }]);
+  }
+  return out;
+}
+
 export function createSendGridChannel(opts: SendGridChannelOptions): Channel {
   const now = opts.now ?? Date.now;
   const baseUrl = opts.baseUrl?.replace(/\/+$/, '');
-  return {
-    provider: SENDGRID_PROVIDER,
-    async send(msg: OutboundMessage, signal: AbortSignal): Promise<SendResult> {
-      const mail = new MailService();
-      mail.setClient(clientFor(opts.apiKey, baseUrl, signal));
+
+  const configurationError = (classified: unknown, fields: Record<string, unknown>): void => {
+    if (classified instanceof ChannelError && classified.errorClass === 'configuration') {
+      opts.log?.error({ provider: SENDGRID_PROVIDER, ...fields, error: classified.message }, 'SendGrid refused our configuration; email cannot leave until an operator fixes it');
+    }
+  };
+
+  const mailFor = (signal: AbortSignal): MailService => {
+    const mail = new MailService();
+    mail.setClient(clientFor(opts.apiKey, baseUrl, signal));
+    return mail;
+  };
+
+  const send = async (msg: OutboundMessage, signal: AbortSignal): Promise<SendResult> => {
+    const mail = mailFor(signal);
+    try {
+      signal.throwIfAborted();
+      const [response] = await mail.send({
+        to: msg.to,
+        from: { email: opts.from.email, name: opts.from.name },
+        subject: msg.subject ?? opts.from.name,
+        text: msg.body,
+        ...(msg.html === null ? {} : { html: msg.html }),
+        customArgs: customArgsOf(msg),
+        trackingSettings: TRACKING_OFF,
+      });
+      const messageId = header(response.headers as Record<string, unknown> | undefined, 'x-message-id');
+      // Events carry our delivery id in custom_args, so a missing header loses nothing.
+      return { provider: SENDGRID_PROVIDER, providerMessageId: messageId ?? msg.deliveryId };
+    } catch (err) {
+      const classified = classifySendGridError(err, msg, signal, now());
+      configurationError(classified, { delivery_id: msg.deliveryId });
+      throw classified;
+    }
+  };
+
+  const settle = (p: Promise<SendResult>): Promise<SendResult | Error> =>
+    p.catch((err: unknown) => (err instanceof Error ? err : new ChannelError(String(err), 'transient')));
+
+  /** One request for `batch` (2 or more messages that fit together): fills `out` for each of them. */
+  const sendRequest = async (batch: readonly OutboundMessage[], signal: AbortSignal): Promise<(SendResult | Error)[]> => {
+    const out: (SendResult | Error | undefined)[] = new Array(batch.length);
+    let left = batch.map((_, i) => i);
+    while (left.length > 0) {
+      if (left.length === 1) {
+        out[left[0]!] = await settle(send(batch[left[0]!]!, signal));
+        break;
+      }
+      const these = left.map((i) => batch[i]!);
       try {
         signal.throwIfAborted();
-        const [response] = await mail.send({
-          to: msg.to,
+        const [response] = await mailFor(signal).send({
           from: { email: opts.from.email, name: opts.from.name },
-          subject: msg.subject ?? opts.from.name,
-          text: msg.body,
-          ...(msg.html === null ? {} : { html: msg.html }),
-          customArgs: { delivery_id: msg.deliveryId, kind: msg.kind, ...(msg.incidentId === null ? {} : { incident_id: msg.incidentId }) },
-          // Click tracking rewrites links, and ours are signed acknowledgement links that must
-          // arrive as written; open pixels and unsubscribe footers have no place in an alert.
-          trackingSettings: {
-            clickTracking: { enable: false, enableText: false },
-            openTracking: { enable: false },
-            subscriptionTracking: { enable: false },
-          },
-        });
+          personalizations: these.map((msg) => ({
+            to: msg.to,
+            subject: msg.subject ?? opts.from.name,
+            substitutions: substitutionsOf(msg),
+            customArgs: customArgsOf(msg),
+          })),
+          content: [
+            { type: 'text/plain', value: TEXT_TAG },
+            ...(these[0]!.html === null ? [] : [{ type: 'text/html', value: HTML_TAG }]),
+          ],
+          trackingSettings: TRACKING_OFF,
+        } as Parameters<MailService['send']>[0]);
         const messageId = header(response.headers as Record<string, unknown> | undefined, 'x-message-id');
-        // Events carry our delivery id in custom_args, so a missing header loses nothing.
-        return { provider: SENDGRID_PROVIDER, providerMessageId: messageId ?? msg.deliveryId };
+        these.forEach((msg, k) => { out[left[k]!] = { provider: SENDGRID_PROVIDER, providerMessageId: messageId ?? msg.deliveryId }; });
+        break;
       } catch (err) {
-        const classified = classifySendGridError(err, msg, signal, now());
-        if (classified instanceof ChannelError && classified.errorClass === 'configuration') {
-          opts.log?.error({ provider: SENDGRID_PROVIDER, delivery_id: msg.deliveryId, error: classified.message }, 'SendGrid refused our configuration; email cannot leave until an operator fixes it');
+        const refused = !signal.aborted && isResponseError(err) && err.code === 400 ? refusedPersonalizations(err.response?.body, these.length) : undefined;
+        if (refused !== undefined) {
+          // Those messages alone are refused, each as `send` would refuse it; the rest go again.
+          for (const [k, errors] of refused) {
+            out[left[k]!] = classifySendGridError({ code: 400, response: { body: { errors } } }, these[k]!, signal, now()) as Error;
+          }
+          left = left.filter((_, k) => !refused.has(k));
+          continue;
         }
-        throw classified;
+        if (!signal.aborted && isResponseError(err) && (err.code === 400 || err.code === 413)) {
+          // The request itself was refused (nothing names a message): each message's own answer decides.
+          const alone = await Promise.all(these.map((msg) => settle(send(msg, signal))));
+          alone.forEach((r, k) => { out[left[k]!] = r; });
+          break;
+        }
+        const classified = classify(err, these.map((m) => m.to), signal, now());
+        configurationError(classified, { deliveries: these.length });
+        const error = classified instanceof Error ? classified : new ChannelError(String(classified), 'transient');
+        for (const i of left) out[i] = error;
+        break;
       }
+    }
+    return out as (SendResult | Error)[];
+  };
+
+  return {
+    provider: SENDGRID_PROVIDER,
+    maxBatch: SENDGRID_MAX_BATCH,
+    send,
+    async sendMany(msgs: readonly OutboundMessage[], signal: AbortSignal): Promise<readonly (SendResult | Error)[]> {
+      const out: (SendResult | Error)[] = new Array(msgs.length);
+      const { alone, requests } = planBatch(msgs);
+      await Promise.all([
+        ...alone.map(async (i) => { out[i] = await settle(send(msgs[i]!, signal)); }),
+        ...requests.map(async (members) => {
+          const answers = await sendRequest(members.map((i) => msgs[i]!), signal);
+          answers.forEach((a, k) => { out[members[k]!] = a; });
+        }),
+      ]);
+      return out;
     },
   };
 }

@@ -3,8 +3,8 @@ import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import type pg from 'pg';
 import { z } from 'zod';
-import { withTransaction } from '../../db/pool.js';
-import { countStatus, recordStatus, type StatusMetrics } from '../../delivery/carrier-status.js';
+import { withTransaction, type Queryable } from '../../db/pool.js';
+import { countStatus, recordStatus, type StatusMetrics, type StatusReport } from '../../delivery/carrier-status.js';
 import { AppError, validation } from '../../http/errors.js';
 import { rawBodyRoutes } from '../../http/raw-body.js';
 import { ErrorEnvelopeSchema } from '../../http/schemas.js';
@@ -91,6 +91,27 @@ function parseBatch(body: Buffer): SendGridEvent[] {
 
 type EventOutcome = 'applied' | 'duplicate' | 'ignored' | 'disabled';
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * An event without our delivery_id is matched by its message id (the part of sg_message_id before
+ * the first dot: the request's X-Message-Id). Messages sent in one request (sendMany: one
+ * personalization each) share it, so when several deliveries have it the recipient's address
+ * picks the one (a request carries an address at most once); when none has that address the
+ * event matches no delivery rather than an arbitrary one of them.
+ */
+async function matchByMessage(tx: Queryable, report: StatusReport, email: string | undefined): Promise<StatusReport> {
+  if ((report.deliveryId !== undefined && UUID.test(report.deliveryId)) || report.providerMessageId === undefined) return report;
+  const { rows } = await tx.query<{ id: string; address: string }>(
+    'select id, address from deliveries where provider = $1 and provider_message_id = $2',
+    [report.provider, report.providerMessageId],
+  );
+  if (rows.length <= 1) return report;
+  const to = email?.trim().toLowerCase();
+  const mine = rows.filter((r) => to !== undefined && r.address.trim().toLowerCase() === to);
+  return mine.length === 1 ? { ...report, deliveryId: mine[0]!.id } : { ...report, deliveryId: undefined, providerMessageId: undefined };
+}
+
 /**
  * Our mail always carries delivery_id (custom_args) and the row exists before the send, so an
  * event is matched by our id even when it beats our record of the send; one without it is not
@@ -98,7 +119,7 @@ type EventOutcome = 'applied' | 'duplicate' | 'ignored' | 'disabled';
  */
 async function applyEvent(deps: SendGridWebhookDeps, e: SendGridEvent, now: Date): Promise<EventOutcome> {
   if (!DELIVERY_EVENTS.has(e.event)) return 'ignored';
-  const result = await withTransaction(deps.pool, (tx) => recordStatus(tx, toStatusReport(e, SENDGRID_PROVIDER), now));
+  const result = await withTransaction(deps.pool, async (tx) => recordStatus(tx, await matchByMessage(tx, toStatusReport(e, SENDGRID_PROVIDER), e.email), now));
   countStatus(deps.metrics, SENDGRID_PROVIDER, result.ref?.channel, e.event, result.outcome, result.receiptSeconds);
   if (result.outcome === 'duplicate') return 'duplicate';
   if (result.outcome === 'unknown' || result.ref === undefined) return 'ignored';

@@ -20,12 +20,22 @@ import { CallWire, FcmAgent, withWire } from './wire.js';
  * HTTP/2 transport opens a new session per sendEach call (nothing to reuse for our one- to
  * three-device sends), takes no agent, and could not be cut short by the delivery's deadline nor
  * watched for Retry-After (see wire.ts). The tests therefore run the transport production runs.
+ *
+ * Bulk (sendMany, issue 19): FCM's HTTP v1 API has no multi-message request (its batch endpoint
+ * was shut down in 2024); sendEach is one request per device message, over HTTP/1.1 here on the
+ * agent's pooled keep-alive connections. What a batch of deliveries shares is the rest: one
+ * query for every member's devices, and one delete of every dead token. Each delivery's devices
+ * still go in a sendEach of their own, watched by their own CallWire, so its Retry-After, its
+ * SENDER_ID_MISMATCH and its deadline are its own, and its outcome is exactly what `send` gives
+ * (on the wire it is the same as one sendEach of every device message: N requests either way).
  */
 
 export const FCM_PROVIDER = 'fcm';
 
 /** sendEach's own limit; a member with more devices than this is not a real member. */
 const MAX_DEVICES = 500;
+/** Deliveries per sendMany: their devices are looked up in one query. */
+export const FCM_MAX_BATCH = 500;
 
 export type FcmChannelOptions = {
   pool: Queryable;
@@ -95,26 +105,42 @@ export function createFcmChannel(opts: FcmChannelOptions): FcmChannel {
   messaging.enableLegacyHttpTransport();
   let closed = false;
 
-  async function devicesOf(msg: OutboundMessage): Promise<Device[]> {
+  function memberOf(msg: OutboundMessage): string {
     const memberId = MEMBER_ADDRESS.exec(msg.to)?.[1];
     if (memberId === undefined) throw new ChannelError('fcm: a push address must be user:<member id>', 'permanent');
-    const { rows } = await opts.pool.query<Device>(
-      'select id, token, platform from devices where member_id = $1 order by last_seen_at desc, id limit $2',
-      [memberId, MAX_DEVICES],
-    );
-    return rows;
+    return memberId.toLowerCase();
   }
 
-  async function forget(msg: OutboundMessage, dead: Device[]): Promise<void> {
-    if (dead.length === 0) return;
+  /** Each member's devices (most recently seen first, at most MAX_DEVICES), in one query. */
+  async function devicesOf(memberIds: readonly string[]): Promise<Map<string, Device[]>> {
+    const { rows } = await opts.pool.query<Device & { member_id: string }>(
+      `select member_id, id, token, platform from (
+         select member_id, id, token, platform, last_seen_at,
+                row_number() over (partition by member_id order by last_seen_at desc, id) as n
+           from devices where member_id = any($1::uuid[])
+       ) d where n <= $2 order by member_id, last_seen_at desc, id`,
+      [[...new Set(memberIds)], MAX_DEVICES],
+    );
+    const out = new Map<string, Device[]>();
+    for (const { member_id: memberId, ...device } of rows) out.set(memberId, [...(out.get(memberId) ?? []), device]);
+    return out;
+  }
+
+  /** Deletes the dead devices found by one call (one statement for all of its deliveries). */
+  async function forget(found: readonly { msg: OutboundMessage; dead: Device[] }[]): Promise<void> {
+    const withDead = found.filter((f) => f.dead.length > 0);
+    if (withDead.length === 0) return;
+    const ids = withDead.map((f) => f.msg.deliveryId);
+    const deliveryIds = ids.length === 1 ? { delivery_id: ids[0] } : { delivery_ids: ids };
+    const devices = withDead.flatMap((f) => f.dead);
     try {
       // A dead token is dead for every member who registered it (devices are per member and token):
       // every row holding it goes, not only the row of the member this message was for.
-      const { rowCount } = await opts.pool.query('delete from devices where token = any($1::text[])', [dead.map((d) => d.token)]);
-      opts.log.info({ delivery_id: msg.deliveryId, device_ids: dead.map((d) => d.id), rows_deleted: rowCount ?? 0 }, 'fcm: deleted devices whose push token is dead');
+      const { rowCount } = await opts.pool.query('delete from devices where token = any($1::text[])', [[...new Set(devices.map((d) => d.token))]]);
+      opts.log.info({ ...deliveryIds, device_ids: devices.map((d) => d.id), rows_deleted: rowCount ?? 0 }, 'fcm: deleted devices whose push token is dead');
     } catch (err) {
       // The send's outcome stands; the next send finds the same dead tokens and tries again.
-      opts.log.warn({ delivery_id: msg.deliveryId, err: { message: (err as Error).message } }, 'fcm: could not delete dead devices');
+      opts.log.warn({ ...deliveryIds, err: { message: (err as Error).message } }, 'fcm: could not delete dead devices');
     }
   }
 
@@ -143,39 +169,68 @@ export function createFcmChannel(opts: FcmChannelOptions): FcmChannel {
     return out;
   }
 
+  /** One delivery to its devices: its outcome (a SendResult or the ChannelError `send` throws) and its dead devices. */
+  async function attempt(msg: OutboundMessage, devices: Device[], signal: AbortSignal): Promise<{ outcome: SendResult | ChannelError; dead: Device[] }> {
+    if (devices.length === 0) return { outcome: new ChannelError('fcm: the member has no registered devices', 'permanent'), dead: [] };
+    const wire = new CallWire();
+    let batch: BatchResponse;
+    try {
+      batch = await untilAborted(withWire(wire, () => messaging.sendEach(devices.map((d) => buildFcmMessage(msg, d.token)))), signal, wire);
+    } catch (err) {
+      if (err instanceof ChannelError) return { outcome: err, dead: [] };
+      // The whole call failed before any device was tried (credentials, project id).
+      const failure = classifyDeviceError(err, wire);
+      const errorClass = failure === 'bug' || failure === 'dead' ? 'permanent' : failure;
+      return { outcome: new ChannelError(`fcm: ${errorCodeOf(err)}`, errorClass, errorClass === 'permanent' ? undefined : wire.retryAfterMs()), dead: [] };
+    }
+
+    const result = outcome(msg, devices, batch, wire);
+    const dead = result.dead;
+    // FCM gives no delivery receipts: its answer is the last word we get, recorded as the carrier status.
+    if (result.messageId !== undefined) return { outcome: { provider: FCM_PROVIDER, providerMessageId: result.messageId, status: { status: 'sent', errorCode: null } }, dead };
+
+    const summary = `fcm: no device accepted (${devices.length} tried: ${[...new Set(result.codes)].join(', ')})`;
+    if (result.failures.every((f) => f === 'dead')) {
+      return {
+        outcome: new ChannelError(`fcm: every push token of the member is dead (${devices.length} device(s), now forgotten)`, 'permanent', undefined, undefined,
+          { status: 'undelivered', errorCode: [...new Set(result.codes)].join(', ').slice(0, 100) }),
+        dead,
+      };
+    }
+    if (result.failures.includes('transient')) return { outcome: new ChannelError(summary, 'transient', wire.retryAfterMs()), dead };
+    if (result.failures.includes('configuration')) return { outcome: new ChannelError(summary, 'configuration', wire.retryAfterMs()), dead };
+    return { outcome: new ChannelError(summary, 'permanent'), dead };
+  }
+
   return {
     provider: FCM_PROVIDER,
     app,
+    maxBatch: FCM_MAX_BATCH,
     async send(msg: OutboundMessage, signal: AbortSignal): Promise<SendResult> {
       if (closed) throw new ChannelError('fcm channel is closed', 'transient');
-      const devices = await devicesOf(msg);
-      if (devices.length === 0) throw new ChannelError('fcm: the member has no registered devices', 'permanent');
-
-      const wire = new CallWire();
-      let batch: BatchResponse;
-      try {
-        batch = await untilAborted(withWire(wire, () => messaging.sendEach(devices.map((d) => buildFcmMessage(msg, d.token)))), signal, wire);
-      } catch (err) {
-        if (err instanceof ChannelError) throw err;
-        // The whole call failed before any device was tried (credentials, project id).
-        const failure = classifyDeviceError(err, wire);
-        const errorClass = failure === 'bug' || failure === 'dead' ? 'permanent' : failure;
-        throw new ChannelError(`fcm: ${errorCodeOf(err)}`, errorClass, errorClass === 'permanent' ? undefined : wire.retryAfterMs());
-      }
-
-      const result = outcome(msg, devices, batch, wire);
-      await forget(msg, result.dead);
-      // FCM gives no delivery receipts: its answer is the last word we get, recorded as the carrier status.
-      if (result.messageId !== undefined) return { provider: FCM_PROVIDER, providerMessageId: result.messageId, status: { status: 'sent', errorCode: null } };
-
-      const summary = `fcm: no device accepted (${devices.length} tried: ${[...new Set(result.codes)].join(', ')})`;
-      if (result.failures.every((f) => f === 'dead')) {
-        throw new ChannelError(`fcm: every push token of the member is dead (${devices.length} device(s), now forgotten)`, 'permanent', undefined, undefined,
-          { status: 'undelivered', errorCode: [...new Set(result.codes)].join(', ').slice(0, 100) });
-      }
-      if (result.failures.includes('transient')) throw new ChannelError(summary, 'transient', wire.retryAfterMs());
-      if (result.failures.includes('configuration')) throw new ChannelError(summary, 'configuration', wire.retryAfterMs());
-      throw new ChannelError(summary, 'permanent');
+      const memberId = memberOf(msg);
+      const devices = (await devicesOf([memberId])).get(memberId) ?? [];
+      const { outcome: out, dead } = await attempt(msg, devices, signal);
+      await forget([{ msg, dead }]);
+      if (out instanceof ChannelError) throw out;
+      return out;
+    },
+    async sendMany(msgs: readonly OutboundMessage[], signal: AbortSignal): Promise<readonly (SendResult | Error)[]> {
+      if (closed) throw new ChannelError('fcm channel is closed', 'transient');
+      const members = msgs.map((msg) => {
+        try {
+          return memberOf(msg);
+        } catch (err) {
+          return err as ChannelError;
+        }
+      });
+      const devices = await devicesOf(members.filter((m): m is string => typeof m === 'string'));
+      const attempts = await Promise.all(msgs.map((msg, i) => {
+        const member = members[i]!;
+        return member instanceof ChannelError ? { outcome: member, dead: [] } : attempt(msg, devices.get(member) ?? [], signal);
+      }));
+      await forget(attempts.map((a, i) => ({ msg: msgs[i]!, dead: a.dead })));
+      return attempts.map((a) => a.outcome);
     },
     async close(): Promise<void> {
       if (closed) return;
