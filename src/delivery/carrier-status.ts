@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { Batcher } from '../batcher.js';
 import { setSmsOptOut } from '../channels/sms-twilio/opt-out.js';
 import type { SendStatus } from '../channels/types.js';
 import { withTransaction, type Queryable } from '../db/pool.js';
@@ -111,26 +112,7 @@ async function lockDelivery(tx: Queryable, r: Pick<StatusReport, 'provider' | 'd
 export async function applyToDelivery(
   tx: Queryable, ref: SentRef, r: Omit<StatusReport, 'deliveryId' | 'providerMessageId' | 'holdUnmatched'>, now: Date,
 ): Promise<{ recorded: boolean; advanced: boolean; disabled: boolean; receiptSeconds: number | null }> {
-  const word = r.status.toLowerCase();
-  const { rows: [res] } = await tx.query<{ recorded: boolean; advanced: boolean; receipt_seconds: number | null }>(
-    `with h as (
-       insert into delivery_statuses (delivery_id, provider, event_id, status, carrier_status, error_code, occurred_at, received_at)
-       values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict (provider, event_id) do nothing
-       returning 1
-     ), u as (
-       update deliveries d
-          set provider_status = $4, provider_status_at = $7, provider_error_code = $6,
-              carrier_status = coalesce($5, d.carrier_status),
-              carrier_status_at = case when $5::text is not null and d.carrier_status is distinct from $5 then $7 else d.carrier_status_at end,
-              updated_at = $8
-        where d.id = $1 and exists (select 1 from h)
-          and (d.provider_status is null or ${RANK_SQL} < $9
-               or (${RANK_SQL} = $9 and (d.provider_status_at is null or d.provider_status_at <= $7)))
-       returning case when $5 = 'delivered' and d.sent_at is not null then extract(epoch from ($7::timestamptz - d.sent_at))::float8 end as secs
-     )
-     select exists (select 1 from h) as recorded, exists (select 1 from u) as advanced, (select secs from u) as receipt_seconds`,
-    [ref.id, r.provider, r.eventId.slice(0, 200), word.slice(0, 64), carrierStatusOf(word), r.errorCode?.slice(0, 100) ?? null, r.occurredAt, now, rankOf(word)],
-  );
+  const [res] = await storeStatuses(tx, [{ deliveryId: ref.id, report: r, now }]);
   const recorded = res?.recorded === true;
   let disabled = false;
   if (recorded && r.effects !== undefined) {
@@ -143,6 +125,64 @@ export async function applyToDelivery(
     if (e.failover !== undefined && ref.kind === 'alert') await recordFailover(tx, ref, e.failover, now);
   }
   return { recorded, advanced: res?.advanced === true, disabled, receiptSeconds: res?.receipt_seconds ?? null };
+}
+
+type StoredStatus = { recorded: boolean; advanced: boolean; receipt_seconds: number | null };
+
+/**
+ * Statuses stored in ONE statement, each for its own delivery (at most one per delivery per
+ * call): stored once (a repeat is recorded = false), and the row moved on when the word is later
+ * than the one it has (advanced). Per item, in order. The effects are applyToDelivery's.
+ */
+async function storeStatuses(
+  db: Queryable, items: readonly { deliveryId: string; report: Pick<StatusReport, 'provider' | 'eventId' | 'status' | 'errorCode' | 'occurredAt'>; now: Date }[],
+): Promise<StoredStatus[]> {
+  const input = items.map(({ deliveryId, report: r, now }, i) => {
+    const word = r.status.toLowerCase();
+    return {
+      i, delivery_id: deliveryId, provider: r.provider, event_id: r.eventId.slice(0, 200), status: word.slice(0, 64), carrier_status: carrierStatusOf(word),
+      error_code: r.errorCode?.slice(0, 100) ?? null, occurred_at: r.occurredAt, received_at: now, rank: rankOf(word),
+    };
+  });
+  const { rows } = await db.query<StoredStatus & { i: number }>(
+    `with input as (
+       select * from json_to_recordset($1::json) as r(i int, delivery_id uuid, provider text, event_id text, status text, carrier_status text,
+                                                      error_code text, occurred_at timestamptz, received_at timestamptz, rank int)
+     ), h as (
+       insert into delivery_statuses (delivery_id, provider, event_id, status, carrier_status, error_code, occurred_at, received_at)
+       select delivery_id, provider, event_id, status, carrier_status, error_code, occurred_at, received_at from input
+       on conflict (provider, event_id) do nothing
+       returning provider, event_id
+     ), u as (
+       update deliveries d
+          set provider_status = i.status, provider_status_at = i.occurred_at, provider_error_code = i.error_code,
+              carrier_status = coalesce(i.carrier_status, d.carrier_status),
+              carrier_status_at = case when i.carrier_status is not null and d.carrier_status is distinct from i.carrier_status then i.occurred_at else d.carrier_status_at end,
+              updated_at = i.received_at
+         from input i
+        where d.id = i.delivery_id and exists (select 1 from h where h.provider = i.provider and h.event_id = i.event_id)
+          and (d.provider_status is null or ${RANK_SQL} < i.rank
+               or (${RANK_SQL} = i.rank and (d.provider_status_at is null or d.provider_status_at <= i.occurred_at)))
+       returning i.i, case when i.carrier_status = 'delivered' and d.sent_at is not null then extract(epoch from (i.occurred_at - d.sent_at))::float8 end as secs
+     )
+     select i.i, exists (select 1 from h where h.provider = i.provider and h.event_id = i.event_id) as recorded,
+            u.i is not null as advanced, u.secs as receipt_seconds
+       from input i left join u on u.i = i.i order by i.i`,
+    [JSON.stringify(input)],
+  );
+  return rows;
+}
+
+/** One Batcher per pool: the statuses providers give in their answer to a send (FCM), stored together. */
+const sendStatusWriters = new WeakMap<pg.Pool, Batcher<{ deliveryId: string; report: Pick<StatusReport, 'provider' | 'eventId' | 'status' | 'errorCode' | 'occurredAt'>; now: Date }, StoredStatus>>();
+
+function storeSendStatus(pool: pg.Pool, item: { deliveryId: string; report: Pick<StatusReport, 'provider' | 'eventId' | 'status' | 'errorCode' | 'occurredAt'>; now: Date }): Promise<StoredStatus> {
+  let b = sendStatusWriters.get(pool);
+  if (b === undefined) {
+    b = new Batcher((items) => storeStatuses(pool, items), 200);
+    sendStatusWriters.set(pool, b);
+  }
+  return b.run(item);
 }
 
 /**
@@ -209,20 +249,40 @@ export async function applyHeldStatuses(
  * one, then any status that arrived before the record (held). A failed send passes no message id.
  * Looked up after the record committed, so a callback held meanwhile is seen (see the top).
  */
+/** One Batcher per pool: the sends of one turn ask about held callbacks in one statement. */
+const heldReaders = new WeakMap<pg.Pool, Batcher<{ provider: string; id: string }, boolean>>();
+
+/** Whether callbacks for this message wait in held_delivery_statuses (they came before its record). */
+function isHeld(pool: pg.Pool, provider: string, id: string): Promise<boolean> {
+  let b = heldReaders.get(pool);
+  if (b === undefined) {
+    b = new Batcher(async (items) => {
+      const { rows } = await pool.query<{ provider: string; provider_message_id: string }>(
+        `select distinct h.provider, h.provider_message_id from held_delivery_statuses h
+           join unnest($1::text[], $2::text[]) as q(provider, id) on h.provider = q.provider and h.provider_message_id = q.id`,
+        [items.map((i) => i.provider), items.map((i) => i.id)],
+      );
+      const held = new Set(rows.map((r) => `${r.provider} ${r.provider_message_id}`));
+      return items.map((i) => held.has(`${i.provider} ${i.id}`));
+    }, 500);
+    heldReaders.set(pool, b);
+  }
+  return b.run({ provider, id });
+}
+
 export async function recordSendOutcome(
   pool: pg.Pool, ref: SentRef, send: { provider: string; providerMessageId?: string | undefined; status?: SendStatus | undefined }, now: Date, metrics?: StatusMetrics,
 ): Promise<void> {
   if (send.status !== undefined) {
-    const res = await applyToDelivery(pool, ref, {
-      provider: send.provider, eventId: `send:${ref.id}:${send.status.status}`, status: send.status.status, errorCode: send.status.errorCode, occurredAt: now,
-    }, now);
+    // A send's own status has no effects (no dead address, no opt-out): stored with the others of its turn.
+    const res = await storeSendStatus(pool, {
+      deliveryId: ref.id, now,
+      report: { provider: send.provider, eventId: `send:${ref.id}:${send.status.status}`, status: send.status.status, errorCode: send.status.errorCode, occurredAt: now },
+    });
     countStatus(metrics, send.provider, ref.channel, send.status.status, !res.recorded ? 'duplicate' : res.advanced ? 'applied' : 'stale');
   }
   if (send.providerMessageId === undefined) return;
-  const { rows } = await pool.query<{ held: boolean }>(
-    'select exists (select 1 from held_delivery_statuses where provider = $1 and provider_message_id = $2) as held', [send.provider, send.providerMessageId],
-  );
-  if (rows[0]?.held !== true) return;
+  if (!(await isHeld(pool, send.provider, send.providerMessageId))) return;
   for (const a of await applyHeldStatuses(pool, now, { provider: send.provider, providerMessageId: send.providerMessageId })) {
     countStatus(metrics, a.provider, a.channel, a.status, a.outcome);
   }

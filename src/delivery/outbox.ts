@@ -4,7 +4,7 @@ import type { ChannelName } from '../channels/types.js';
 import type { Queryable } from '../db/pool.js';
 import type { Logger } from '../observability/logger.js';
 import type { QueueSystem } from '../queue/index.js';
-import { deliveryPriorities, priorityOfNew, PRIORITY_LOOKUP_TIMEOUT_MS, type DeliveryJobRef, type DeliveryPriority } from './priority.js';
+import { deliveryPriorities, prioritiesOfNew, PRIORITY_LOOKUP_TIMEOUT_MS, type DeliveryJobRef, type DeliveryPriority } from './priority.js';
 
 /**
  * The outbox: a delivery is a row first (committed with the state change that caused it), and
@@ -127,8 +127,7 @@ export async function insertDeliveries(db: Queryable, rows: NewDelivery[], opts:
 /** The batch key of each row, in order: rows of one priority, in chunks of DELIVERY_BATCH_MAX. */
 function batchKeys(rows: NewDelivery[]): string[] {
   const open = new Map<DeliveryPriority, { key: string; size: number }>();
-  return rows.map((r) => {
-    const priority = priorityOfNew(r, rows);
+  return prioritiesOfNew(rows).map((priority) => {
     let batch = open.get(priority);
     if (batch === undefined || batch.size >= DELIVERY_BATCH_MAX) {
       batch = { key: randomUUID(), size: 0 };

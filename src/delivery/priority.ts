@@ -74,23 +74,27 @@ export type DeliveryJobRef = { id: string; priority: DeliveryPriority; jobKey?: 
 
 const rank = (channel: string) => ({ sms: 0, push: 1, email: 2 } as Record<string, number>)[channel] ?? 3;
 
+type NewRow = { kind: string; stepNo?: number | null | undefined; channel: string; incidentId?: string | null | undefined; contactId: string | null };
+
 /**
- * PRIORITY_SQL's rule over rows not written yet, with their siblings among `rows` (a step's rows
- * are written together): insertDeliveries groups rows of one priority into a batch with it. The
- * job's priority is still the one PRIORITY_SQL gives its rows once written (the most urgent).
+ * PRIORITY_SQL's rule over rows not written yet, with their siblings among the same rows (a step's
+ * rows are written together), in input order: insertDeliveries groups rows of one priority into a
+ * batch. One pass to find each contact's first channel of a first step, one to decide: a burst
+ * writes thousands of rows at once. A job's priority is still the one PRIORITY_SQL gives its rows
+ * once written (the most urgent of them).
  */
-export function priorityOfNew(
-  row: { kind: string; stepNo?: number | null | undefined; channel: string; incidentId?: string | null | undefined; contactId: string | null },
-  rows: readonly { kind: string; stepNo?: number | null | undefined; channel: string; incidentId?: string | null | undefined; contactId: string | null }[],
-): DeliveryPriority {
-  if (row.kind === 'alert' && row.stepNo === 1 && row.channel !== 'voice') {
-    const before = rows.some((o) => o.kind === 'alert' && o.stepNo === 1 && o.incidentId === row.incidentId && o.contactId === row.contactId && rank(o.channel) < rank(row.channel));
-    return before ? DELIVERY_PRIORITY.FIRST_STEP : DELIVERY_PRIORITY.FIRST_ALERT;
-  }
-  if (row.kind === 'alert' && row.stepNo === 1) return DELIVERY_PRIORITY.FIRST_STEP;
-  if (['alert', 'ack_notice', 'ack_lapsed', 'all_clear'].includes(row.kind)) return DELIVERY_PRIORITY.FOLLOW_UP;
-  if (row.kind === 'reminder' || row.kind === 'verification') return DELIVERY_PRIORITY.MEMBER_WAITING;
-  return DELIVERY_PRIORITY.ROUTINE;
+export function prioritiesOfNew(rows: readonly NewRow[]): DeliveryPriority[] {
+  const firstStep = (r: NewRow) => r.kind === 'alert' && r.stepNo === 1 && r.channel !== 'voice';
+  const key = (r: NewRow) => `${r.incidentId ?? ''} ${r.contactId ?? ''}`;
+  const best = new Map<string, number>();
+  for (const r of rows) if (firstStep(r)) best.set(key(r), Math.min(best.get(key(r)) ?? Infinity, rank(r.channel)));
+  return rows.map((r) => {
+    if (firstStep(r)) return rank(r.channel) > best.get(key(r))! ? DELIVERY_PRIORITY.FIRST_STEP : DELIVERY_PRIORITY.FIRST_ALERT;
+    if (r.kind === 'alert' && r.stepNo === 1) return DELIVERY_PRIORITY.FIRST_STEP;
+    if (['alert', 'ack_notice', 'ack_lapsed', 'all_clear'].includes(r.kind)) return DELIVERY_PRIORITY.FOLLOW_UP;
+    if (r.kind === 'reminder' || r.kind === 'verification') return DELIVERY_PRIORITY.MEMBER_WAITING;
+    return DELIVERY_PRIORITY.ROUTINE;
+  });
 }
 
 /**

@@ -83,7 +83,9 @@ describe('per-sender SMS throughput through the real delivery worker', () => {
     const arrivals = fake.accepted.filter((m) => m.body.startsWith('Alert ')).map((m) => m.receivedAt).sort((a, b) => a - b);
     expect(arrivals).toHaveLength(N);
     expect(new Set(fake.accepted.map((m) => m.to)).size).toBe(N);
-    expect(arrivals.at(-1)! - arrivals[0]!).toBeGreaterThanOrEqual(((N - 1) / RATE) * 1000 - JITTER_MS);
+    // From the second arrival on: the first request also pays the client's cold start (its first
+    // connection), which would shorten the measured spread without any slot being early.
+    expect(arrivals.at(-1)! - arrivals[1]!).toBeGreaterThanOrEqual(((N - 2) / RATE) * 1000 - JITTER_MS);
     // The email did not queue behind the throttled SMS in the workers' single delivery slots.
     const lastSms = Math.max(...rows.map((r) => r.sent_at.getTime()));
     expect(emailSent.getTime()).toBeLessThan(lastSms - 1000);

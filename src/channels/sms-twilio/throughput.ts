@@ -1,3 +1,4 @@
+import { Batcher } from '../../batcher.js';
 import type { Queryable } from '../../db/pool.js';
 
 /**
@@ -37,4 +38,43 @@ export async function takeSendSlot(db: Queryable, sender: string, ratePerSecond:
   if (r.granted) return { ok: true };
   // No earlier row in this statement's snapshot: another worker created it just now and holds the slot.
   return { ok: false, retryAfterMs: Math.max(1, Math.ceil(r.wait_ms ?? intervalMs)) };
+}
+
+/**
+ * `count` slots at once (a burst's sends of one turn, issue 19): one statement grants as many as
+ * the budget allows now, in order, and tells each refused one when its turn comes. Same GCRA row
+ * and rule as takeSendSlot. The row is locked for the statement, so concurrent workers queue on
+ * it once per batch instead of once per message. A sender's very first batches, racing to create
+ * its row, may each be granted (once, by at most their size).
+ */
+export async function takeSendSlots(db: Queryable, sender: string, ratePerSecond: number, count: number, burst = 1): Promise<SlotAnswer[]> {
+  const intervalMs = 1000 / ratePerSecond;
+  const toleranceMs = intervalMs * Math.max(0, burst - 1);
+  const { rows } = await db.query<{ granted: number; wait_ms: number }>(
+    `with now as (select clock_timestamp() as t),
+     prev as (select tat from sms_sender_rate where sender = $1 for update),
+     base as (select n.t, greatest(coalesce((select tat from prev), n.t), n.t) as b from now n),
+     g as (
+       select t, b, (case when extract(epoch from (t - b)) * 1000 + $3 >= 0
+                          then least($4::int, floor((extract(epoch from (t - b)) * 1000 + $3) / $2)::int + 1) else 0 end) as granted
+         from base
+     ),
+     upd as (
+       insert into sms_sender_rate as r (sender, tat)
+       select $1, b + make_interval(secs => granted * $2 / 1000.0) from g
+       on conflict (sender) do update set tat = excluded.tat
+       returning tat
+     )
+     select g.granted, (extract(epoch from ((select tat from upd) - g.t)) * 1000 - $3)::float8 as wait_ms from g`,
+    [sender, intervalMs, toleranceMs, count],
+  );
+  const { granted, wait_ms: waitMs } = rows[0]!;
+  return Array.from({ length: count }, (_, i) =>
+    i < granted ? { ok: true } : { ok: false, retryAfterMs: Math.max(1, Math.ceil(waitMs + (i - granted) * intervalMs)) });
+}
+
+/** A sender's slots, taken together for the sends of one turn (takeSendSlots). */
+export function sendSlots(db: Queryable, sender: string, ratePerSecond: number, burst = 1): () => Promise<SlotAnswer> {
+  const batcher = new Batcher<null, SlotAnswer>((items) => takeSendSlots(db, sender, ratePerSecond, items.length, burst), 500);
+  return () => batcher.run(null);
 }
