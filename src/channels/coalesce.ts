@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { Batcher } from '../batcher.js';
 import { ChannelError, type Channel, type OutboundMessage, type SendResult } from './types.js';
 
@@ -48,6 +49,8 @@ export function coalesced(channel: Channel): Channel {
       out[live[0]!] = await one(items[live[0]!]!);
     } else if (live.length > 1) {
       const signal = AbortSignal.any(live.map((i) => items[i]!.signal));
+      // A bulk call listens on it once per message inside (FCM: each delivery's own deadline watch).
+      setMaxListeners(0, signal);
       let answers: readonly (SendResult | Error)[];
       try {
         answers = await sendMany.call(channel, live.map((i) => items[i]!.msg), signal);

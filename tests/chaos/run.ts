@@ -43,6 +43,7 @@ import { startFakeTwilio } from '../fakes/twilio.js';
 import { signToken } from '../helpers/tokens.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { QueueSystem } from '../../src/queue/index.js';
+import { deliveryBatchJobId, deliveryJobId } from '../../src/delivery/outbox.js';
 import { startPostgres, startRedis, type PgServer, type RedisServer } from './lib/services.js';
 import { acceptances, seed, type Fakes } from './lib/seed.js';
 import { dataFaultPhase } from './lib/data-faults.js';
@@ -154,13 +155,14 @@ class SteadyClient {
 
 /** Where each still-pending alert stands, in the database and in the queue, to see why it is late. */
 async function explainLost(pool: pg.Pool, backend: 'redis' | 'postgres', redisUrl: string | undefined, databaseUrl: string): Promise<void> {
-  const { rows } = await pool.query<{ id: string; channel: string; status: string; attempts: number; last_error: string | null; created_at: Date; updated_at: Date }>(
-    `select id, channel, status, attempts, last_error, created_at, updated_at from deliveries where kind = 'alert' and status <> 'sent' limit 10`,
+  const { rows } = await pool.query<{ id: string; channel: string; status: string; attempts: number; last_error: string | null; created_at: Date; updated_at: Date; job_key: string | null; lease_owner: string | null }>(
+    `select id, channel, status, attempts, last_error, created_at, updated_at, job_key, lease_owner from deliveries where kind = 'alert' and status <> 'sent' limit 10`,
   );
   const queues = new QueueSystem({ backend, redisUrl, databaseUrl, prefix: 'chaos' }, createLogger('silent'));
   try {
     for (const r of rows) {
-      const job = await queues.queue('delivery').getJob(`delivery-${r.id}`).catch(() => undefined);
+      // A row in a batch is carried by its batch's job; otherwise by its own.
+      const job = await queues.queue('delivery').getJob(r.job_key === null ? deliveryJobId(r.id) : deliveryBatchJobId(r.job_key)).catch(() => undefined);
       const state = job === undefined || job === null ? 'no job' : await job.getState();
       say(`not sent: ${JSON.stringify({ ...r, job: state, job_attempts: job?.attemptsMade, job_delay: job?.delay, job_failed: job?.failedReason })}`);
     }
