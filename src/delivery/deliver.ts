@@ -58,6 +58,8 @@ export type DeliveryDeps = {
   queues?: QueueSystem;
   /** Deliveries in hand at once in this worker, batch rows and single jobs alike (DELIVERY_CONCURRENCY). */
   concurrency?: number;
+  /** BATCH_TURN_WITHIN_MS (tests shorten it). */
+  batchTurnWithinMs?: number;
 };
 
 export const FAILOVER_AFTER_MS = 5 * 60_000;
@@ -487,6 +489,13 @@ async function failover(deps: DeliveryDeps, row: DeliveryRow, from: string, to: 
 export type BatchOutcome = 'batch';
 
 /**
+ * A batch row whose turn has not come this long after its job started is set aside with a job of
+ * its own. With the send timeout (15 s) and the record retry (30 s) the job then never holds a row
+ * anywhere near HUNG_AFTER_MS (90 s), after which its worker would be replaced and the job run again.
+ */
+export const BATCH_TURN_WITHIN_MS = 30_000;
+
+/**
  * A batch job (outbox.ts): its pending rows, all tried at once, each exactly as processDelivery
  * tries one (failover, final failures, records), with the batch's reads and writes shared
  * (markSent, readIncident: one statement per turn) and, through the channels, the providers' bulk
@@ -505,15 +514,24 @@ export async function processDeliveryBatch(
      returning ${ROW_COLUMNS}`,
     [jobKey, deliveryBatchJobId(jobKey), LEASE_MS / 1000],
   );
-  const results = await Promise.allSettled(rows.map((row) => limit.run(() => deliverRow(deps, row, attemptsMade, maxAttempts))));
+  const started = Date.now();
+  const results = await Promise.allSettled(rows.map((row) => limit.run(async () => {
+    // Its turn came late (the worker's limit is busy with slow sends): given its own job instead, so
+    // this job stays far shorter than a hung one (HUNG_AFTER_MS) and is never taken for one.
+    if (Date.now() - started > (deps.batchTurnWithinMs ?? BATCH_TURN_WITHIN_MS)) return 'late' as const;
+    return deliverRow(deps, row, attemptsMade, maxAttempts);
+  })));
   const again: { id: string; delayMs: number }[] = [];
   let databaseDown: unknown;
   results.forEach((r, i) => {
-    if (r.status === 'fulfilled') return;
+    if (r.status === 'fulfilled') {
+      if (r.value === 'late') again.push({ id: rows[i]!.id, delayMs: 0 });
+      return;
+    }
     if (isDatabaseUnavailable(r.reason)) databaseDown ??= r.reason;
     else again.push({ id: rows[i]!.id, delayMs: r.reason instanceof DeliveryDeferredError ? deferDelayMs(r.reason.retryAfterMs) : deliveryBackoffMs(attemptsMade + 1, backoffDelayMs) });
   });
-  // The batch's try was one of theirs: what is left of the batch job's attempts goes with them.
+  // The batch's try was one of theirs (a late row's was not, and keeps one more than it needs).
   if (again.length > 0) await setAside(deps, jobKey, again, { attempts: Math.max(1, maxAttempts - attemptsMade - 1), ...(backoffDelayMs === undefined ? {} : { backoffDelayMs }) });
   if (databaseDown !== undefined) throw databaseDown;
   return 'batch';

@@ -1,7 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { systemClock } from '../../src/clock.js';
 import { withTransaction } from '../../src/db/pool.js';
-import { processDelivery } from '../../src/delivery/deliver.js';
+import { Limiter } from '../../src/batcher.js';
+import type { Channel, OutboundMessage } from '../../src/channels/types.js';
+import { processDelivery, processDeliveryBatch } from '../../src/delivery/deliver.js';
 import { DELIVERY_BATCH_JOB_NAME, DELIVERY_BATCH_MAX, deliveryBatchJobId, enqueueDeliveries, insertDeliveries, type NewDelivery } from '../../src/delivery/outbox.js';
 import { reconcileDeliveries } from '../../src/delivery/reconciler.js';
 import { createLogger } from '../../src/observability/logger.js';
@@ -120,6 +122,27 @@ describe.each(['redis', 'postgres'] as const)('delivery batches on the %s queue 
     expect(await processDelivery(deps, id2!, 0, 3)).toBe('sent');
     // Taken out of its batch: the batch's job, when it comes, finds nothing left to send.
     expect((await rowsOf([id2!]))[0]!.job_key).toBeNull();
+  });
+
+  it('a row whose turn comes late (slow sends ahead of it) gets a job of its own instead of keeping its batch job running', async () => {
+    const q = queues.queue('delivery');
+    await q.pause();
+    const ids = await insert(Array.from({ length: 4 }, (_, i) => delivery(`slow${i}@example.test`)));
+    const key = (await rowsOf([ids[0]!]))[0]!.job_key!;
+    const slow = { ...fake.channels.email as Channel, async send(msg: OutboundMessage, signal: AbortSignal) {
+      await new Promise((r) => setTimeout(r, 300));
+      return (fake.channels.email as Channel).send(msg, signal);
+    } };
+    const deps = { pool: db.pool, channels: { ...fake.channels, email: slow }, clock: systemClock, log, queues, batchTurnWithinMs: 450 };
+    // One delivery in hand at a time: the third row's turn comes after 600 ms.
+    expect(await processDeliveryBatch(deps, key, 0, 4, 10, new Limiter(1))).toBe('batch');
+    const rows = await rowsOf(ids);
+    expect(rows.map((r) => r.status)).toEqual(['sent', 'sent', 'pending', 'pending']);
+    expect(rows.slice(2).map((r) => r.job_key)).toEqual([null, null]);
+    expect((await queued()).map((j) => j.name)).toEqual(['deliver', 'deliver']);
+    await q.resume();
+    expect((await settled(ids)).every((r) => r.status === 'sent')).toBe(true);
+    for (const id of ids) expect(await outboxCount(id)).toBe(1);
   });
 
   it('the reconciler rebuilds a batch whose rows no longer share a priority into one batch per priority', async () => {
