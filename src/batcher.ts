@@ -66,8 +66,19 @@ export class Limiter {
     if (!Number.isInteger(max) || max < 1) throw new Error(`a limit must be a positive integer, got ${max}`);
   }
 
+  private opened = false;
+
+  /** No limit from now on: whatever waits starts at once (a worker shutting down lets its jobs end). */
+  open(): void {
+    this.opened = true;
+    for (const next of this.waiting.splice(0)) {
+      this.active += 1;
+      next();
+    }
+  }
+
   async run<T>(work: () => Promise<T>): Promise<T> {
-    if (this.active >= this.max) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    if (this.active >= this.max && !this.opened) await new Promise<void>((resolve) => this.waiting.push(resolve));
     else this.active += 1;
     try {
       return await work();

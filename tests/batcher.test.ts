@@ -62,4 +62,22 @@ describe('Limiter', () => {
     expect(order.slice(2)).toEqual([2, 3, 4]);
     await expect(limit.run(async () => 'free')).resolves.toBe('free');
   });
+
+  it('once opened, lets everything waiting start at once, and no longer limits', async () => {
+    const { Limiter } = await import('../src/batcher.js');
+    const limit = new Limiter(1);
+    let release!: () => void;
+    const first = limit.run(() => new Promise<void>((r) => { release = r; }));
+    const started: number[] = [];
+    const waiting = [1, 2].map((i) => limit.run(async () => { started.push(i); }));
+    await new Promise((r) => setImmediate(r));
+    expect(started).toEqual([]);
+    limit.open();
+    await Promise.all(waiting);
+    expect(started).toEqual([1, 2]);
+    await limit.run(async () => { started.push(3); });
+    expect(started).toEqual([1, 2, 3]);
+    release();
+    await first;
+  });
 });

@@ -506,7 +506,7 @@ export const BATCH_TURN_WITHIN_MS = 30_000;
  */
 export async function processDeliveryBatch(
   deps: DeliveryDeps, jobKey: string, attemptsMade: number, maxAttempts: number, backoffDelayMs?: number,
-  limit: Limiter = new Limiter(deps.concurrency ?? DEFAULT_CONCURRENCY),
+  limit: Limiter = new Limiter(deps.concurrency ?? DEFAULT_CONCURRENCY), stopping: { readonly now: boolean } = { now: false },
 ): Promise<BatchOutcome> {
   const { rows } = await deps.pool.query<DeliveryRow>(
     `update deliveries d set lease_owner = $2, lease_until = now() + make_interval(secs => $3)
@@ -518,7 +518,7 @@ export async function processDeliveryBatch(
   const results = await Promise.allSettled(rows.map((row) => limit.run(async () => {
     // Its turn came late (the worker's limit is busy with slow sends): given its own job instead, so
     // this job stays far shorter than a hung one (HUNG_AFTER_MS) and is never taken for one.
-    if (Date.now() - started > (deps.batchTurnWithinMs ?? BATCH_TURN_WITHIN_MS)) return 'late' as const;
+    if (stopping.now || Date.now() - started > (deps.batchTurnWithinMs ?? BATCH_TURN_WITHIN_MS)) return 'late' as const;
     return deliverRow(deps, row, attemptsMade, maxAttempts);
   })));
   const again: { id: string; delayMs: number }[] = [];
@@ -573,12 +573,19 @@ async function setAside(deps: DeliveryDeps, jobKey: string, rows: { id: string; 
 export function deliveryProcessor(deps: DeliveryDeps): (job: Job, token?: string) => Promise<DeliveryOutcome | BatchOutcome> {
   // One limit for the worker: however many jobs are in hand, at most this many deliveries are.
   const limit = new Limiter(deps.concurrency ?? DEFAULT_CONCURRENCY);
+  // Shutting down (SIGTERM): batch rows not started yet are set aside with jobs of their own, so
+  // the batch jobs in hand end with the sends already under way instead of running on.
+  const stopping = { now: false };
+  deps.queues?.beforeClose(() => {
+    stopping.now = true;
+    limit.open();
+  });
   return async (job, token) => {
     let run: () => Promise<DeliveryOutcome | BatchOutcome>;
     if (job.name === DELIVERY_BATCH_JOB_NAME) {
       const { jobKey } = (job.data ?? {}) as Partial<DeliveryBatchJobData>;
       if (typeof jobKey !== 'string' || !UUID.test(jobKey)) throw new UnrecoverableError('delivery batch job without a valid jobKey');
-      run = () => processDeliveryBatch(deps, jobKey, job.attemptsMade, job.opts.attempts ?? 1, (job.opts.backoff as { delay?: number } | undefined)?.delay, limit);
+      run = () => processDeliveryBatch(deps, jobKey, job.attemptsMade, job.opts.attempts ?? 1, (job.opts.backoff as { delay?: number } | undefined)?.delay, limit, stopping);
     } else {
       const { deliveryId } = (job.data ?? {}) as Partial<DeliveryJobData>;
       if (typeof deliveryId !== 'string' || !UUID.test(deliveryId)) throw new UnrecoverableError('delivery job without a valid deliveryId');

@@ -161,3 +161,47 @@ describe.each(['redis', 'postgres'] as const)('delivery batches on the %s queue 
     for (const id of ids) expect(await outboxCount(id)).toBe(1);
   });
 });
+
+describe('a worker shutting down with a batch in hand', () => {
+  it('ends with the sends under way and gives the rows not started their own jobs', async () => {
+    const db = await createTestDatabase();
+    const config = testConfig('redis', db.url);
+    const settings = { backend: 'redis' as const, redisUrl: config.REDIS_URL, databaseUrl: db.url, prefix: config.QUEUE_PREFIX };
+    const queues = new QueueSystem(settings, log);
+    const inspect = new QueueSystem(settings, log);
+    try {
+      const fake = createFakeProvider(db.pool);
+      const email = fake.channels.email as Channel;
+      let started = 0;
+      const slow: Channel = { ...email, async send(msg: OutboundMessage, signal: AbortSignal) {
+        started += 1;
+        await new Promise((r) => setTimeout(r, 400));
+        return email.send(msg, signal);
+      } };
+      // One delivery in hand at a time: the batch's other rows wait their turn.
+      await startWorker({ pool: db.pool, queues, clock: systemClock, log, metrics: createMetrics(), channels: { ...fake.channels, email: slow }, deliveryJobs: JOBS, deliveryConcurrency: 1 });
+      const ids = await withTransaction(db.pool, (tx) => insertDeliveries(tx, Array.from({ length: 6 }, (_, i) => ({
+        memberId: null, contactId: null, kind: 'reminder' as const, channel: 'email' as const, address: `stop${i}@example.test`, subject: 'Time to check in', body: 'Check in by 09:30.',
+      }))));
+      await enqueueDeliveries(db.pool, queues, ids, log, JOBS);
+      await waitFor(async () => (started > 0 ? true : undefined));
+
+      const t0 = Date.now();
+      await queues.close();
+      // The send under way finished; nothing waited for the five behind it.
+      expect(Date.now() - t0).toBeLessThan(3000);
+      const { rows } = await db.pool.query<{ status: string; job_key: string | null }>('select status, job_key from deliveries where id = any($1)', [ids]);
+      expect(rows.filter((r) => r.status === 'sent')).toHaveLength(1);
+      const left = rows.filter((r) => r.status === 'pending');
+      expect(left).toHaveLength(5);
+      expect(left.every((r) => r.job_key === null)).toBe(true);
+      const jobs = await inspect.queue('delivery').getJobs(['waiting', 'prioritized', 'delayed']);
+      expect(jobs.map((j) => j.name)).toEqual(Array.from({ length: 5 }, () => 'deliver'));
+      await inspect.queue('delivery').obliterate({ force: true });
+    } finally {
+      await inspect.close();
+      await queues.close();
+      await db.drop();
+    }
+  });
+});
