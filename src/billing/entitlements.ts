@@ -122,8 +122,12 @@ export async function entitlementsForMany(db: Queryable, memberIds: string[], se
      payers as (
        select t.member_id, t.member_id as payer_id, true as own from targets t
        union
-       select c.member_id, c.linked_user_id, false from contacts c join targets t on t.member_id = c.member_id
-        where c.status = 'active' and c.linked_user_id is not null and c.linked_user_id <> c.member_id
+       -- Each target's contacts through the member's index (lateral): the join the planner may turn
+       -- into a scan of every contact (the sweeper asks for 500 members at a time).
+       select t.member_id, c.linked_user_id, false from targets t
+        cross join lateral (select c.linked_user_id from contacts c
+                             where c.member_id = t.member_id and c.status = 'active' and c.linked_user_id is not null
+                               and c.linked_user_id <> c.member_id offset 0) c
      ),
      subs as (
        select s.id, s.member_id as payer_id, s.plan, s.status, s.current_period_end, s.cancel_at_period_end

@@ -40,13 +40,17 @@ type PlanRow = Pick<ContactRow, 'id' | 'name' | 'email' | 'phone' | 'tier' | 'st
 /** The plans of many members in ONE query; `allowed` gives each member's channels (entitlements). */
 export async function buildPlans(db: Queryable, memberIds: string[], allowed: (memberId: string) => MessageChannelName[]): Promise<Map<string, Plan>> {
   // Only what a plan needs: a burst of misses reads thousands of contacts, and every column costs.
+  // Each member's contacts through its index (lateral), and a linked contact's zone by its key: joins
+  // the planner may turn into a scan of every contact or member, per batch (a claim of 500 among
+  // 200,000 contacts: 40 ms of the 60 it took; with stale statistics, 300 ms and a JIT compile).
   const { rows } = await db.query<PlanRow>(
     `select c.id, c.name, c.email, c.phone, c.tier, c.status, c.sms_opted_out, c.sms_disabled, c.email_disabled, c.linked_user_id,
        m.id as member, m.display_name as member_name, m.email as member_email, case when m.phone_verified_at is not null then m.phone end as member_phone, m.time_zone,
-       c.locale, lm.time_zone as contact_time_zone,
+       c.locale, (select lm.time_zone from members lm where lm.id = c.linked_user_id) as contact_time_zone,
        exists (select 1 from devices d where c.linked_user_id is not null and d.member_id = c.linked_user_id) as has_devices
-     from members m left join contacts c on c.member_id = m.id
-     left join members lm on lm.id = c.linked_user_id
+     from members m
+     left join lateral (select c.id, c.name, c.email, c.phone, c.tier, c.status, c.sms_opted_out, c.sms_disabled, c.email_disabled, c.linked_user_id, c.locale, c.created_at
+                          from contacts c where c.member_id = m.id offset 0) c on true
      where m.id = any($1::uuid[])
      order by m.id, c.tier, c.created_at, c.id`,
     [memberIds],

@@ -68,25 +68,59 @@ export type InsertedIncident = { id: string; last_check_in_at: Date | null; last
  */
 export async function insertIncidents(db: Queryable, list: NewIncident[]): Promise<InsertedIncident[]> {
   if (list.length === 0) return [];
-  // One JSON document for the batch (see insertDeliveries): the plans go in as they are, no escaping.
+  // Typed arrays for the scalar columns and ONE jsonb document for the plans: PostgreSQL decodes a
+  // JSON record set column by column through text (every plan parsed twice, as json then jsonb),
+  // which cost 48 us per incident at 500 a batch; arrays and the plans parsed once, 22 us. The
+  // uuids, numbers and instants go in as array literals built here (nothing in them to escape);
+  // text that may hold anything (the note) and the coordinates go through the driver's arrays.
   const { rows } = await db.query<InsertedIncident>(
     `insert into incidents (id, member_id, schedule_id, kind, deadline_at, alert_at, opened_at, delayed_by_seconds, plan,
        escalation_minutes, max_rounds, ack_timeout_minutes, note, latitude, longitude, step_no, round, tier_index, next_step_at,
        last_check_in_at, last_latitude, last_longitude, created_at)
-     select n.id, n.member_id, n.schedule_id, n.kind, n.deadline_at, n.alert_at, n.opened_at, n.delayed_by_seconds, n.plan,
+     select n.id, n.member_id, n.schedule_id, n.kind, n.deadline_at, n.alert_at, n.opened_at, n.delayed_by_seconds, p.plan,
             n.escalation_minutes, n.max_rounds, n.ack_timeout_minutes, n.note, n.latitude, n.longitude, n.step_no, n.round, n.tier_index, n.next_step_at,
             last.checked_in_at, last.latitude, last.longitude, n.opened_at
-       from json_to_recordset($1::json) as n(id uuid, member_id uuid, schedule_id uuid, kind text, deadline_at timestamptz, alert_at timestamptz,
-              opened_at timestamptz, delayed_by_seconds int, plan jsonb, escalation_minutes int, max_rounds int, ack_timeout_minutes int,
-              note text, latitude float8, longitude float8, step_no int, round int, tier_index int, next_step_at timestamptz)
+       from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::timestamptz[], $8::int[],
+                   $9::int[], $10::int[], $11::int[], $12::text[], $13::float8[], $14::float8[], $15::int[], $16::int[], $17::int[], $18::timestamptz[])
+              with ordinality as n(id, member_id, schedule_id, kind, deadline_at, alert_at, opened_at, delayed_by_seconds,
+                                   escalation_minutes, max_rounds, ack_timeout_minutes, note, latitude, longitude, step_no, round, tier_index, next_step_at, i)
+       join jsonb_array_elements($19::jsonb) with ordinality as p(plan, i) on p.i = n.i
        left join lateral (select checked_in_at, latitude, longitude from check_ins c where c.member_id = n.member_id
                            order by checked_in_at desc limit 1) last on true
      on conflict (schedule_id, deadline_at) where schedule_id is not null do nothing
      returning id, last_check_in_at, last_latitude, last_longitude`,
-    [JSON.stringify(list)],
+    [
+      literal(list.map((n) => n.id)), literal(list.map((n) => n.member_id)), literal(list.map((n) => n.schedule_id)),
+      literal(list.map((n) => n.kind)), literal(list.map((n) => instant(n.deadline_at))), literal(list.map((n) => instant(n.alert_at))),
+      literal(list.map((n) => instant(n.opened_at))), literal(list.map((n) => integer(n.delayed_by_seconds))),
+      literal(list.map((n) => integer(n.escalation_minutes))), literal(list.map((n) => integer(n.max_rounds))), literal(list.map((n) => integer(n.ack_timeout_minutes))),
+      list.map((n) => n.note), list.map((n) => n.latitude), list.map((n) => n.longitude),
+      literal(list.map((n) => integer(n.step_no))), literal(list.map((n) => integer(n.round))), literal(list.map((n) => integer(n.tier_index))),
+      literal(list.map((n) => instant(n.next_step_at))),
+      JSON.stringify(list.map((n) => n.plan)),
+    ],
   );
   return rows;
 }
+
+/** A uuid, a kind or an instant: characters an array literal needs no quoting for (anything else is refused). */
+const PLAIN = /^[0-9A-Za-z:.+_-]+$/;
+
+/** An array literal of values that need no escaping (uuids, integers, ISO instants, plain words); null as NULL. */
+function literal(values: (string | null)[]): string {
+  return `{${values.map((v) => {
+    if (v === null) return 'NULL';
+    if (!PLAIN.test(v) || v.toUpperCase() === 'NULL') throw new Error(`not a plain array element: ${JSON.stringify(v.slice(0, 40))}`);
+    return v;
+  }).join(',')}}`;
+}
+
+/** As JSON.stringify wrote it before: an invalid date is null. */
+const instant = (d: Date | null): string | null => (d === null || Number.isNaN(d.getTime()) ? null : d.toISOString());
+const integer = (n: number): string => {
+  if (!Number.isSafeInteger(n)) throw new Error(`not an integer: ${n}`);
+  return String(n);
+};
 
 export type NewEvent = { incident_id: string; at: Date; type: string; step_no?: number; tier?: number; round?: number; contact_id?: string; detail?: object };
 
