@@ -54,39 +54,63 @@ export class Batcher<I, O> {
 }
 
 /**
- * At most `max` at once: the rest wait their turn, first come first served. A batch job's rows
- * run under one worker's limit (DELIVERY_CONCURRENCY), so a burst never opens more provider
- * calls and database waits at once than the worker can answer before their deadlines.
+ * At most `max` at once: the rest wait their turn, the most urgent first (the lowest `priority`),
+ * first come first served within one. A batch job's rows run under one worker's limit
+ * (DELIVERY_CONCURRENCY) at their job's priority, so a burst never opens more provider calls and
+ * database waits at once than the worker can answer before their deadlines, and a first alert
+ * that arrives while thousands of later messages wait in the worker still goes next.
  */
 export class Limiter {
   private active = 0;
-  private readonly waiting: (() => void)[] = [];
+  /** Waiting callers per priority; `levels` keeps the priorities in use, sorted. */
+  private readonly waiting = new Map<number, (() => void)[]>();
+  private levels: number[] = [];
+  private opened = false;
 
   constructor(readonly max: number) {
     if (!Number.isInteger(max) || max < 1) throw new Error(`a limit must be a positive integer, got ${max}`);
   }
 
-  private opened = false;
-
   /** No limit from now on: whatever waits starts at once (a worker shutting down lets its jobs end). */
   open(): void {
     this.opened = true;
-    for (const next of this.waiting.splice(0)) {
-      this.active += 1;
-      next();
+    for (const level of this.levels) {
+      for (const next of this.waiting.get(level)!.splice(0)) {
+        this.active += 1;
+        next();
+      }
     }
   }
 
-  async run<T>(work: () => Promise<T>): Promise<T> {
-    if (this.active >= this.max && !this.opened) await new Promise<void>((resolve) => this.waiting.push(resolve));
-    else this.active += 1;
+  async run<T>(work: () => Promise<T>, priority = 0): Promise<T> {
+    if (this.active >= this.max && !this.opened) {
+      await new Promise<void>((resolve) => {
+        let queue = this.waiting.get(priority);
+        if (queue === undefined) {
+          queue = [];
+          this.waiting.set(priority, queue);
+          this.levels = [...this.levels, priority].sort((a, b) => a - b);
+        }
+        queue.push(resolve);
+      });
+    } else {
+      this.active += 1;
+    }
     try {
       return await work();
     } finally {
-      const next = this.waiting.shift();
+      const next = this.next();
       // The slot passes straight to the next in line.
       if (next !== undefined) next();
       else this.active -= 1;
     }
+  }
+
+  private next(): (() => void) | undefined {
+    for (const level of this.levels) {
+      const next = this.waiting.get(level)!.shift();
+      if (next !== undefined) return next;
+    }
+    return undefined;
   }
 }

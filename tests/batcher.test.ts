@@ -80,4 +80,19 @@ describe('Limiter', () => {
     release();
     await first;
   });
+
+  it('gives a freed slot to the most urgent waiting caller first, first come first served within a priority', async () => {
+    const { Limiter } = await import('../src/batcher.js');
+    const limit = new Limiter(1);
+    let release!: () => void;
+    const first = limit.run(() => new Promise<void>((r) => { release = r; }));
+    const order: string[] = [];
+    const waiting = [['later-a', 3], ['urgent-a', 1], ['later-b', 3], ['urgent-b', 1], ['middle', 2]].map(([name, p]) =>
+      limit.run(async () => { order.push(name as string); }, p as number));
+    release();
+    await first;
+    await Promise.all(waiting);
+    expect(order).toEqual(['urgent-a', 'urgent-b', 'middle', 'later-a', 'later-b']);
+  });
 });
+

@@ -506,7 +506,7 @@ export const BATCH_TURN_WITHIN_MS = 30_000;
  */
 export async function processDeliveryBatch(
   deps: DeliveryDeps, jobKey: string, attemptsMade: number, maxAttempts: number, backoffDelayMs?: number,
-  limit: Limiter = new Limiter(deps.concurrency ?? DEFAULT_CONCURRENCY), stopping: { readonly now: boolean } = { now: false },
+  limit: Limiter = new Limiter(deps.concurrency ?? DEFAULT_CONCURRENCY), stopping: { readonly now: boolean } = { now: false }, priority = 0,
 ): Promise<BatchOutcome> {
   const { rows } = await deps.pool.query<DeliveryRow>(
     `update deliveries d set lease_owner = $2, lease_until = now() + make_interval(secs => $3)
@@ -520,7 +520,7 @@ export async function processDeliveryBatch(
     // this job stays far shorter than a hung one (HUNG_AFTER_MS) and is never taken for one.
     if (stopping.now || Date.now() - started > (deps.batchTurnWithinMs ?? BATCH_TURN_WITHIN_MS)) return 'late' as const;
     return deliverRow(deps, row, attemptsMade, maxAttempts);
-  })));
+  }, priority)));
   const again: { id: string; delayMs: number }[] = [];
   let databaseDown: unknown;
   results.forEach((r, i) => {
@@ -585,11 +585,11 @@ export function deliveryProcessor(deps: DeliveryDeps): (job: Job, token?: string
     if (job.name === DELIVERY_BATCH_JOB_NAME) {
       const { jobKey } = (job.data ?? {}) as Partial<DeliveryBatchJobData>;
       if (typeof jobKey !== 'string' || !UUID.test(jobKey)) throw new UnrecoverableError('delivery batch job without a valid jobKey');
-      run = () => processDeliveryBatch(deps, jobKey, job.attemptsMade, job.opts.attempts ?? 1, (job.opts.backoff as { delay?: number } | undefined)?.delay, limit, stopping);
+      run = () => processDeliveryBatch(deps, jobKey, job.attemptsMade, job.opts.attempts ?? 1, (job.opts.backoff as { delay?: number } | undefined)?.delay, limit, stopping, job.opts.priority ?? 0);
     } else {
       const { deliveryId } = (job.data ?? {}) as Partial<DeliveryJobData>;
       if (typeof deliveryId !== 'string' || !UUID.test(deliveryId)) throw new UnrecoverableError('delivery job without a valid deliveryId');
-      run = () => limit.run(() => processDelivery(deps, deliveryId, job.attemptsMade, job.opts.attempts ?? 1));
+      run = () => limit.run(() => processDelivery(deps, deliveryId, job.attemptsMade, job.opts.attempts ?? 1), job.opts.priority ?? 0);
     }
     try {
       return await run();

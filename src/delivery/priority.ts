@@ -9,28 +9,33 @@ import type { Logger } from '../observability/logger.js';
  * jobs in a sorted set (an add is O(log n) instead of O(1)), BullMQ's PostgreSQL backend claims
  * `order by priority, seq` from its (queue, priority, seq) index.
  *
- * 1  FIRST_ALERT    a step-1 alert (a missed check-in's tier 1, or an SOS: every tier) on the
- *                   contact's first channel: SMS if the step has an SMS for them, else push,
- *                   else email. SMS first: it reaches any phone without the app, rings through
- *                   unless the phone is silenced, and is read within minutes; push needs the
- *                   app installed, signed in and allowed to notify, and a dead token fails
- *                   silently; email is read last. A throttled SMS gives its worker slot back
- *                   (deliver.ts), so putting SMS first never holds push or email up behind the
- *                   SMS sender's rate. A channel whose row failed for good does not count: the
- *                   next one is then the contact's first.
- * 2  FIRST_STEP     the other channels of that first step (and an SOS's phone calls), and repeat
+ * 1  FIRST_ALERT    an incident's first alert: a step-1 alert (a missed check-in's tier 1, or an
+ *                   SOS: every tier) of its first contact (the one whose id sorts first among the
+ *                   contacts the step still reaches) on that contact's first channel: SMS if the
+ *                   step has an SMS for them, else push, else email. SMS first: it reaches any
+ *                   phone without the app, rings through unless the phone is silenced, and is
+ *                   read within minutes; push needs the app installed, signed in and allowed to
+ *                   notify, and a dead token fails silently; email is read last. An SMS throttled
+ *                   for longer than a moment is set aside with a job of its own (deliver.ts), so
+ *                   putting SMS first never holds push or email up behind the SMS sender's rate.
+ *                   A channel whose row failed for good does not count: the next one is then the
+ *                   contact's first. At a burst every incident gets one message out before any
+ *                   incident gets a second (the time to first alert per incident, halved).
+ * 2  CONTACT_FIRST_ALERT  the same for each of the step's other contacts: their first channel.
+ *                   (Classes 1 and 2 both go before anyone's second channel.)
+ * 3  FIRST_STEP     the other channels of that first step (and an SOS's phone calls), and repeat
  *                   copies of its alerts (no receipt came: that contact may not be reached yet).
- * 3  FOLLOW_UP      later steps (and their calls), repeat copies of their alerts,
+ * 4  FOLLOW_UP      later steps (and their calls), repeat copies of their alerts,
  *                   "I'm on it" notices, lapse notices, all clears.
- * 4  MEMBER_WAITING reminders (a late one can turn into a false alarm) and phone verification
+ * 5  MEMBER_WAITING reminders (a late one can turn into a false alarm) and phone verification
  *                   codes (the member is looking at the screen).
- * 5  ROUTINE        invitations and "checked in" notes.
+ * 6  ROUTINE        invitations and "checked in" notes.
  *
  * Priorities only order jobs that wait at the same time: with idle workers everything leaves at
  * once, as before. Every delivery job carries one (a job without a priority would go before all
  * of them).
  */
-export const DELIVERY_PRIORITY = { FIRST_ALERT: 1, FIRST_STEP: 2, FOLLOW_UP: 3, MEMBER_WAITING: 4, ROUTINE: 5 } as const;
+export const DELIVERY_PRIORITY = { FIRST_ALERT: 1, CONTACT_FIRST_ALERT: 2, FIRST_STEP: 3, FOLLOW_UP: 4, MEMBER_WAITING: 5, ROUTINE: 6 } as const;
 export type DeliveryPriority = (typeof DELIVERY_PRIORITY)[keyof typeof DELIVERY_PRIORITY];
 export const DELIVERY_PRIORITIES: readonly DeliveryPriority[] = Object.values(DELIVERY_PRIORITY);
 
@@ -58,7 +63,14 @@ export const PRIORITY_SQL = `case
       select 1 from deliveries o
        where o.incident_id = d.incident_id and o.step_no = 1 and o.contact_id = d.contact_id and o.kind = 'alert'
          and o.copy_no = 0 and o.status <> 'failed' and ${CHANNEL_RANK('o.channel')} < ${CHANNEL_RANK('d.channel')}
-    ) then ${DELIVERY_PRIORITY.FIRST_STEP} else ${DELIVERY_PRIORITY.FIRST_ALERT} end
+    ) then ${DELIVERY_PRIORITY.FIRST_STEP}
+    -- Another contact of the step comes first (its id sorts first): this one's first alert is the second class.
+    when exists (
+      select 1 from deliveries o
+       where o.incident_id = d.incident_id and o.step_no = 1 and o.contact_id < d.contact_id and o.kind = 'alert'
+         and o.copy_no = 0 and o.status <> 'failed' and o.channel <> 'voice'
+    ) then ${DELIVERY_PRIORITY.CONTACT_FIRST_ALERT}
+    else ${DELIVERY_PRIORITY.FIRST_ALERT} end
   -- A repeat of a first-step alert: that contact may not have been reached at all yet.
   when d.kind = 'alert' and d.step_no = 1 then ${DELIVERY_PRIORITY.FIRST_STEP}
   when d.kind in ('alert', 'ack_notice', 'ack_lapsed', 'all_clear') then ${DELIVERY_PRIORITY.FOLLOW_UP}
@@ -87,9 +99,20 @@ export function prioritiesOfNew(rows: readonly NewRow[]): DeliveryPriority[] {
   const firstStep = (r: NewRow) => r.kind === 'alert' && r.stepNo === 1 && r.channel !== 'voice';
   const key = (r: NewRow) => `${r.incidentId ?? ''} ${r.contactId ?? ''}`;
   const best = new Map<string, number>();
-  for (const r of rows) if (firstStep(r)) best.set(key(r), Math.min(best.get(key(r)) ?? Infinity, rank(r.channel)));
+  // Each incident's first contact (PRIORITY_SQL's order: the smallest id).
+  const firstContact = new Map<string, string>();
+  for (const r of rows) {
+    if (!firstStep(r)) continue;
+    best.set(key(r), Math.min(best.get(key(r)) ?? Infinity, rank(r.channel)));
+    const first = firstContact.get(r.incidentId ?? '');
+    if (r.contactId !== null && (first === undefined || r.contactId < first)) firstContact.set(r.incidentId ?? '', r.contactId);
+  }
   return rows.map((r) => {
-    if (firstStep(r)) return rank(r.channel) > best.get(key(r))! ? DELIVERY_PRIORITY.FIRST_STEP : DELIVERY_PRIORITY.FIRST_ALERT;
+    if (firstStep(r)) {
+      if (rank(r.channel) > best.get(key(r))!) return DELIVERY_PRIORITY.FIRST_STEP;
+      const first = firstContact.get(r.incidentId ?? '');
+      return r.contactId !== null && first !== undefined && first < r.contactId ? DELIVERY_PRIORITY.CONTACT_FIRST_ALERT : DELIVERY_PRIORITY.FIRST_ALERT;
+    }
     if (r.kind === 'alert' && r.stepNo === 1) return DELIVERY_PRIORITY.FIRST_STEP;
     if (['alert', 'ack_notice', 'ack_lapsed', 'all_clear'].includes(r.kind)) return DELIVERY_PRIORITY.FOLLOW_UP;
     if (r.kind === 'reminder' || r.kind === 'verification') return DELIVERY_PRIORITY.MEMBER_WAITING;

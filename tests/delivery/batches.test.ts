@@ -71,7 +71,7 @@ describe.each(['redis', 'postgres'] as const)('delivery batches on the %s queue 
     const keys = new Set((await rowsOf(ids)).map((r) => r.job_key));
     expect(keys.size).toBe(1);
     await enqueueDeliveries(db.pool, queues, ids, log, JOBS);
-    expect(await queued()).toEqual([{ name: DELIVERY_BATCH_JOB_NAME, priority: 4 }]);
+    expect(await queued()).toEqual([{ name: DELIVERY_BATCH_JOB_NAME, priority: 5 }]);
     await q.resume();
 
     const [a, b, c, transient, permanent, broken] = await settled(ids);
@@ -96,7 +96,7 @@ describe.each(['redis', 'postgres'] as const)('delivery batches on the %s queue 
     ]);
     await enqueueDeliveries(db.pool, queues, ids, log, JOBS);
     const jobs = await queued();
-    expect(jobs.map((j) => j.priority).sort()).toEqual([4, 4, 5]);
+    expect(jobs.map((j) => j.priority).sort()).toEqual([5, 5, 6]);
     await q.resume();
     expect((await settled(ids)).every((r) => r.status === 'sent')).toBe(true);
     for (const id of ids) expect(await outboxCount(id)).toBe(1);
@@ -155,7 +155,7 @@ describe.each(['redis', 'postgres'] as const)('delivery batches on the %s queue 
     expect(await reconcileDeliveries(db.pool, queues, log, 0, JOBS)).toBe(2);
     const keys = (await rowsOf(ids)).map((r) => r.job_key);
     expect(keys[0]).not.toBe(keys[1]);
-    expect((await queued()).map((j) => j.priority).sort()).toEqual([4, 5]);
+    expect((await queued()).map((j) => j.priority).sort()).toEqual([5, 6]);
     await q.resume();
     expect((await settled(ids)).every((r) => r.status === 'sent')).toBe(true);
     for (const id of ids) expect(await outboxCount(id)).toBe(1);
