@@ -54,6 +54,22 @@ export class Batcher<I, O> {
 }
 
 /**
+ * One Batcher per key (a database pool: the concurrent deliveries of one worker share it), made
+ * the first time the key asks for it: `batcherPer((pool) => (items) => …)` then `per(pool).run(item)`.
+ */
+export function batcherPer<K extends object, I, O>(flush: (key: K) => Flush<I, O>, max?: number): (key: K) => Batcher<I, O> {
+  const made = new WeakMap<K, Batcher<I, O>>();
+  return (key) => {
+    let b = made.get(key);
+    if (b === undefined) {
+      b = new Batcher(flush(key), max);
+      made.set(key, b);
+    }
+    return b;
+  };
+}
+
+/**
  * At most `max` at once: the rest wait their turn, the most urgent first (the lowest `priority`),
  * first come first served within one. A batch job's rows run under one worker's limit
  * (DELIVERY_CONCURRENCY) at their job's priority, so a burst never opens more provider calls and

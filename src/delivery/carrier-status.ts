@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { Batcher } from '../batcher.js';
+import { batcherPer } from '../batcher.js';
 import { setSmsOptOut } from '../channels/sms-twilio/opt-out.js';
 import type { SendStatus } from '../channels/types.js';
 import { withTransaction, type Queryable } from '../db/pool.js';
@@ -173,17 +173,10 @@ async function storeStatuses(
   return rows;
 }
 
-/** One Batcher per pool: the statuses providers give in their answer to a send (FCM), stored together. */
-const sendStatusWriters = new WeakMap<pg.Pool, Batcher<{ deliveryId: string; report: Pick<StatusReport, 'provider' | 'eventId' | 'status' | 'errorCode' | 'occurredAt'>; now: Date }, StoredStatus>>();
+type SendStatusItem = { deliveryId: string; report: Pick<StatusReport, 'provider' | 'eventId' | 'status' | 'errorCode' | 'occurredAt'>; now: Date };
 
-function storeSendStatus(pool: pg.Pool, item: { deliveryId: string; report: Pick<StatusReport, 'provider' | 'eventId' | 'status' | 'errorCode' | 'occurredAt'>; now: Date }): Promise<StoredStatus> {
-  let b = sendStatusWriters.get(pool);
-  if (b === undefined) {
-    b = new Batcher((items) => storeStatuses(pool, items), 200);
-    sendStatusWriters.set(pool, b);
-  }
-  return b.run(item);
-}
+/** The statuses providers give in their answer to a send (FCM), stored together per turn. */
+const sendStatusWriter = batcherPer((pool: pg.Pool) => (items: readonly SendStatusItem[]) => storeStatuses(pool, items), 200);
 
 /**
  * One provider event, inside the caller's transaction: claimed once (provider_events), then
@@ -249,40 +242,31 @@ export async function applyHeldStatuses(
  * one, then any status that arrived before the record (held). A failed send passes no message id.
  * Looked up after the record committed, so a callback held meanwhile is seen (see the top).
  */
-/** One Batcher per pool: the sends of one turn ask about held callbacks in one statement. */
-const heldReaders = new WeakMap<pg.Pool, Batcher<{ provider: string; id: string }, boolean>>();
-
-/** Whether callbacks for this message wait in held_delivery_statuses (they came before its record). */
-function isHeld(pool: pg.Pool, provider: string, id: string): Promise<boolean> {
-  let b = heldReaders.get(pool);
-  if (b === undefined) {
-    b = new Batcher(async (items) => {
-      const { rows } = await pool.query<{ provider: string; provider_message_id: string }>(
-        `select distinct h.provider, h.provider_message_id from held_delivery_statuses h
-           join unnest($1::text[], $2::text[]) as q(provider, id) on h.provider = q.provider and h.provider_message_id = q.id`,
-        [items.map((i) => i.provider), items.map((i) => i.id)],
-      );
-      const held = new Set(rows.map((r) => `${r.provider} ${r.provider_message_id}`));
-      return items.map((i) => held.has(`${i.provider} ${i.id}`));
-    }, 500);
-    heldReaders.set(pool, b);
-  }
-  return b.run({ provider, id });
-}
+/** The sends of one turn ask about held callbacks in one statement. */
+const heldReader = batcherPer((pool: pg.Pool) => async (items: readonly { provider: string; id: string }[]) => {
+  const { rows } = await pool.query<{ provider: string; provider_message_id: string }>(
+    `select distinct h.provider, h.provider_message_id from held_delivery_statuses h
+       join unnest($1::text[], $2::text[]) as q(provider, id) on h.provider = q.provider and h.provider_message_id = q.id`,
+    [items.map((i) => i.provider), items.map((i) => i.id)],
+  );
+  const held = new Set(rows.map((r) => `${r.provider} ${r.provider_message_id}`));
+  return items.map((i) => held.has(`${i.provider} ${i.id}`));
+}, 500);
 
 export async function recordSendOutcome(
   pool: pg.Pool, ref: SentRef, send: { provider: string; providerMessageId?: string | undefined; status?: SendStatus | undefined }, now: Date, metrics?: StatusMetrics,
 ): Promise<void> {
   if (send.status !== undefined) {
     // A send's own status has no effects (no dead address, no opt-out): stored with the others of its turn.
-    const res = await storeSendStatus(pool, {
+    const res = await sendStatusWriter(pool).run({
       deliveryId: ref.id, now,
       report: { provider: send.provider, eventId: `send:${ref.id}:${send.status.status}`, status: send.status.status, errorCode: send.status.errorCode, occurredAt: now },
     });
     countStatus(metrics, send.provider, ref.channel, send.status.status, !res.recorded ? 'duplicate' : res.advanced ? 'applied' : 'stale');
   }
   if (send.providerMessageId === undefined) return;
-  if (!(await isHeld(pool, send.provider, send.providerMessageId))) return;
+  // Whether callbacks for this message wait in held_delivery_statuses (they came before its record).
+  if (!(await heldReader(pool).run({ provider: send.provider, id: send.providerMessageId }))) return;
   for (const a of await applyHeldStatuses(pool, now, { provider: send.provider, providerMessageId: send.providerMessageId })) {
     countStatus(metrics, a.provider, a.channel, a.status, a.outcome);
   }

@@ -12,7 +12,7 @@ import { verificationText } from '../members/phone-verification.js';
 import { circuitDownForMs, circuitRetryAfterMs } from './breaker.js';
 import { recordSendOutcome } from './carrier-status.js';
 import { disableContactChannel, recordFailover } from './feedback.js';
-import { Batcher, Limiter } from '../batcher.js';
+import { batcherPer, Limiter } from '../batcher.js';
 import type { QueueSystem } from '../queue/index.js';
 import { getIncidents, type IncidentRow } from '../incidents/repo.js';
 import {
@@ -198,32 +198,16 @@ async function markSentMany(pool: pg.Pool, records: readonly SentRecord[]): Prom
   return records.map((r) => marked.has(r.id));
 }
 
-/** One Batcher per pool: the worker's concurrent deliveries share their writes and reads. */
-const sentWriters = new WeakMap<pg.Pool, Batcher<SentRecord, boolean>>();
-const incidentReaders = new WeakMap<pg.Pool, Batcher<string, IncidentRow | null>>();
-
-function markSent(pool: pg.Pool, record: SentRecord): Promise<boolean> {
-  let b = sentWriters.get(pool);
-  if (b === undefined) {
-    b = new Batcher((records) => markSentMany(pool, records), 200);
-    sentWriters.set(pool, b);
-  }
-  return b.run(record);
-}
+/** The worker's concurrent deliveries share their "sent" records: one statement per turn. */
+const sentWriter = batcherPer((pool: pg.Pool) => (records: readonly SentRecord[]) => markSentMany(pool, records), 200);
 
 /** The incidents alerts are rendered from, read together for the deliveries of a turn. */
-function readIncident(pool: pg.Pool): (id: string) => Promise<IncidentRow | undefined> {
-  let b = incidentReaders.get(pool);
-  if (b === undefined) {
-    b = new Batcher(async (ids) => {
-      const found = new Map((await getIncidents(pool, [...new Set(ids)])).map((i) => [i.id, i]));
-      return ids.map((id) => found.get(id) ?? null);
-    }, 200);
-    incidentReaders.set(pool, b);
-  }
-  const reader = b;
-  return async (id) => (await reader.run(id)) ?? undefined;
-}
+const incidentReader = batcherPer((pool: pg.Pool) => async (ids: readonly string[]) => {
+  const found = new Map((await getIncidents(pool, [...new Set(ids)])).map((i) => [i.id, i]));
+  return ids.map((id) => found.get(id) ?? null);
+}, 200);
+
+const readIncident = (pool: pg.Pool) => async (id: string): Promise<IncidentRow | undefined> => (await incidentReader(pool).run(id)) ?? undefined;
 
 /** Records a failed try; false when the row was no longer pending (cancelled or finished meanwhile). */
 async function markFailedTry(
@@ -461,7 +445,7 @@ async function deliverRow(deps: DeliveryDeps, row: DeliveryRow, attemptsMade: nu
   const record: SentRecord = {
     id: row.id, provider: result.provider, provider_message_id: result.providerMessageId, sent_at: sentAt, attempted_at: attemptedAt, duration_ms: durationMs, receipt_check_at: receiptCheckAt,
   };
-  const marked = await whileDatabaseDown(() => markSent(deps.pool, record), deps.log, logFields);
+  const marked = await whileDatabaseDown(() => sentWriter(deps.pool).run(record), deps.log, logFields);
   // Same clock as sent_at, so the metric matches sent_at - created_at in the table.
   deps.metrics?.deliveryLatency.observe({ channel: row.channel, kind: row.kind }, Math.max(0, sentAt.getTime() - row.created_at.getTime()) / 1000);
   count('sent');
@@ -498,7 +482,7 @@ export const BATCH_TURN_WITHIN_MS = 30_000;
 /**
  * A batch job (outbox.ts): its pending rows, all tried at once, each exactly as processDelivery
  * tries one (failover, final failures, records), with the batch's reads and writes shared
- * (markSent, readIncident: one statement per turn) and, through the channels, the providers' bulk
+ * (sentWriter, incidentReader: one statement per turn) and, through the channels, the providers' bulk
  * calls. A row that must be tried again (every provider failed, a throttle, an open breaker) is
  * set aside: taken out of the batch and given a job of its own at its time (its backoff, or the
  * provider's wait), so it never holds the others up nor makes them go again. An unreachable
