@@ -96,3 +96,17 @@ describe('Limiter', () => {
   });
 });
 
+
+describe('batcherPer', () => {
+  it('makes one Batcher per key, the first time the key asks', async () => {
+    const { batcherPer } = await import('../src/batcher.js');
+    const flushes: string[] = [];
+    const per = batcherPer((key: { name: string }) => async (items: readonly number[]) => { flushes.push(`${key.name}:${items.join(',')}`); return [...items]; });
+    const a = { name: 'a' };
+    const b = { name: 'b' };
+    expect(per(a)).toBe(per(a));
+    expect(per(a)).not.toBe(per(b));
+    await Promise.all([per(a).run(1), per(a).run(2), per(b).run(3)]);
+    expect(flushes.sort()).toEqual(['a:1,2', 'b:3']);
+  });
+});

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { systemClock } from '../../src/clock.js';
 import { withTransaction } from '../../src/db/pool.js';
 import { Limiter } from '../../src/batcher.js';
-import type { Channel, OutboundMessage } from '../../src/channels/types.js';
+import { ThrottledError, type Channel, type OutboundMessage } from '../../src/channels/types.js';
 import { processDelivery, processDeliveryBatch } from '../../src/delivery/deliver.js';
 import { DELIVERY_BATCH_JOB_NAME, DELIVERY_BATCH_MAX, deliveryBatchJobId, enqueueDeliveries, insertDeliveries, type NewDelivery } from '../../src/delivery/outbox.js';
 import { reconcileDeliveries } from '../../src/delivery/reconciler.js';
@@ -143,6 +143,33 @@ describe.each(['redis', 'postgres'] as const)('delivery batches on the %s queue 
     await q.resume();
     expect((await settled(ids)).every((r) => r.status === 'sent')).toBe(true);
     for (const id of ids) expect(await outboxCount(id)).toBe(1);
+  });
+
+  it('a sender throttle of a moment is waited for in place; a longer one sets the row aside', async () => {
+    const q = queues.queue('delivery');
+    await q.pause();
+    const ids = await insert([delivery('brief@example.test'), delivery('long@example.test')]);
+    const key = (await rowsOf([ids[0]!]))[0]!.job_key!;
+    const email = fake.channels.email as Channel;
+    const throttledOnce = new Set<string>();
+    const budget: Channel = { ...email, async send(msg: OutboundMessage, signal: AbortSignal) {
+      if (!throttledOnce.has(msg.to)) {
+        throttledOnce.add(msg.to);
+        throw new ThrottledError('sender over its rate', msg.to.startsWith('brief') ? 50 : 2000);
+      }
+      return email.send(msg, signal);
+    } };
+    const deps = { pool: db.pool, channels: { ...fake.channels, email: budget }, clock: systemClock, log, queues };
+    expect(await processDeliveryBatch(deps, key, 0, 4, 10)).toBe('batch');
+    const [brief, long] = await rowsOf(ids);
+    // Sent by the batch on its second call, one try recorded, no job of its own.
+    expect(brief).toMatchObject({ status: 'sent', attempts: 1 });
+    expect(await outboxCount(brief!.id)).toBe(1);
+    // Out of the batch, waiting for its own job (no try spent on a throttle).
+    expect(long).toMatchObject({ status: 'pending', attempts: 0, job_key: null });
+    expect((await q.getJobs(['delayed'])).map((j) => j.name)).toEqual(['deliver']);
+    await q.resume();
+    expect((await settled(ids)).every((r) => r.status === 'sent')).toBe(true);
   });
 
   it('the reconciler rebuilds a batch whose rows no longer share a priority into one batch per priority', async () => {
