@@ -13,11 +13,12 @@ import { circuitDownForMs, circuitRetryAfterMs } from './breaker.js';
 import { recordSendOutcome } from './carrier-status.js';
 import { disableContactChannel, recordFailover } from './feedback.js';
 import { batcherPer, Limiter } from '../batcher.js';
-import type { QueueSystem } from '../queue/index.js';
+import { HUNG_AFTER_MS, type QueueSystem } from '../queue/index.js';
 import { getIncidents, type IncidentRow } from '../incidents/repo.js';
+import { LEASE_MS, leaseFree, Leases } from './lease.js';
 import {
   DELIVERY_BATCH_JOB_NAME, DELIVERY_JOB_NAME, deliveryBackoffMs, deliveryBatchJobId, deliveryJobId, deliveryJobOptions,
-  type DeliveryBatchJobData, type DeliveryJobData, type DeliveryJobSettings,
+  type DeliveryBatchJobData, type DeliveryJobData,
 } from './outbox.js';
 import { PRIORITY_SQL, type DeliveryPriority } from './priority.js';
 import { providersFor, recordProviderFailover } from './providers.js';
@@ -88,6 +89,8 @@ export const THROTTLE_WAIT_IN_PLACE_MS = 250;
 export const THROTTLE_WAIT_IN_PLACE_TOTAL_MS = 1000;
 /** A job that finds the database unreachable comes back after this, without spending an attempt. */
 export const DATABASE_DOWN_DEFER_MS = 2000;
+/** A job handed out again while it still runs in this worker comes back after this. */
+export const IN_HAND_RETRY_MS = 1000;
 /** A queue call inside the job (moving it to delayed) that takes longer has hung. */
 export const QUEUE_CALL_TIMEOUT_MS = 5000;
 
@@ -261,31 +264,44 @@ async function afterFinalFailure(deps: DeliveryDeps, row: DeliveryRow, provider:
  * DeliveryDeferredError when the provider's circuit is open (never the last try).
  */
 export async function processDelivery(
-  deps: DeliveryDeps, deliveryId: string, attemptsMade: number, maxAttempts: number, owner: string = deliveryJobId(deliveryId),
+  deps: DeliveryDeps, deliveryId: string, attemptsMade: number, maxAttempts: number, owner: string = deliveryJobId(deliveryId), leases?: Leases,
 ): Promise<DeliveryOutcome> {
-  // Read and leased in one statement. A row still in a batch (its own job was added when the
-  // batch was not known: outbox.ts) leaves it: the batch's job, when it runs, leaves it alone.
+  // Read and leased in one statement. A row still in a batch (its own job was added when the batch
+  // was not known: outbox.ts) leaves it: the batch's job, when it runs, leaves it alone.
   const { rows } = await deps.pool.query<DeliveryRow>(
     `update deliveries d set job_key = null, lease_owner = $2, lease_until = now() + make_interval(secs => $3)
-      where d.id = $1 and d.status = 'pending' and ${LEASE_FREE}
+      where d.id = $1 and d.status = 'pending' and ${leaseFree('$2')}
      returning ${ROW_COLUMNS}`,
-    [deliveryId, owner, LEASE_MS / 1000],
+    [deliveryId, owner, (leases?.leaseMs ?? LEASE_MS) / 1000],
   );
   const row = rows[0];
   if (row === undefined) {
-    deps.log.debug({ delivery_id: deliveryId }, 'delivery not pending, or being sent by another job; skipped');
+    // Held by a run elsewhere (its batch's job, or this job run twice by the queue): that run sends it,
+    // or, if it died, its lease lapses; this job comes back then instead of ending with the row pending.
+    const { rows: [held] } = await deps.pool.query<{ wait_ms: number }>(
+      `select ceil(extract(epoch from lease_until - now()) * 1000)::int as wait_ms from deliveries where id = $1 and status = 'pending' and lease_until >= now()`,
+      [deliveryId],
+    );
+    if (held !== undefined) throw new DeliveryDeferredError('being sent by another run', held.wait_ms + HELD_SLACK_MS);
+    deps.log.debug({ delivery_id: deliveryId }, 'delivery not pending; skipped');
     deps.metrics?.deliveries.inc({ channel: 'unknown', kind: 'unknown', outcome: 'skipped' });
     return 'skipped';
   }
-  return deliverRow(deps, row, attemptsMade, maxAttempts);
+  leases?.hold([row.id], owner);
+  try {
+    return await deliverRow(deps, row, attemptsMade, maxAttempts);
+  } catch (err) {
+    // Tried again later, maybe in another worker: the row is let go now, not when its lease lapses.
+    await deps.pool.query(`update deliveries set lease_owner = null, lease_until = null where id = $1 and lease_owner = $2 and status = 'pending'`, [row.id, owner])
+      .catch(() => undefined);
+    throw err;
+  } finally {
+    leases?.forget([row.id]);
+  }
 }
 
-/**
- * How long a job holds the rows it sends: longer than any job may take (HUNG_AFTER_MS, after
- * which its worker is replaced and the job comes back under its own id, taking its lease again).
- */
-export const LEASE_MS = 120_000;
-const LEASE_FREE = `(d.lease_until is null or d.lease_until < now() or d.lease_owner = $2)`;
+/** A job that found its rows held elsewhere comes back this long after their lease ends. */
+const HELD_SLACK_MS = 250;
 
 /** See processDelivery: one try at a row read as pending. */
 async function deliverRow(deps: DeliveryDeps, row: DeliveryRow, attemptsMade: number, maxAttempts: number): Promise<DeliveryOutcome> {
@@ -488,58 +504,101 @@ export const BATCH_TURN_WITHIN_MS = 30_000;
  * provider's wait), so it never holds the others up nor makes them go again. An unreachable
  * database defers the whole batch (what was sent is recorded; the rest is retried).
  */
-export async function processDeliveryBatch(
-  deps: DeliveryDeps, jobKey: string, attemptsMade: number, maxAttempts: number, backoffDelayMs?: number,
-  limit: Limiter = new Limiter(deps.concurrency ?? DEFAULT_CONCURRENCY), stopping: { readonly now: boolean } = { now: false }, priority = 0,
-): Promise<BatchOutcome> {
-  const { rows } = await deps.pool.query<DeliveryRow>(
-    `update deliveries d set lease_owner = $2, lease_until = now() + make_interval(secs => $3)
-      where d.job_key = $1 and d.status = 'pending' and ${LEASE_FREE}
-     returning ${ROW_COLUMNS}`,
-    [jobKey, deliveryBatchJobId(jobKey), LEASE_MS / 1000],
+export type BatchRun = {
+  /** The job's attemptsMade and attempts option, and its backoff's base delay. */
+  attemptsMade: number;
+  maxAttempts: number;
+  backoffDelayMs?: number;
+  /** The worker's limit on deliveries in hand (one per worker; a fresh one when not given). */
+  limit?: Limiter;
+  /** Set when the worker shuts down: rows not started yet are set aside. */
+  stopping?: { readonly now: boolean };
+  /** The job's priority: its rows wait for the limit in this order. */
+  priority?: number;
+  /** Who holds the rows (lease.ts): the job id and this process. */
+  owner?: string;
+  leases?: Leases;
+};
+
+export async function processDeliveryBatch(deps: DeliveryDeps, jobKey: string, run: BatchRun): Promise<BatchOutcome> {
+  const { attemptsMade, maxAttempts, backoffDelayMs } = run;
+  const limit = run.limit ?? new Limiter(deps.concurrency ?? DEFAULT_CONCURRENCY);
+  const owner = run.owner ?? deliveryBatchJobId(jobKey);
+  // The rows are read and leased in one statement, which also says until when another run holds
+  // any of the batch's rows (the queue ran this job twice at once: lease.ts).
+  const { rows: read } = await deps.pool.query<DeliveryRow & { held_ms: number | null }>(
+    `with taken as (
+       update deliveries d set lease_owner = $2, lease_until = now() + make_interval(secs => $3)
+        where d.job_key = $1 and d.status = 'pending' and ${leaseFree('$2')}
+       returning ${ROW_COLUMNS}
+     ), held as (
+       select ceil(extract(epoch from max(d.lease_until) - now()) * 1000)::int as held_ms
+         from deliveries d where d.job_key = $1 and d.status = 'pending' and not ${leaseFree('$2')}
+     )
+     select taken.*, held.held_ms from held left join taken on true`,
+    [jobKey, owner, (run.leases?.leaseMs ?? LEASE_MS) / 1000],
   );
-  const started = Date.now();
-  const results = await Promise.allSettled(rows.map((row) => limit.run(async () => {
-    // Its turn came late (the worker's limit is busy with slow sends): given its own job instead, so
-    // this job stays far shorter than a hung one (HUNG_AFTER_MS) and is never taken for one.
-    if (stopping.now || Date.now() - started > (deps.batchTurnWithinMs ?? BATCH_TURN_WITHIN_MS)) return 'late' as const;
-    return deliverRow(deps, row, attemptsMade, maxAttempts);
-  }, priority)));
-  const again: { id: string; delayMs: number }[] = [];
-  let databaseDown: unknown;
-  results.forEach((r, i) => {
-    if (r.status === 'fulfilled') {
-      if (r.value === 'late') again.push({ id: rows[i]!.id, delayMs: 0 });
-      return;
-    }
-    if (isDatabaseUnavailable(r.reason)) databaseDown ??= r.reason;
-    else again.push({ id: rows[i]!.id, delayMs: r.reason instanceof DeliveryDeferredError ? deferDelayMs(r.reason.retryAfterMs) : deliveryBackoffMs(attemptsMade + 1, backoffDelayMs) });
-  });
-  // The batch's try was one of theirs (a late row's was not, and keeps one more than it needs).
-  if (again.length > 0) await setAside(deps, jobKey, again, { attempts: Math.max(1, maxAttempts - attemptsMade - 1), ...(backoffDelayMs === undefined ? {} : { backoffDelayMs }) });
-  if (databaseDown !== undefined) throw databaseDown;
+  const heldMs = read[0]?.held_ms ?? null;
+  const rows: DeliveryRow[] = read.filter((r) => r.id !== null);
+  run.leases?.hold(rows.map((r) => r.id), owner);
+  try {
+    const started = Date.now();
+    const results = await Promise.allSettled(rows.map((row) => limit.run(async () => {
+      // Its turn came late (the worker's limit is busy with slow sends): given its own job instead, so
+      // this job stays far shorter than a hung one (HUNG_AFTER_MS) and is never taken for one.
+      if (run.stopping?.now === true || Date.now() - started > (deps.batchTurnWithinMs ?? BATCH_TURN_WITHIN_MS)) return 'late' as const;
+      return deliverRow(deps, row, attemptsMade, maxAttempts);
+    }, run.priority ?? 0)));
+    // A row the batch tried spent one of its attempts; a late or deferred one did not.
+    const left = maxAttempts - attemptsMade;
+    const again: SetAside[] = [];
+    let databaseDown: unknown;
+    results.forEach((r, i) => {
+      const id = rows[i]!.id;
+      if (r.status === 'fulfilled') {
+        if (r.value === 'late') again.push({ id, delayMs: 0, attempts: left });
+      } else if (isDatabaseUnavailable(r.reason)) {
+        databaseDown ??= r.reason;
+      } else if (r.reason instanceof DeliveryDeferredError) {
+        again.push({ id, delayMs: deferDelayMs(r.reason.retryAfterMs), attempts: left });
+      } else {
+        again.push({ id, delayMs: deliveryBackoffMs(attemptsMade + 1, backoffDelayMs), attempts: Math.max(1, left - 1) });
+      }
+    });
+    if (again.length > 0) await setAside(deps, jobKey, owner, again, backoffDelayMs);
+    if (databaseDown !== undefined) throw databaseDown;
+  } finally {
+    run.leases?.forget(rows.map((r) => r.id));
+  }
+  // Rows another run held: this job comes back once their lease ends (sent by then, or free to take).
+  if (heldMs !== null) throw new DeliveryDeferredError('some of the batch is being sent by another run', Math.max(0, heldMs) + HELD_SLACK_MS);
   return 'batch';
 }
+
+type SetAside = { id: string; delayMs: number; attempts: number };
 
 /**
  * Rows of a batch to be tried again on their own: out of the batch (job_key cleared, only while
  * still pending and still in it), then one job each, delayed. The job ids are the rows' own, so
- * the reconciler's re-add is a no-op beside them. The batch's try counts as one of the row's.
+ * the reconciler's re-add is a no-op beside them, with the attempts each has left.
  */
-async function setAside(deps: DeliveryDeps, jobKey: string, rows: { id: string; delayMs: number }[], settings: DeliveryJobSettings): Promise<void> {
+async function setAside(deps: DeliveryDeps, jobKey: string, owner: string, rows: SetAside[], backoffDelayMs: number | undefined): Promise<void> {
   const { rows: taken } = await deps.pool.query<{ id: string; priority: DeliveryPriority }>(
     `update deliveries d set job_key = null, lease_owner = null, lease_until = null
-      where d.id = any($1::uuid[]) and d.job_key = $2 and d.status = 'pending'
+      where d.id = any($1::uuid[]) and d.job_key = $2 and d.status = 'pending' and d.lease_owner = $3
      returning d.id, (${PRIORITY_SQL}) as priority`,
-    [rows.map((r) => r.id), jobKey],
+    [rows.map((r) => r.id), jobKey, owner],
   );
   if (taken.length === 0) return;
-  const delays = new Map(rows.map((r) => [r.id, r.delayMs]));
+  const byId = new Map(rows.map((r) => [r.id, r]));
   try {
     if (deps.queues === undefined) throw new Error('no queue to put them on');
     await deps.queues.queue('delivery').addBulk(taken.map(({ id, priority }) => ({
       name: DELIVERY_JOB_NAME, data: { deliveryId: id } satisfies DeliveryJobData,
-      opts: { ...deliveryJobOptions(id, priority, settings), delay: delays.get(id) ?? 0 },
+      opts: {
+        ...deliveryJobOptions(id, priority, { attempts: byId.get(id)!.attempts, ...(backoffDelayMs === undefined ? {} : { backoffDelayMs }) }),
+        delay: byId.get(id)!.delayMs,
+      },
     })));
     deps.log.info({ job_key: jobKey, deliveries: taken.length }, 'deliveries of a batch set aside to be tried again on their own');
   } catch (err) {
@@ -564,17 +623,37 @@ export function deliveryProcessor(deps: DeliveryDeps): (job: Job, token?: string
     stopping.now = true;
     limit.open();
   });
+  // The rows in hand, their leases renewed while this process lives (lease.ts).
+  const leases = new Leases(deps.pool, deps.log);
+  deps.queues?.afterClose(() => leases.stop());
+  // The jobs in hand here, by id: the queue may hand out one a second time while it still runs.
+  const inHand = new Map<string, number>();
   return async (job, token) => {
-    let run: () => Promise<DeliveryOutcome | BatchOutcome>;
-    if (job.name === DELIVERY_BATCH_JOB_NAME) {
-      const { jobKey } = (job.data ?? {}) as Partial<DeliveryBatchJobData>;
-      if (typeof jobKey !== 'string' || !UUID.test(jobKey)) throw new UnrecoverableError('delivery batch job without a valid jobKey');
-      run = () => processDeliveryBatch(deps, jobKey, job.attemptsMade, job.opts.attempts ?? 1, (job.opts.backoff as { delay?: number } | undefined)?.delay, limit, stopping, job.opts.priority ?? 0);
-    } else {
-      const { deliveryId } = (job.data ?? {}) as Partial<DeliveryJobData>;
-      if (typeof deliveryId !== 'string' || !UUID.test(deliveryId)) throw new UnrecoverableError('delivery job without a valid deliveryId');
-      run = () => limit.run(() => processDelivery(deps, deliveryId, job.attemptsMade, job.opts.attempts ?? 1), job.opts.priority ?? 0);
-    }
+    const jobId = job.id ?? '';
+    const owner = leases.owner(jobId);
+    const run = async (): Promise<DeliveryOutcome | BatchOutcome> => {
+      const since = inHand.get(jobId);
+      if (since !== undefined && Date.now() - since < HUNG_AFTER_MS) {
+        throw new DeliveryDeferredError('this job is already running in this worker', IN_HAND_RETRY_MS);
+      }
+      const mine = Date.now();
+      inHand.set(jobId, mine);
+      try {
+        if (job.name === DELIVERY_BATCH_JOB_NAME) {
+          const { jobKey } = (job.data ?? {}) as Partial<DeliveryBatchJobData>;
+          if (typeof jobKey !== 'string' || !UUID.test(jobKey)) throw new UnrecoverableError('delivery batch job without a valid jobKey');
+          return await processDeliveryBatch(deps, jobKey, {
+            attemptsMade: job.attemptsMade, maxAttempts: job.opts.attempts ?? 1, backoffDelayMs: (job.opts.backoff as { delay?: number } | undefined)?.delay,
+            limit, stopping, priority: job.opts.priority ?? 0, owner, leases,
+          });
+        }
+        const { deliveryId } = (job.data ?? {}) as Partial<DeliveryJobData>;
+        if (typeof deliveryId !== 'string' || !UUID.test(deliveryId)) throw new UnrecoverableError('delivery job without a valid deliveryId');
+        return await limit.run(() => processDelivery(deps, deliveryId, job.attemptsMade, job.opts.attempts ?? 1, owner, leases), job.opts.priority ?? 0);
+      } finally {
+        if (inHand.get(jobId) === mine) inHand.delete(jobId);
+      }
+    };
     try {
       return await run();
     } catch (err) {

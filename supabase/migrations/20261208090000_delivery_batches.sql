@@ -9,8 +9,8 @@ alter table public.deliveries add column job_key uuid;
 -- The batch job reads its rows by key; only pending rows are ever looked up, so the index stays small.
 create index deliveries_job_key_idx on public.deliveries (job_key) where status = 'pending' and job_key is not null;
 
--- Whoever sends a row holds its lease first (one statement with the read: deliver.ts): the job that
--- owns it (its job id) until lease_until. A row's batch job, a job of its own added when the batch
--- was unknown, and a batch rebuilt by the reconciler can then never send it side by side; the same
--- job coming back (a retry, a stalled job run again) takes its own lease back at once.
+-- Whoever sends a row holds its lease first (one statement with the read: src/delivery/lease.ts):
+-- the run that owns it (its job id and worker process) until lease_until, renewed while it lives. A
+-- row's batch job, a job of its own added when the batch was unknown, a batch rebuilt by the
+-- reconciler, and one job handed out twice by the queue can then never send it side by side.
 alter table public.deliveries add column lease_owner text, add column lease_until timestamptz;

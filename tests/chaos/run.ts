@@ -213,7 +213,7 @@ async function scenario(backend: 'redis' | 'postgres'): Promise<Result> {
     const apiPort = await freePort();
     const base = `http://127.0.0.1:${apiPort}`;
     const env: Record<string, string> = {
-      NODE_ENV: 'production', HOST: '127.0.0.1', LOG_LEVEL: 'warn',
+      NODE_ENV: 'production', HOST: '127.0.0.1', LOG_LEVEL: process.env.CHAOS_LOG_LEVEL ?? 'warn',
       DATABASE_URL: pgs.url, ...(redis === undefined ? {} : { REDIS_URL: redis.url }), QUEUE_PREFIX: 'chaos',
       SUPABASE_JWT_SECRET: JWT_SECRET, LINK_SIGNING_SECRET: 'chaos-link-secret-of-at-least-32-characters', PUBLIC_BASE_URL: base,
       RATE_LIMIT_IP_PER_MINUTE: '1000000', RATE_LIMIT_MEMBER_PER_MINUTE: '1000000',

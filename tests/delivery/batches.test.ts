@@ -3,8 +3,9 @@ import { systemClock } from '../../src/clock.js';
 import { withTransaction } from '../../src/db/pool.js';
 import { Limiter } from '../../src/batcher.js';
 import { ThrottledError, type Channel, type OutboundMessage } from '../../src/channels/types.js';
-import { processDelivery, processDeliveryBatch } from '../../src/delivery/deliver.js';
-import { DELIVERY_BATCH_JOB_NAME, DELIVERY_BATCH_MAX, deliveryBatchJobId, enqueueDeliveries, insertDeliveries, type NewDelivery } from '../../src/delivery/outbox.js';
+import type { Job } from 'bullmq';
+import { DeliveryDeferredError, deliveryProcessor, IN_HAND_RETRY_MS, processDelivery, processDeliveryBatch } from '../../src/delivery/deliver.js';
+import { DELIVERY_BATCH_JOB_NAME, DELIVERY_BATCH_MAX, DELIVERY_JOB_NAME, deliveryBatchJobId, deliveryJobId, enqueueDeliveries, insertDeliveries, type NewDelivery } from '../../src/delivery/outbox.js';
 import { reconcileDeliveries } from '../../src/delivery/reconciler.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { createMetrics } from '../../src/observability/metrics.js';
@@ -102,19 +103,24 @@ describe.each(['redis', 'postgres'] as const)('delivery batches on the %s queue 
     for (const id of ids) expect(await outboxCount(id)).toBe(1);
   });
 
-  it('a row is sent only under its lease: another job leaves it alone, its own job takes it back', async () => {
+  it('a row is sent only under its lease: another run waits for it, its own run takes it back', async () => {
     const [id] = await insert([delivery('lease@example.test')]);
     const deps = { pool: db.pool, channels: fake.channels, clock: systemClock, log };
     const { rows: [r] } = await db.pool.query<{ job_key: string }>(
-      `update deliveries set lease_owner = $2, lease_until = now() + interval '1 minute' where id = $1 returning job_key`, [id, 'deliveries-someone-else'],
+      `update deliveries set lease_owner = $2, lease_until = now() + interval '1 minute' where id = $1 returning job_key`, [id, 'deliveries-x@elsewhere'],
     );
-    // A job of its own while its batch's job holds it (the batch was not known when it was queued).
-    expect(await processDelivery(deps, id!, 0, 3)).toBe('skipped');
+    // A job of its own while its batch's job holds it elsewhere: it comes back when the lease ends.
+    const held = await processDelivery(deps, id!, 0, 3).then(() => undefined, (e: unknown) => e);
+    expect(held).toBeInstanceOf(DeliveryDeferredError);
+    expect((held as DeliveryDeferredError).retryAfterMs).toBeGreaterThan(55_000);
+    expect((held as DeliveryDeferredError).retryAfterMs).toBeLessThan(61_000);
     expect(fake.calls(id!)).toBe(0);
-    // The holder, back after a crash, takes it again at once.
-    await db.pool.query('update deliveries set lease_owner = $2 where id = $1', [id, deliveryBatchJobId(r!.job_key)]);
-    expect(await processDelivery(deps, id!, 0, 3, deliveryBatchJobId(r!.job_key))).toBe('sent');
+    // The holder's own run (a retry in the same process) takes it again at once.
+    await db.pool.query('update deliveries set lease_owner = $2 where id = $1', [id, `${deliveryBatchJobId(r!.job_key)}@here`]);
+    expect(await processDelivery(deps, id!, 0, 3, `${deliveryBatchJobId(r!.job_key)}@here`)).toBe('sent');
     expect(await outboxCount(id!)).toBe(1);
+    // Once sent, nothing is waited for: the other job ends.
+    expect(await processDelivery(deps, id!, 0, 3)).toBe('skipped');
 
     // A lapsed lease (its holder died) is free for anyone.
     const [id2] = await insert([delivery('lapsed@example.test')]);
@@ -122,6 +128,57 @@ describe.each(['redis', 'postgres'] as const)('delivery batches on the %s queue 
     expect(await processDelivery(deps, id2!, 0, 3)).toBe('sent');
     // Taken out of its batch: the batch's job, when it comes, finds nothing left to send.
     expect((await rowsOf([id2!]))[0]!.job_key).toBeNull();
+  });
+
+  it('a batch job run twice at once (the queue lost it and it was re-added) sends each row once', async () => {
+    const ids = await insert(Array.from({ length: 3 }, (_, i) => delivery(`twice${i}@example.test`)));
+    const key = (await rowsOf([ids[0]!]))[0]!.job_key!;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => { release = r; });
+    const email = fake.channels.email as Channel;
+    const slow: Channel = { ...email, async send(msg: OutboundMessage, signal: AbortSignal) {
+      await gate;
+      return email.send(msg, signal);
+    } };
+    const deps = { pool: db.pool, channels: { ...fake.channels, email: slow }, clock: systemClock, log, queues };
+    const jobId = deliveryBatchJobId(key);
+    // The first run, in one worker process, has its rows in hand and waits on the provider.
+    const first = processDeliveryBatch(deps, key, { attemptsMade: 0, maxAttempts: 4, owner: `${jobId}@a` });
+    await waitFor(async () => ((await db.pool.query(`select count(*)::int as n from deliveries where job_key = $1 and lease_owner = $2`, [key, `${jobId}@a`])).rows[0]!.n === 3 ? true : undefined));
+    // The same job, run again in another process: it sends nothing and comes back when the lease ends.
+    const second = await processDeliveryBatch(deps, key, { attemptsMade: 0, maxAttempts: 4, owner: `${jobId}@b` }).then(() => undefined, (e: unknown) => e);
+    expect(second).toBeInstanceOf(DeliveryDeferredError);
+    release();
+    expect(await first).toBe('batch');
+    for (const id of ids) {
+      expect(fake.calls(id)).toBe(1);
+      expect(await outboxCount(id)).toBe(1);
+    }
+    // Back after the lease: nothing left, the job ends.
+    expect(await processDeliveryBatch(deps, key, { attemptsMade: 0, maxAttempts: 4, owner: `${jobId}@b` })).toBe('batch');
+    expect(ids.reduce((n, id) => n + fake.calls(id), 0)).toBe(3);
+  });
+
+  it('a job handed out again while it runs in the same worker waits for the first run', async () => {
+    const [id] = await insert([delivery('same-worker@example.test')]);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => { release = r; });
+    const email = fake.channels.email as Channel;
+    const slow: Channel = { ...email, async send(msg: OutboundMessage, signal: AbortSignal) {
+      await gate;
+      return email.send(msg, signal);
+    } };
+    const processor = deliveryProcessor({ pool: db.pool, channels: { ...fake.channels, email: slow }, clock: systemClock, log });
+    const job = { id: deliveryJobId(id!), name: DELIVERY_JOB_NAME, data: { deliveryId: id }, attemptsMade: 0, opts: { attempts: 3 } } as unknown as Job;
+    const first = processor(job);
+    await waitFor(async () => ((await db.pool.query(`select lease_owner from deliveries where id = $1`, [id])).rows[0]!.lease_owner !== null ? true : undefined));
+    const again = await processor(job).then(() => undefined, (e: unknown) => e);
+    expect(again).toBeInstanceOf(DeliveryDeferredError);
+    expect((again as DeliveryDeferredError).retryAfterMs).toBe(IN_HAND_RETRY_MS);
+    release();
+    expect(await first).toBe('sent');
+    expect(fake.calls(id!)).toBe(1);
+    expect(await processor(job)).toBe('skipped');
   });
 
   it('a row whose turn comes late (slow sends ahead of it) gets a job of its own instead of keeping its batch job running', async () => {
@@ -135,7 +192,7 @@ describe.each(['redis', 'postgres'] as const)('delivery batches on the %s queue 
     } };
     const deps = { pool: db.pool, channels: { ...fake.channels, email: slow }, clock: systemClock, log, queues, batchTurnWithinMs: 450 };
     // One delivery in hand at a time: the third row's turn comes after 600 ms.
-    expect(await processDeliveryBatch(deps, key, 0, 4, 10, new Limiter(1))).toBe('batch');
+    expect(await processDeliveryBatch(deps, key, { attemptsMade: 0, maxAttempts: 4, backoffDelayMs: 10, limit: new Limiter(1) })).toBe('batch');
     const rows = await rowsOf(ids);
     expect(rows.map((r) => r.status)).toEqual(['sent', 'sent', 'pending', 'pending']);
     expect(rows.slice(2).map((r) => r.job_key)).toEqual([null, null]);
@@ -160,14 +217,15 @@ describe.each(['redis', 'postgres'] as const)('delivery batches on the %s queue 
       return email.send(msg, signal);
     } };
     const deps = { pool: db.pool, channels: { ...fake.channels, email: budget }, clock: systemClock, log, queues };
-    expect(await processDeliveryBatch(deps, key, 0, 4, 10)).toBe('batch');
+    expect(await processDeliveryBatch(deps, key, { attemptsMade: 0, maxAttempts: 4, backoffDelayMs: 10 })).toBe('batch');
     const [brief, long] = await rowsOf(ids);
     // Sent by the batch on its second call, one try recorded, no job of its own.
     expect(brief).toMatchObject({ status: 'sent', attempts: 1 });
     expect(await outboxCount(brief!.id)).toBe(1);
     // Out of the batch, waiting for its own job (no try spent on a throttle).
     expect(long).toMatchObject({ status: 'pending', attempts: 0, job_key: null });
-    expect((await q.getJobs(['delayed'])).map((j) => j.name)).toEqual(['deliver']);
+    // A throttle is not a try: the row's own job keeps every attempt the batch had.
+    expect((await q.getJobs(['delayed'])).map((j) => [j.name, j.opts.attempts])).toEqual([['deliver', 4]]);
     await q.resume();
     expect((await settled(ids)).every((r) => r.status === 'sent')).toBe(true);
   });
