@@ -165,6 +165,11 @@ async function explainLost(pool: pg.Pool, backend: 'redis' | 'postgres', redisUr
       const job = await queues.queue('delivery').getJob(r.job_key === null ? deliveryJobId(r.id) : deliveryBatchJobId(r.job_key)).catch(() => undefined);
       const state = job === undefined || job === null ? 'no job' : await job.getState();
       say(`not sent: ${JSON.stringify({ ...r, job: state, job_attempts: job?.attemptsMade, job_delay: job?.delay, job_failed: job?.failedReason })}`);
+      // Every try, to tell an unlucky streak from tries that were never the delivery's own (an open breaker counted).
+      const { rows: tries } = await pool.query<{ attempted_at: Date; provider: string; outcome: string; error_class: string | null; error: string | null; duration_ms: number }>(
+        `select attempted_at, provider, outcome, error_class, error, duration_ms from delivery_attempts where delivery_id = $1 order by attempted_at`, [r.id],
+      ).catch(() => ({ rows: [] }));
+      for (const t of tries) say(`  try ${t.attempted_at.toISOString()} ${t.provider} ${t.outcome} ${t.error_class ?? ''} ${t.error ?? ''} (${t.duration_ms} ms)`);
     }
   } finally {
     await queues.close();
