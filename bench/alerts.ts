@@ -125,7 +125,7 @@ async function profiled<T>(name: string, phase: () => Promise<T>): Promise<T> {
 // ---- CPU accounting over a phase: this process, the fakes, PostgreSQL's backends, Redis, the machine.
 
 type CpuMark = { elu: EventLoopUtilization; syscalls: { reads: number; writes: number }; bench: number; fakes: number; pg: Map<number, number>; redis: number; machine: { busy: number; total: number }; db: DbCounts; redisCommands: number };
-type DbCounts = { xacts: number; written: number; read: number };
+type DbCounts = { xacts: number; written: number; read: number; tables: Map<string, number> };
 
 /** The bench database's own counters (pg_stat_database): a statement outside a transaction counts as one. */
 async function dbCounts(pool: pg.Pool): Promise<DbCounts> {
@@ -134,7 +134,12 @@ async function dbCounts(pool: pg.Pool): Promise<DbCounts> {
     `select (xact_commit + xact_rollback)::float8 as xacts, (tup_inserted + tup_updated + tup_deleted)::float8 as written, (tup_returned + tup_fetched)::float8 as read
        from pg_stat_database where datname = current_database()`,
   );
-  return r!;
+  // Where the rows go, table by table (inserted, updated, deleted).
+  const { rows: tables } = await pool.query<{ t: string; n: number }>(
+    `select schemaname || '.' || relname as t, (n_tup_ins + n_tup_upd + n_tup_del)::float8 as n from pg_stat_user_tables
+     union all select schemaname || '.' || relname || ' (of them HOT updates)', n_tup_hot_upd::float8 from pg_stat_user_tables where n_tup_upd > 0`,
+  );
+  return { ...r!, tables: new Map(tables.map((t) => [t.t, t.n])) };
 }
 
 async function pgBackends(pool: pg.Pool): Promise<number[]> {
@@ -199,7 +204,10 @@ function cpuSpent(a: CpuMark, b: CpuMark): CpuSpent {
     bench, fakes, pg: pgMs, redis,
     busyPct: (100 * busy) / total,
     otherPct: (100 * (busy - bench - fakes - pgMs - redis)) / total,
-    db: { xacts: b.db.xacts - a.db.xacts, written: b.db.written - a.db.written, read: b.db.read - a.db.read },
+    db: {
+      xacts: b.db.xacts - a.db.xacts, written: b.db.written - a.db.written, read: b.db.read - a.db.read,
+      tables: new Map([...b.db.tables].map(([t, n]) => [t, n - (a.db.tables.get(t) ?? 0)] as const).filter(([, n]) => n > 0)),
+    },
     redisCommands: b.redisCommands - a.redisCommands,
   };
 }
@@ -374,6 +382,7 @@ async function run(backend: 'redis' | 'postgres', fakes: FakesProcess, figures: 
     const ratio = pipelineRate / floorRate;
 
     const b = backend;
+    const pipelineCpu = cpuSpent(before, after);
     const isRedis = backend === 'redis';
     const s = (v: number) => v / 1000;
     figures.push(
@@ -394,10 +403,13 @@ async function run(backend: 'redis' | 'postgres', fakes: FakesProcess, figures: 
       { name: `${b}.all_deliveries.max`, value: s(m.deliveries.max), unit: 's' },
       { name: `${b}.lost`, value: m.lost, unit: 'count', target: '= 0', met: m.lost === 0 },
       { name: `${b}.duplicated`, value: m.duplicated, unit: 'count', target: '= 0', met: m.duplicated === 0 },
-      ...cpuFigures(`${b}.pipeline`, cpuSpent(before, after), m.accepted),
+      ...cpuFigures(`${b}.pipeline`, pipelineCpu, m.accepted),
       ...cpuFigures(`${b}.floor`, cpuSpent(floorBefore, floorAfter), floorAccepted),
     );
     notes[`${b}.unmatched_acceptances`] = m.unmatched;
+    const byTable = [...pipelineCpu.db.tables].sort((x, y) => y[1] - x[1]).map(([t, n]) => `${t.replace(/^public\./, '')} ${(n / m.accepted).toFixed(2)}`);
+    notes[`${b}.pipeline.rows_written_per_msg_by_table`] = byTable;
+    log(`${b}: rows written per message, by table: ${byTable.join(', ')}`);
   } finally {
     await Promise.allSettled(queueSystems.map((q) => q.close()));
     await Promise.allSettled(closers.map((c) => c()));

@@ -25,7 +25,11 @@ export const LEASE_RENEW_MS = 5_000;
 /** The SQL test for "this run may take row d" (`owner`: the parameter holding the run's owner). */
 export const leaseFree = (owner: string) => `(d.lease_until is null or d.lease_until < now() or d.lease_owner = ${owner})`;
 
-/** The rows this process holds, renewed every LEASE_RENEW_MS until released. */
+/**
+ * The rows this process holds, renewed until released: every LEASE_RENEW_MS the rows whose lease
+ * has run down by more than one such period get LEASE_MS again (a held row is rewritten about once
+ * per 10 s, not every 5 s: each renewal is a new row version).
+ */
 export class Leases {
   /** This process, in every owner it writes. */
   readonly instance = randomUUID().slice(0, 8);
@@ -81,8 +85,9 @@ export class Leases {
       const { rowCount } = await this.pool.query(
         `update deliveries d set lease_until = now() + make_interval(secs => $3)
            from unnest($1::uuid[], $2::text[]) as t(id, owner)
-          where d.id = t.id and d.lease_owner = t.owner and d.status = 'pending'`,
-        [ids, owners, this.leaseMs / 1000],
+          where d.id = t.id and d.lease_owner = t.owner and d.status = 'pending'
+            and d.lease_until < now() + make_interval(secs => $4)`,
+        [ids, owners, this.leaseMs / 1000, Math.max(this.leaseMs / 2, this.leaseMs - this.renewMs) / 1000],
       );
       return rowCount ?? 0;
     } catch (err) {

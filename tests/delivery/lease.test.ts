@@ -24,11 +24,13 @@ describe('delivery leases', () => {
   it('renews the rows it holds, and only while they are pending and still its own', async () => {
     const leases = new Leases(db.pool, log, 20_000, 60_000);
     try {
-      const [mine, sent, takenOver] = await insert(3);
+      const [mine, sent, takenOver, fresh] = await insert(4);
       const owner = leases.owner('deliveries-k');
       expect(owner).toMatch(new RegExp(`^deliveries-k@${leases.instance}$`));
       await take([mine!, sent!, takenOver!], owner, 1);
-      leases.hold([mine!, sent!, takenOver!], owner);
+      // Just taken: far from its end, not rewritten yet (each renewal is a new row version).
+      await take([fresh!], owner, 19);
+      leases.hold([mine!, sent!, takenOver!, fresh!], owner);
       await db.pool.query(`update deliveries set status = 'sent' where id = $1`, [sent]);
       await take([takenOver!], 'deliveries-k@other', 1);
       expect(await leases.renew()).toBe(1);
@@ -37,7 +39,7 @@ describe('delivery leases', () => {
       expect(await leftMs(takenOver!)).toBeLessThan(1_500);
 
       // Let go: no longer renewed, so a dead run's rows come free when the lease ends.
-      leases.forget([mine!, sent!, takenOver!]);
+      leases.forget([mine!, sent!, takenOver!, fresh!]);
       expect(leases.size).toBe(0);
       await take([mine!], owner, 1);
       expect(await leases.renew()).toBe(0);
