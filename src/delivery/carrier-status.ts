@@ -2,7 +2,7 @@ import type pg from 'pg';
 import { batcherPer } from '../batcher.js';
 import { setSmsOptOut } from '../channels/sms-twilio/opt-out.js';
 import type { SendStatus } from '../channels/types.js';
-import { withTransaction, type Queryable } from '../db/pool.js';
+import { prepared, withTransaction, type Queryable } from '../db/pool.js';
 import type { Metrics } from '../observability/metrics.js';
 import { claimProviderEvent, disableContactChannel, recordFailover, type DeliveryRef } from './feedback.js';
 
@@ -144,7 +144,8 @@ async function storeStatuses(
       error_code: r.errorCode?.slice(0, 100) ?? null, occurred_at: r.occurredAt, received_at: now, rank: rankOf(word),
     };
   });
-  const { rows } = await db.query<StoredStatus & { i: number }>(
+  const { rows } = await db.query<StoredStatus & { i: number }>(prepared(
+    'statuses.store',
     `with input as (
        select * from json_to_recordset($1::json) as r(i int, delivery_id uuid, provider text, event_id text, status text, carrier_status text,
                                                       error_code text, occurred_at timestamptz, received_at timestamptz, rank int)
@@ -169,7 +170,7 @@ async function storeStatuses(
             u.i is not null as advanced, u.secs as receipt_seconds
        from input i left join u on u.i = i.i order by i.i`,
     [JSON.stringify(input)],
-  );
+  ));
   return rows;
 }
 
@@ -244,11 +245,12 @@ export async function applyHeldStatuses(
  */
 /** The sends of one turn ask about held callbacks in one statement. */
 const heldReader = batcherPer((pool: pg.Pool) => async (items: readonly { provider: string; id: string }[]) => {
-  const { rows } = await pool.query<{ provider: string; provider_message_id: string }>(
+  const { rows } = await pool.query<{ provider: string; provider_message_id: string }>(prepared(
+    'statuses.held-for-sent',
     `select distinct h.provider, h.provider_message_id from held_delivery_statuses h
        join unnest($1::text[], $2::text[]) as q(provider, id) on h.provider = q.provider and h.provider_message_id = q.id`,
     [items.map((i) => i.provider), items.map((i) => i.id)],
-  );
+  ));
   const held = new Set(rows.map((r) => `${r.provider} ${r.provider_message_id}`));
   return items.map((i) => held.has(`${i.provider} ${i.id}`));
 }, 500);

@@ -4,7 +4,7 @@ import { ChannelError, providersOf, ThrottledError, type ChannelName, type Chann
 import type { Clock } from '../clock.js';
 import { maskAddress, type Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { isDatabaseUnavailable } from '../db/pool.js';
+import { isDatabaseUnavailable, prepared } from '../db/pool.js';
 import type { AlertRender } from '../incidents/outbound.js';
 import { markRepeat } from '../incidents/messages.js';
 import { messageText, type MessageText } from '../incidents/render-at-send.js';
@@ -179,7 +179,8 @@ type SentRecord = { id: string; provider: string; provider_message_id: string; s
  * when it was pending and is now sent.
  */
 async function markSentMany(pool: pg.Pool, records: readonly SentRecord[]): Promise<boolean[]> {
-  const { rows } = await pool.query<{ id: string }>(
+  const { rows } = await pool.query<{ id: string }>(prepared(
+    'deliveries.mark-sent',
     `with input as (
        select * from json_to_recordset($1::json) as r(id uuid, provider text, provider_message_id text, sent_at timestamptz,
                                                       attempted_at timestamptz, duration_ms int, receipt_check_at timestamptz)
@@ -196,7 +197,7 @@ async function markSentMany(pool: pg.Pool, records: readonly SentRecord[]): Prom
      )
      select id from marked`,
     [JSON.stringify(records)],
-  );
+  ));
   const marked = new Set(rows.map((r) => r.id));
   return records.map((r) => marked.has(r.id));
 }
@@ -217,7 +218,8 @@ async function markFailedTry(
   pool: pg.Pool, row: DeliveryRow, provider: string, error: string, errorClass: ErrorClass | null,
   final: boolean, attemptedAt: Date, now: Date, durationMs: number,
 ): Promise<boolean> {
-  const { rows } = await pool.query<{ n: number }>(
+  const { rows } = await pool.query<{ n: number }>(prepared(
+    'deliveries.mark-failed-try',
     `with marked as (
        update deliveries
           set attempts = attempts + 1, last_error = $3, error_class = $4, updated_at = $5,
@@ -230,7 +232,7 @@ async function markFailedTry(
      )
      select count(*)::int as n from marked`,
     [row.id, provider, error, errorClass, now, final, attemptedAt, durationMs],
-  );
+  ));
   return rows[0]?.n === 1;
 }
 
@@ -268,20 +270,22 @@ export async function processDelivery(
 ): Promise<DeliveryOutcome> {
   // Read and leased in one statement. A row still in a batch (its own job was added when the batch
   // was not known: outbox.ts) leaves it: the batch's job, when it runs, leaves it alone.
-  const { rows } = await deps.pool.query<DeliveryRow>(
+  const { rows } = await deps.pool.query<DeliveryRow>(prepared(
+    'deliveries.take-one',
     `update deliveries d set job_key = null, lease_owner = $2, lease_until = now() + make_interval(secs => $3)
       where d.id = $1 and d.status = 'pending' and ${leaseFree('$2')}
      returning ${ROW_COLUMNS}`,
     [deliveryId, owner, (leases?.leaseMs ?? LEASE_MS) / 1000],
-  );
+  ));
   const row = rows[0];
   if (row === undefined) {
     // Held by a run elsewhere (its batch's job, or this job run twice by the queue): that run sends it,
     // or, if it died, its lease lapses; this job comes back then instead of ending with the row pending.
-    const { rows: [held] } = await deps.pool.query<{ wait_ms: number }>(
+    const { rows: [held] } = await deps.pool.query<{ wait_ms: number }>(prepared(
+      'deliveries.held-one',
       `select ceil(extract(epoch from lease_until - now()) * 1000)::int as wait_ms from deliveries where id = $1 and status = 'pending' and lease_until >= now()`,
       [deliveryId],
-    );
+    ));
     if (held !== undefined) throw new DeliveryDeferredError('being sent by another run', held.wait_ms + HELD_SLACK_MS);
     deps.log.debug({ delivery_id: deliveryId }, 'delivery not pending; skipped');
     deps.metrics?.deliveries.inc({ channel: 'unknown', kind: 'unknown', outcome: 'skipped' });
@@ -526,7 +530,8 @@ export async function processDeliveryBatch(deps: DeliveryDeps, jobKey: string, r
   const owner = run.owner ?? deliveryBatchJobId(jobKey);
   // The rows are read and leased in one statement, which also says until when another run holds
   // any of the batch's rows (the queue ran this job twice at once: lease.ts).
-  const { rows: read } = await deps.pool.query<DeliveryRow & { held_ms: number | null }>(
+  const { rows: read } = await deps.pool.query<DeliveryRow & { held_ms: number | null }>(prepared(
+    'deliveries.take-batch',
     `with taken as (
        update deliveries d set lease_owner = $2, lease_until = now() + make_interval(secs => $3)
         where d.job_key = $1 and d.status = 'pending' and ${leaseFree('$2')}
@@ -537,7 +542,7 @@ export async function processDeliveryBatch(deps: DeliveryDeps, jobKey: string, r
      )
      select taken.*, held.held_ms from held left join taken on true`,
     [jobKey, owner, (run.leases?.leaseMs ?? LEASE_MS) / 1000],
-  );
+  ));
   const heldMs = read[0]?.held_ms ?? null;
   const rows: DeliveryRow[] = read.filter((r) => r.id !== null);
   run.leases?.hold(rows.map((r) => r.id), owner);
@@ -583,12 +588,13 @@ type SetAside = { id: string; delayMs: number; attempts: number };
  * the reconciler's re-add is a no-op beside them, with the attempts each has left.
  */
 async function setAside(deps: DeliveryDeps, jobKey: string, owner: string, rows: SetAside[], backoffDelayMs: number | undefined): Promise<void> {
-  const { rows: taken } = await deps.pool.query<{ id: string; priority: DeliveryPriority }>(
+  const { rows: taken } = await deps.pool.query<{ id: string; priority: DeliveryPriority }>(prepared(
+    'deliveries.set-aside',
     `update deliveries d set job_key = null, lease_owner = null, lease_until = null
       where d.id = any($1::uuid[]) and d.job_key = $2 and d.status = 'pending' and d.lease_owner = $3
      returning d.id, (${PRIORITY_SQL}) as priority`,
     [rows.map((r) => r.id), jobKey, owner],
-  );
+  ));
   if (taken.length === 0) return;
   const byId = new Map(rows.map((r) => [r.id, r]));
   try {

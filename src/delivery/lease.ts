@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
+import { prepared } from '../db/pool.js';
 import type { Logger } from '../observability/logger.js';
 import { HUNG_AFTER_MS } from '../queue/index.js';
 
@@ -82,13 +83,14 @@ export class Leases {
         owners.push(h.owner);
       }
       if (ids.length === 0) { this.stop(); return 0; }
-      const { rowCount } = await this.pool.query(
+      const { rowCount } = await this.pool.query(prepared(
+        'deliveries.renew-leases',
         `update deliveries d set lease_until = now() + make_interval(secs => $3)
            from unnest($1::uuid[], $2::text[]) as t(id, owner)
           where d.id = t.id and d.lease_owner = t.owner and d.status = 'pending'
             and d.lease_until < now() + make_interval(secs => $4)`,
         [ids, owners, this.leaseMs / 1000, Math.max(this.leaseMs / 2, this.leaseMs - this.renewMs) / 1000],
-      );
+      ));
       return rowCount ?? 0;
     } catch (err) {
       // The database is away: the leases lapse after LEASE_MS, and each row's record, when it comes, still needs it pending.

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type { MessageChannelName } from '../channels/types.js';
-import type { Queryable } from '../db/pool.js';
+import { prepared, type Queryable } from '../db/pool.js';
 import type { Position } from './escalation.js';
 import type { IncidentFacts } from './outbound.js';
 import type { Plan } from './plan.js';
@@ -39,7 +39,7 @@ export async function getIncident(db: Queryable, id: string, opts: { memberId?: 
 /** Several incidents in one read (the deliveries of a batch render their alerts from them). */
 export async function getIncidents(db: Queryable, ids: readonly string[]): Promise<IncidentRow[]> {
   if (ids.length === 0) return [];
-  const { rows } = await db.query<IncidentRow>(`select ${COLUMNS} from incidents where id = any($1::uuid[])`, [ids]);
+  const { rows } = await db.query<IncidentRow>(prepared('incidents.by-ids', `select ${COLUMNS} from incidents where id = any($1::uuid[])`, [ids]));
   return rows;
 }
 

@@ -85,7 +85,8 @@ export async function checkTimers(db: pg.Pool, now: Date, s: AuditorSettings): P
      union all
      select 'pending_delivery', count(*) filter (where created_at <= now() - make_interval(secs => $3))::int,
             extract(epoch from now() - min(created_at))::float8
-       from deliveries where status = 'pending'`,
+       from deliveries where status = 'pending' and created_at is not null -- (deliveries_pending_idx says so too)
+    `,
     [cutoff, now, s.deliveryMaxSeconds],
   );
   const overdue = Object.fromEntries(TIMER_KINDS.map((k) => [k, { count: 0, oldest_seconds: 0 }])) as Record<TimerKind, Overdue>;

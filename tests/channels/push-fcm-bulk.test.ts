@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import type pg from 'pg';
 import { createFcmChannel, FCM_MAX_BATCH, type FcmChannel } from '../../src/channels/push-fcm/index.js';
 import { ChannelError, type OutboundMessage, type SendResult } from '../../src/channels/types.js';
 import type { Queryable } from '../../src/db/pool.js';
@@ -23,7 +24,10 @@ beforeAll(async () => {
   db = await createTestDatabase();
   fake = await startFakeFcm();
   // Counts the channel's own statements.
-  const pool: Queryable = { query: ((text: string, values?: unknown[]) => { statements.push(text.trim().split(/\s+/)[0]!); return db.pool.query(text, values); }) as Queryable['query'] };
+  const pool: Queryable = { query: ((q: string | pg.QueryConfig, values?: unknown[]) => {
+    statements.push((typeof q === 'string' ? q : q.text).trim().split(/\s+/)[0]!);
+    return db.pool.query(q as string, values);
+  }) as Queryable['query'] };
   channel = createFcmChannel({ pool, log: createLogger('silent'), projectId: fake.projectId, credential: fake.credential(), connect: fake.connect });
 });
 beforeEach(() => { statements.length = 0; });

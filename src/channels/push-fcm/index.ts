@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream';
 import { cert, deleteApp, initializeApp, type App, type Credential } from 'firebase-admin/app';
 import { getMessaging, type BatchResponse, type TokenMessage } from 'firebase-admin/messaging';
 import { ConfigError, type Config } from '../../config.js';
-import type { Queryable } from '../../db/pool.js';
+import { prepared, type Queryable } from '../../db/pool.js';
 import type { Logger } from '../../observability/logger.js';
 import { ChannelError, type Channel, type OutboundMessage, type SendResult } from '../types.js';
 import { classifyDeviceError, errorCodeOf, withoutToken, type DeviceFailure } from './errors.js';
@@ -113,14 +113,15 @@ export function createFcmChannel(opts: FcmChannelOptions): FcmChannel {
 
   /** Each member's devices (most recently seen first, at most MAX_DEVICES), in one query. */
   async function devicesOf(memberIds: readonly string[]): Promise<Map<string, Device[]>> {
-    const { rows } = await opts.pool.query<Device & { member_id: string }>(
+    const { rows } = await opts.pool.query<Device & { member_id: string }>(prepared(
+      'fcm.devices-of',
       `select member_id, id, token, platform from (
          select member_id, id, token, platform, last_seen_at,
                 row_number() over (partition by member_id order by last_seen_at desc, id) as n
            from devices where member_id = any($1::uuid[])
        ) d where n <= $2 order by member_id, last_seen_at desc, id`,
       [[...new Set(memberIds)], MAX_DEVICES],
-    );
+    ));
     const out = new Map<string, Device[]>();
     for (const { member_id: memberId, ...device } of rows) out.set(memberId, [...(out.get(memberId) ?? []), device]);
     return out;

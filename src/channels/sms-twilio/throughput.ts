@@ -1,5 +1,5 @@
 import { Batcher } from '../../batcher.js';
-import type { Queryable } from '../../db/pool.js';
+import { prepared, type Queryable } from '../../db/pool.js';
 
 /**
  * Per-sender SMS throughput shared by every worker process: a GCRA (generic cell rate algorithm)
@@ -50,7 +50,8 @@ export async function takeSendSlot(db: Queryable, sender: string, ratePerSecond:
 export async function takeSendSlots(db: Queryable, sender: string, ratePerSecond: number, count: number, burst = 1): Promise<SlotAnswer[]> {
   const intervalMs = 1000 / ratePerSecond;
   const toleranceMs = intervalMs * Math.max(0, burst - 1);
-  const { rows } = await db.query<{ granted: number; wait_ms: number }>(
+  const { rows } = await db.query<{ granted: number; wait_ms: number }>(prepared(
+    'sms.take-send-slots',
     `with now as (select clock_timestamp() as t),
      prev as (select tat from sms_sender_rate where sender = $1 for update),
      base as (select n.t, greatest(coalesce((select tat from prev), n.t), n.t) as b from now n),
@@ -67,7 +68,7 @@ export async function takeSendSlots(db: Queryable, sender: string, ratePerSecond
      )
      select g.granted, (extract(epoch from ((select tat from upd) - g.t)) * 1000 - $3)::float8 as wait_ms from g`,
     [sender, intervalMs, toleranceMs, count],
-  );
+  ));
   const { granted, wait_ms: waitMs } = rows[0]!;
   return Array.from({ length: count }, (_, i) =>
     i < granted ? { ok: true } : { ok: false, retryAfterMs: Math.max(1, Math.ceil(waitMs + (i - granted) * intervalMs)) });
