@@ -16,6 +16,7 @@
 //   npm run bench:alerts -- [--members=10000] [--backend=redis|postgres|both] [--concurrency=100] [--workers=1] [--latency=20]
 //                           [--cpu-prof]   (this process's CPU profile of each pipeline and floor phase in
 //                                           bench/results/profiles; read with npm run bench:profile)
+//                           [--statement-cpu] (PostgreSQL CPU per statement during the pipeline, the top 15 printed)
 // Needs PostgreSQL (TEST_PG_ADMIN_URL) and, for the redis backend, Redis (TEST_REDIS_URL).
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -41,6 +42,7 @@ import { arg, createBenchDatabase, flag, numberArg, REDIS_URL, serviceVersions }
 import { startFakesProcess, type AcceptedRecord, type FakeChannel, type FakesProcess, type SampleMessage } from './lib/fakes-process.js';
 import { machine, printSummary, RESULTS_DIR, writeResults, type Figure } from './lib/report.js';
 import { ALERT_BURST } from './lib/scenarios.js';
+import { statementCpu } from './lib/statement-cpu.js';
 import { summarize, type LatencySummary } from './lib/stats.js';
 
 const MEMBERS = numberArg('members', ALERT_BURST.members);
@@ -51,6 +53,7 @@ const backendArg = arg('backend', 'both');
 if (!['redis', 'postgres', 'both'].includes(backendArg)) throw new Error('--backend must be redis, postgres or both');
 const backends = (backendArg === 'both' ? ['redis', 'postgres'] : [backendArg]) as ('redis' | 'postgres')[];
 const CPU_PROF = flag('cpu-prof');
+const STATEMENTS = flag('statement-cpu') ? statementCpu() : undefined;
 const SECRET = 'bench-link-secret-of-at-least-32-characters';
 const log = (msg: string) => process.stderr.write(`[bench:alerts] ${msg}\n`);
 const silent = createLogger('warn');
@@ -343,6 +346,7 @@ async function run(backend: 'redis' | 'postgres', fakes: FakesProcess, figures: 
     if (untilAlert < 0) log(`${backend}: seeding took longer than planned: the burst started ${-untilAlert} ms before the CPU mark`);
     await sleep(Math.max(0, untilAlert));
     const before = await cpuMark(pool, fakes, redis);
+    STATEMENTS?.start();
     const giveUp = alertAt.getTime() + 900_000;
     // When the sweeper had opened every incident (all alert rows committed), seen by this poll.
     let allOpenedAt = Number.NaN;
@@ -363,6 +367,11 @@ async function run(backend: 'redis' | 'postgres', fakes: FakesProcess, figures: 
       }
     });
     const after = await cpuMark(pool, fakes, redis);
+    const byStatement = STATEMENTS?.stop();
+    if (byStatement !== undefined) {
+      notes[`${backend}.pipeline.postgres_cpu_by_statement`] = byStatement.slice(0, 30);
+      for (const st of byStatement.slice(0, 15)) log(`${backend}: ${st.cpuMs.toFixed(0).padStart(6)} ms ${String(st.calls).padStart(6)} × ${st.usPerCall.toFixed(0).padStart(6)} µs  ${st.statement}`);
+    }
     const records = await fakes.take();
     const { rows } = await pool.query<Row>(`select id, incident_id, channel, address from deliveries where kind = 'alert' order by created_at, id`);
     const m = match(rows, records, alertAt.getTime(), expected);
