@@ -10,6 +10,7 @@
 //     backends (read from /proc: PostgreSQL must be local) and by Redis (INFO; Redis is shared,
 //     so that figure includes whatever else used it meanwhile).
 //   npm run bench:sweep -- [--schedules=1000000] [--due=100000] [--backend=redis|postgres] [--batch=250] [--lanes=3]
+//                          [--statement-cpu] (PostgreSQL CPU per statement of the claim, the top 15 printed)
 // Needs PostgreSQL (TEST_PG_ADMIN_URL, default postgres://postgres@127.0.0.1:5432/postgres) and,
 // for the redis backend, Redis (TEST_REDIS_URL, default redis://127.0.0.1:6379).
 import { randomBytes } from 'node:crypto';
@@ -21,8 +22,9 @@ import { incidentSettings } from '../src/incidents/settings.js';
 import { MISSED_BATCH, SWEEP_LANES, sweepOnce, type SweepDeps } from '../src/incidents/sweep.js';
 import { createLogger } from '../src/observability/logger.js';
 import { QueueSystem } from '../src/queue/index.js';
-import { arg, createBenchDatabase, dropRedisPrefix, REDIS_URL } from './lib/env.js';
+import { arg, createBenchDatabase, dropRedisPrefix, flag, REDIS_URL } from './lib/env.js';
 import { machine, printSummary, writeResults, type Figure } from './lib/report.js';
+import { statementCpu } from './lib/statement-cpu.js';
 import { summarize } from './lib/stats.js';
 
 const SCHEDULES = Number(arg('schedules', '1000000'));
@@ -31,6 +33,7 @@ const IDLE_TICKS = Number(arg('ticks', '200'));
 const BATCH = Number(arg('batch', String(MISSED_BATCH)));
 const LANES = Number(arg('lanes', String(SWEEP_LANES)));
 const backend = arg('backend', 'redis') as 'redis' | 'postgres';
+const STATEMENTS = flag('statement-cpu') ? statementCpu() : undefined;
 const SECRET = 'bench-link-secret-of-at-least-32-characters';
 
 const log = (msg: string) => process.stderr.write(`[bench:sweep] ${msg}\n`);
@@ -156,9 +159,13 @@ async function main(): Promise<void> {
     const pg0 = pgCpu();
     const redis0 = redis === undefined ? 0 : await redisCpu(redis);
     const cpu0 = process.cpuUsage();
+    STATEMENTS?.start();
     const s0 = performance.now();
     const result = await sweepOnce(deps);
     const sweepS = (performance.now() - s0) / 1000;
+    for (const st of STATEMENTS?.stop().slice(0, 15) ?? []) {
+      log(`${st.cpuMs.toFixed(0).padStart(6)} ms ${String(st.calls).padStart(5)} × ${st.usPerCall.toFixed(0).padStart(6)} µs  ${st.statement}`);
+    }
     const cpu = process.cpuUsage(cpu0);
     const pg1 = pgCpu();
     const redisS = redis === undefined ? null : (await redisCpu(redis)) - redis0;
