@@ -17,10 +17,20 @@ import { ChannelError, type Channel, type OutboundMessage, type SendResult } fro
  * whose signal is already aborted when the batch leaves does not join it: it goes through
  * `send`, which gives the provider's own "aborted" error without calling the provider.
  *
- * Circuit breakers (delivery/breaker.ts) wrap this channel's `send`, so they still count one call
- * per message: a failed request fails each of its messages (each counts), a message refused for
- * its address is that message's permanent error (which the breaker does not count).
+ * Circuit breakers (delivery/breaker.ts) go underneath, around the provider's own `send` and
+ * `sendMany` (withBreakers takes the provider out with `uncoalesced` and coalesces its guarded
+ * channel again): a bulk request is ONE call to its breaker, failed or not, as the provider saw it.
+ * (Counted per message, one failed request of 50 weighed like 50 failures and opened the breaker
+ * for everyone's email on a single 500 in a burst.) A message refused for its address inside a
+ * request that succeeded is that message's permanent error, never the breaker's.
  */
+
+const RAW = Symbol('uncoalesced');
+
+/** The provider channel a coalesced channel sends through (undefined: not coalesced). */
+export function uncoalesced(channel: Channel): Channel | undefined {
+  return (channel as Channel & { [RAW]?: Channel })[RAW];
+}
 
 type Pending = { msg: OutboundMessage; signal: AbortSignal };
 
@@ -66,9 +76,11 @@ export function coalesced(channel: Channel): Channel {
     return out;
   }, max);
 
-  return {
+  const out: Channel & { [RAW]: Channel } = {
     provider: channel.provider,
     ...(channel.receipts === undefined ? {} : { receipts: channel.receipts }),
     send: (msg, signal) => batcher.run({ msg, signal }),
+    [RAW]: channel,
   };
+  return out;
 }

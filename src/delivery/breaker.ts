@@ -1,5 +1,6 @@
 import CircuitBreaker from 'opossum';
-import { CHANNEL_NAMES, ChannelError, providersOf, ThrottledError, type Channel, type Channels, type OutboundMessage, type SendResult } from '../channels/types.js';
+import { coalesced, uncoalesced } from '../channels/coalesce.js';
+import { CHANNEL_NAMES, ChannelError, providersOf, ThrottledError, type Channel, type Channels, type OutboundMessage } from '../channels/types.js';
 import type { Metrics } from '../observability/metrics.js';
 
 /**
@@ -51,8 +52,9 @@ export class CircuitOpenError extends ChannelError {
   }
 }
 
-type SendArgs = [Channel, OutboundMessage, AbortSignal];
-export type ProviderBreaker = CircuitBreaker<SendArgs, SendResult>;
+/** One call to the provider: a send, or a bulk request (sendMany) that the breaker counts once. */
+type Call = () => Promise<unknown>;
+export type ProviderBreaker = CircuitBreaker<[Call], unknown>;
 
 export type BreakerState = 'closed' | 'half_open' | 'open';
 const STATE_VALUE: Record<BreakerState, number> = { closed: 0, half_open: 1, open: 2 };
@@ -120,8 +122,8 @@ export function withBreakers(
   const circuitFor = (provider: string): Circuit => {
     const existing = byProvider.get(provider);
     if (existing !== undefined) return existing;
-    const breaker: ProviderBreaker = new CircuitBreaker<SendArgs, SendResult>(
-      (channel, msg, signal) => channel.send(msg, signal),
+    const breaker: ProviderBreaker = new CircuitBreaker<[Call], unknown>(
+      (call) => call(),
       {
         name: provider,
         timeout: breakerTimeoutMs,
@@ -156,19 +158,29 @@ export function withBreakers(
     const done = wrapped.get(channel);
     if (done !== undefined) return done;
     const c = circuitFor(channel.provider);
-    const guarded: Channel = {
+    // A coalesced channel: the breaker goes around the provider's own calls, and the guarded
+    // provider is coalesced again, so one bulk request is one call to the breaker (coalesce.ts).
+    const provider = uncoalesced(channel) ?? channel;
+    const fire = async <T>(call: (signal: AbortSignal) => Promise<T>, signal: AbortSignal): Promise<T> => {
+      // The call's own deadline, even when the caller's signal is longer or never fires.
+      const callSignal = AbortSignal.any([signal, AbortSignal.timeout(opts.timeoutMs)]);
+      try {
+        return await c.breaker.fire(() => call(callSignal)) as T;
+      } catch (err) {
+        throw translate(err, c, breakerTimeoutMs);
+      }
+    };
+    const { sendMany } = provider;
+    const guardedProvider: Channel = {
       provider: channel.provider,
       ...(channel.receipts === undefined ? {} : { receipts: channel.receipts }),
-      async send(msg: OutboundMessage, signal: AbortSignal): Promise<SendResult> {
-        // The call's own deadline, even when the caller's signal is longer or never fires.
-        const callSignal = AbortSignal.any([signal, AbortSignal.timeout(opts.timeoutMs)]);
-        try {
-          return await c.breaker.fire(channel, msg, callSignal);
-        } catch (err) {
-          throw translate(err, c, breakerTimeoutMs);
-        }
-      },
+      send: (msg: OutboundMessage, signal: AbortSignal) => fire((s) => provider.send(msg, s), signal),
+      ...(sendMany === undefined ? {} : {
+        sendMany: (msgs: readonly OutboundMessage[], signal: AbortSignal) => fire((s) => sendMany.call(provider, msgs, s), signal),
+        ...(provider.maxBatch === undefined ? {} : { maxBatch: provider.maxBatch }),
+      }),
     };
+    const guarded = provider === channel ? guardedProvider : coalesced(guardedProvider);
     circuits.set(guarded, c);
     wrapped.set(channel, guarded);
     return guarded;

@@ -121,7 +121,7 @@ describe('coalesced(channel)', () => {
 describe('circuit breakers over a coalesced channel', () => {
   const opts: BreakerOptions = { timeoutMs: 2000, errorThresholdPercentage: 50, resetTimeoutMs: 60_000, volumeThreshold: 3, rollingCountTimeout: 60_000 };
 
-  it('count one call per message: a failed request fails (and counts) each of its messages, a refused address does not count', async () => {
+  it('count one call per provider request: a failed bulk request counts once however many messages it carried, refused addresses not at all', async () => {
     let failing = false;
     const bad = new Set<string>();
     const s = stub({
@@ -134,17 +134,22 @@ describe('circuit breakers over a coalesced channel', () => {
       const breaker = set.breakers.get('stub')!;
       const msgs = [message(), message(), message(), message()];
       for (const m of msgs.slice(0, 3)) bad.add(m.deliveryId);
-      await Promise.allSettled(msgs.map((m) => email.send(m, timeout())));
-      expect(breaker.stats).toMatchObject({ fires: 4, failures: 0 });
-      expect(breaker.closed).toBe(true);
+      const first = await Promise.allSettled(msgs.map((m) => email.send(m, timeout())));
+      // One request that the provider answered: one call, no failure; each refused address is its message's own error.
+      expect(first.map((o) => o.status)).toEqual(['rejected', 'rejected', 'rejected', 'fulfilled']);
+      expect(breaker.stats).toMatchObject({ fires: 1, failures: 0 });
 
       failing = true;
       const out = await Promise.allSettled([message(), message(), message(), message(), message()].map((m) => email.send(m, timeout())));
       for (const o of out) expect(o.status).toBe('rejected');
       expect(s.calls.at(-1)).toMatchObject({ kind: 'sendMany', ids: expect.any(Array) });
       expect(s.calls.at(-1)!.ids).toHaveLength(5);
-      // One request, five failures: 5 of 9 calls (the refused addresses counted as successes) opens it.
-      expect(breaker.stats).toMatchObject({ fires: 9, failures: 5 });
+      // Five messages, one failed request: one failure (counted per message it opened the breaker here).
+      expect(breaker.stats).toMatchObject({ fires: 2, failures: 1 });
+      expect(breaker.closed).toBe(true);
+      // The provider stays down: the next failed request (2 of 3 calls) opens it.
+      await Promise.allSettled([message(), message()].map((m) => email.send(m, timeout())));
+      expect(breaker.stats).toMatchObject({ fires: 3, failures: 2 });
       expect(breaker.opened).toBe(true);
     } finally {
       set.shutdown();

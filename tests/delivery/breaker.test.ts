@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { coalesced } from '../../src/channels/coalesce.js';
 import { ChannelError, providersOf, type Channel, type Channels, type OutboundMessage, type SendResult } from '../../src/channels/types.js';
 import { systemClock } from '../../src/clock.js';
 import { withTransaction } from '../../src/db/pool.js';
@@ -173,6 +174,37 @@ describe('a circuit breaker per provider', () => {
     await expect(first(set.channels.sms).send(message('sms'), never())).rejects.toBeInstanceOf(CircuitOpenError);
     await expect(first(set.channels.push).send(message('push'), never())).resolves.toBeDefined();
     expect(set.breakers.get('fcm')!.closed).toBe(true);
+  });
+
+  it('counts a bulk request once: one failed request of many messages does not open it, an outage still does', async () => {
+    let requests = 0;
+    let failing = true;
+    const bulk: Channel = {
+      provider: 'bulky',
+      maxBatch: 50,
+      send: async (msg) => ({ provider: 'bulky', providerMessageId: `m-${msg.deliveryId}` }),
+      async sendMany(msgs) {
+        requests += 1;
+        if (failing) throw new ChannelError('bulky answered 500', 'transient');
+        return msgs.map((m) => ({ provider: 'bulky', providerMessageId: `m-${m.deliveryId}` }));
+      },
+    };
+    const set = guard(everywhere(coalesced(bulk)));
+    const turn = (k: number) => Promise.all(Array.from({ length: k }, () => first(set.channels.email).send(message('email'), never()).catch((e: unknown) => e)));
+    // Ten messages, one request, one failure: below the volume threshold (4), so still closed.
+    const answers = await turn(10);
+    expect(requests).toBe(1);
+    expect(answers.every((a) => a instanceof ChannelError && a.message === 'bulky answered 500')).toBe(true);
+    expect(set.breakers.get('bulky')!.closed).toBe(true);
+    // The provider is down: every request fails, and after the threshold the breaker opens.
+    for (let i = 0; i < 3; i++) await turn(10);
+    expect(requests).toBe(4);
+    expect(set.breakers.get('bulky')!.opened).toBe(true);
+    // Open: a whole turn fails fast, deferred, without a request.
+    const open = await turn(10);
+    expect(requests).toBe(4);
+    expect(open.every((a) => a instanceof CircuitOpenError)).toBe(true);
+    failing = false;
   });
 
   it('fails sends with a transient error after shutdown, so nothing is marked failed for it', async () => {
