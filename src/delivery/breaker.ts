@@ -1,6 +1,6 @@
 import CircuitBreaker from 'opossum';
 import { coalesced, uncoalesced } from '../channels/coalesce.js';
-import { CHANNEL_NAMES, ChannelError, providersOf, ThrottledError, type Channel, type Channels, type OutboundMessage } from '../channels/types.js';
+import { CHANNEL_NAMES, ChannelError, providersOf, ThrottledError, type Channel, type Channels, type OutboundMessage, type SendResult } from '../channels/types.js';
 import type { Metrics } from '../observability/metrics.js';
 
 /**
@@ -104,6 +104,16 @@ function translate(err: unknown, c: Circuit, breakerTimeoutMs: number): unknown 
   return new ChannelError(`${c.provider} circuit breaker: ${err.message}`, 'transient');
 }
 
+/** A permanent error is about one address; a throttle never reached the provider: neither counts. */
+const notTheProvidersFault = (err: unknown): boolean => err instanceof ThrottledError || (err instanceof ChannelError && err.errorClass === 'permanent');
+
+/** A bulk request the provider answered with a failure for every message: counted, then its answers returned. */
+class RequestFailed extends Error {
+  constructor(readonly answers: readonly (SendResult | Error)[]) {
+    super('every message of the request failed');
+  }
+}
+
 export type BreakerSet = {
   /** The same channels, each provider sending through its own breaker. */
   channels: Channels;
@@ -133,7 +143,7 @@ export function withBreakers(
         rollingCountTimeout: opts.rollingCountTimeout,
         // A permanent error is about one address, not about the provider.
         // A throttled send never reached the provider.
-        errorFilter: (err: unknown) => err instanceof ThrottledError || (err instanceof ChannelError && err.errorClass === 'permanent'),
+        errorFilter: notTheProvidersFault,
       },
     );
     const c: Circuit = { provider, breaker, openedAt: 0, downSince: undefined, resetTimeoutMs: opts.resetTimeoutMs };
@@ -176,7 +186,21 @@ export function withBreakers(
       ...(channel.receipts === undefined ? {} : { receipts: channel.receipts }),
       send: (msg: OutboundMessage, signal: AbortSignal) => fire((s) => provider.send(msg, s), signal),
       ...(sendMany === undefined ? {} : {
-        sendMany: (msgs: readonly OutboundMessage[], signal: AbortSignal) => fire((s) => sendMany.call(provider, msgs, s), signal),
+        // Providers answer a failed request (a 5xx, a timeout) with the same error for each of its
+        // messages rather than throw: a request whose every message failed for the provider's
+        // reasons is one failure for the breaker, and each message still gets its own answer.
+        async sendMany(msgs: readonly OutboundMessage[], signal: AbortSignal) {
+          try {
+            return await fire(async (s) => {
+              const answers = await sendMany.call(provider, msgs, s);
+              if (answers.length > 0 && answers.every((a) => a instanceof Error && !notTheProvidersFault(a))) throw new RequestFailed(answers);
+              return answers;
+            }, signal);
+          } catch (err) {
+            if (err instanceof RequestFailed) return err.answers;
+            throw err;
+          }
+        },
         ...(provider.maxBatch === undefined ? {} : { maxBatch: provider.maxBatch }),
       }),
     };

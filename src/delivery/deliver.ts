@@ -281,12 +281,13 @@ export async function processDelivery(
   if (row === undefined) {
     // Held by a run elsewhere (its batch's job, or this job run twice by the queue): that run sends it,
     // or, if it died, its lease lapses; this job comes back then instead of ending with the row pending.
-    const { rows: [held] } = await deps.pool.query<{ wait_ms: number }>(prepared(
+    // (Still pending but free by now, let go between the two statements: tried again at once.)
+    const { rows: [held] } = await deps.pool.query<{ wait_ms: number | null }>(prepared(
       'deliveries.held-one',
-      `select ceil(extract(epoch from lease_until - now()) * 1000)::int as wait_ms from deliveries where id = $1 and status = 'pending' and lease_until >= now()`,
+      `select ceil(extract(epoch from lease_until - now()) * 1000)::int as wait_ms from deliveries where id = $1 and status = 'pending'`,
       [deliveryId],
     ));
-    if (held !== undefined) throw new DeliveryDeferredError('being sent by another run', held.wait_ms + HELD_SLACK_MS);
+    if (held !== undefined) throw new DeliveryDeferredError('being sent by another run', Math.max(0, held.wait_ms ?? 0) + HELD_SLACK_MS);
     deps.log.debug({ delivery_id: deliveryId }, 'delivery not pending; skipped');
     deps.metrics?.deliveries.inc({ channel: 'unknown', kind: 'unknown', outcome: 'skipped' });
     return 'skipped';
@@ -528,23 +529,14 @@ export async function processDeliveryBatch(deps: DeliveryDeps, jobKey: string, r
   const { attemptsMade, maxAttempts, backoffDelayMs } = run;
   const limit = run.limit ?? new Limiter(deps.concurrency ?? DEFAULT_CONCURRENCY);
   const owner = run.owner ?? deliveryBatchJobId(jobKey);
-  // The rows are read and leased in one statement, which also says until when another run holds
-  // any of the batch's rows (the queue ran this job twice at once: lease.ts).
-  const { rows: read } = await deps.pool.query<DeliveryRow & { held_ms: number | null }>(prepared(
+  // Read and leased in one statement: the rows no other run holds (the queue may run one job twice at once: lease.ts).
+  const { rows } = await deps.pool.query<DeliveryRow>(prepared(
     'deliveries.take-batch',
-    `with taken as (
-       update deliveries d set lease_owner = $2, lease_until = now() + make_interval(secs => $3)
-        where d.job_key = $1 and d.status = 'pending' and ${leaseFree('$2')}
-       returning ${ROW_COLUMNS}
-     ), held as (
-       select ceil(extract(epoch from max(d.lease_until) - now()) * 1000)::int as held_ms
-         from deliveries d where d.job_key = $1 and d.status = 'pending' and not ${leaseFree('$2')}
-     )
-     select taken.*, held.held_ms from held left join taken on true`,
+    `update deliveries d set lease_owner = $2, lease_until = now() + make_interval(secs => $3)
+      where d.job_key = $1 and d.status = 'pending' and ${leaseFree('$2')}
+     returning ${ROW_COLUMNS}`,
     [jobKey, owner, (run.leases?.leaseMs ?? LEASE_MS) / 1000],
   ));
-  const heldMs = read[0]?.held_ms ?? null;
-  const rows: DeliveryRow[] = read.filter((r) => r.id !== null);
   run.leases?.hold(rows.map((r) => r.id), owner);
   try {
     const started = Date.now();
@@ -575,8 +567,15 @@ export async function processDeliveryBatch(deps: DeliveryDeps, jobKey: string, r
   } finally {
     run.leases?.forget(rows.map((r) => r.id));
   }
-  // Rows another run held: this job comes back once their lease ends (sent by then, or free to take).
-  if (heldMs !== null) throw new DeliveryDeferredError('some of the batch is being sent by another run', Math.max(0, heldMs) + HELD_SLACK_MS);
+  // Rows of the batch still pending that this run did not have (another run held them, or let them
+  // go meanwhile): this job comes back once their lease ends, so they are never left without a job.
+  const { rows: [left] } = await deps.pool.query<{ n: number; wait_ms: number | null }>(prepared(
+    'deliveries.batch-left',
+    `select count(*)::int as n, ceil(extract(epoch from max(d.lease_until) - now()) * 1000)::int as wait_ms
+       from deliveries d where d.job_key = $1 and d.status = 'pending' and d.lease_owner is distinct from $2`,
+    [jobKey, owner],
+  ));
+  if (left !== undefined && left.n > 0) throw new DeliveryDeferredError('some of the batch is being sent by another run', Math.max(0, left.wait_ms ?? 0) + HELD_SLACK_MS);
   return 'batch';
 }
 

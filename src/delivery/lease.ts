@@ -8,13 +8,14 @@ import { HUNG_AFTER_MS } from '../queue/index.js';
  * Who may send a delivery row right now (deliveries.lease_owner, lease_until).
  *
  * A row is sent only by the run that holds its lease, taken in the same statement that reads it
- * (deliver.ts). The owner is the job's id AND the worker process (`<job id>@<process>`): the queue
- * can run one job twice at once (Redis restarted empty or the PostgreSQL queue tables emptied while
- * a run goes on, and the reconciler re-adds the job; a worker replaced while its job still runs; a
- * stalled check that misjudged a busy worker). A second run in another process then finds the rows
- * held and waits instead of sending them again; a second run in the same process is turned away
- * before it reads anything (deliveryProcessor). The same job back in the same process (a retry, a
- * deferral) takes its own rows back at once.
+ * (deliver.ts). The owner names the job, the worker process and the run
+ * (`<job id>@<process>.<run>`): the queue can run one job twice at once (Redis restarted empty or
+ * the PostgreSQL queue tables emptied while a run goes on, and the reconciler re-adds the job; a
+ * worker replaced while its job still runs; a stalled check that misjudged a busy worker). A second
+ * run then finds the rows held and comes back when their lease ends instead of sending them again
+ * (in the same process it is turned away before it reads anything: deliveryProcessor). A run lets
+ * go of what it will not send itself (a row set aside, a single job's row to be tried again), so
+ * the next run takes it at once; after an unreachable database it waits for the lease to lapse.
  *
  * A lease is short and renewed while its run lives: a worker that dies (SIGKILL, a lost machine)
  * frees its rows within LEASE_MS, and its jobs, run again elsewhere, send them then. A run that has
@@ -46,8 +47,12 @@ export class Leases {
     private readonly hungAfterMs = HUNG_AFTER_MS,
   ) {}
 
+  private runs = 0;
+
+  /** A new owner for each run of a job. */
   owner(jobId: string): string {
-    return `${jobId}@${this.instance}`;
+    this.runs += 1;
+    return `${jobId}@${this.instance}.${this.runs.toString(36)}`;
   }
 
   hold(ids: readonly string[], owner: string): void {

@@ -130,6 +130,23 @@ describe.each(['redis', 'postgres'] as const)('delivery batches on the %s queue 
     expect((await rowsOf([id2!]))[0]!.job_key).toBeNull();
   });
 
+  it('a row let go by its holder between the take and the look (a race) is tried again, never left without a job', async () => {
+    const [id] = await insert([delivery('race@example.test')]);
+    await db.pool.query(`update deliveries set lease_owner = 'other@x.1', lease_until = now() + interval '1 minute' where id = $1`, [id]);
+    // The holder sets it aside just after this job's take found it held.
+    const racing = new Proxy(db.pool, {
+      get: (target, prop) => (prop !== 'query' ? Reflect.get(target, prop) : async (q: string | { name?: string }, values?: unknown[]) => {
+        if (typeof q === 'object' && q.name === 'deliveries.held-one') await target.query('update deliveries set lease_owner = null, lease_until = null, job_key = null where id = $1', [id]);
+        return target.query(q as string, values);
+      }),
+    });
+    const deps = { pool: racing, channels: fake.channels, clock: systemClock, log };
+    const err = await processDelivery(deps, id!, 0, 3).then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(DeliveryDeferredError);
+    expect((err as DeliveryDeferredError).retryAfterMs).toBeLessThan(1000);
+    expect(await processDelivery({ ...deps, pool: db.pool }, id!, 0, 3)).toBe('sent');
+  });
+
   it('a batch job run twice at once (the queue lost it and it was re-added) sends each row once', async () => {
     const ids = await insert(Array.from({ length: 3 }, (_, i) => delivery(`twice${i}@example.test`)));
     const key = (await rowsOf([ids[0]!]))[0]!.job_key!;

@@ -207,6 +207,39 @@ describe('a circuit breaker per provider', () => {
     failing = false;
   });
 
+  it('counts a bulk request answered with a failure for every message (as SendGrid and FCM answer a 5xx) as one failure, a partly failed one as none', async () => {
+    let requests = 0;
+    let mode: 'down' | 'partly' = 'down';
+    const bulk: Channel = {
+      provider: 'answering',
+      maxBatch: 50,
+      send: async (msg) => ({ provider: 'answering', providerMessageId: `m-${msg.deliveryId}` }),
+      async sendMany(msgs) {
+        requests += 1;
+        const down = new ChannelError('answering answered 503', 'transient');
+        return msgs.map((m, i) => (mode === 'down' || i === 0 ? down : { provider: 'answering', providerMessageId: `m-${m.deliveryId}` }));
+      },
+    };
+    const set = guard(everywhere(coalesced(bulk)));
+    const turn = (k: number) => Promise.all(Array.from({ length: k }, () => first(set.channels.email).send(message('email'), never()).catch((e: unknown) => e)));
+    // Each message still gets its own answer, and the request counts once.
+    const answers = await turn(5);
+    expect(answers.every((a) => a instanceof ChannelError && a.message === 'answering answered 503')).toBe(true);
+    expect(set.breakers.get('answering')!.stats).toMatchObject({ fires: 1, failures: 1 });
+    // Answered per message, some sent: the provider is up.
+    mode = 'partly';
+    const partly = await turn(5);
+    expect(partly.filter((a) => a instanceof Error)).toHaveLength(1);
+    expect(set.breakers.get('answering')!.stats).toMatchObject({ fires: 2, failures: 1 });
+    // Down again, request after request: it opens (3 failures of 4 requests), and the next turn fails fast without a request.
+    mode = 'down';
+    await turn(5);
+    await turn(5);
+    expect(set.breakers.get('answering')!.opened).toBe(true);
+    expect((await turn(5)).every((a) => a instanceof CircuitOpenError)).toBe(true);
+    expect(requests).toBe(4);
+  });
+
   it('fails sends with a transient error after shutdown, so nothing is marked failed for it', async () => {
     const p = scripted('flaky');
     const set = guard(everywhere(p.channel));
