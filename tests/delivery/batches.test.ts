@@ -52,6 +52,17 @@ describe.each(['redis', 'postgres'] as const)('delivery batches on the %s queue 
   });
   const outboxCount = async (id: string) =>
     (await db.pool.query<{ n: number }>('select count(*)::int as n from dev_outbox where delivery_id = $1', [id])).rows[0]!.n;
+  /** The fake email provider, holding every send until release(): runs that stay in hand. */
+  const gatedEmail = () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => { release = r; });
+    const email = fake.channels.email as Channel;
+    const slow: Channel = { ...email, async send(msg: OutboundMessage, signal: AbortSignal) {
+      await gate;
+      return email.send(msg, signal);
+    } };
+    return { slow, release };
+  };
   const queued = async () => {
     const jobs = await queues.queue('delivery').getJobs(['waiting', 'prioritized', 'delayed']);
     return jobs.map((j) => ({ name: j.name, priority: j.opts.priority }));
@@ -150,13 +161,7 @@ describe.each(['redis', 'postgres'] as const)('delivery batches on the %s queue 
   it('a batch job run twice at once (the queue lost it and it was re-added) sends each row once', async () => {
     const ids = await insert(Array.from({ length: 3 }, (_, i) => delivery(`twice${i}@example.test`)));
     const key = (await rowsOf([ids[0]!]))[0]!.job_key!;
-    let release!: () => void;
-    const gate = new Promise<void>((r) => { release = r; });
-    const email = fake.channels.email as Channel;
-    const slow: Channel = { ...email, async send(msg: OutboundMessage, signal: AbortSignal) {
-      await gate;
-      return email.send(msg, signal);
-    } };
+    const { slow, release } = gatedEmail();
     const deps = { pool: db.pool, channels: { ...fake.channels, email: slow }, clock: systemClock, log, queues };
     const jobId = deliveryBatchJobId(key);
     // The first run, in one worker process, has its rows in hand and waits on the provider.
@@ -178,13 +183,7 @@ describe.each(['redis', 'postgres'] as const)('delivery batches on the %s queue 
 
   it('a job handed out again while it runs in the same worker waits for the first run', async () => {
     const [id] = await insert([delivery('same-worker@example.test')]);
-    let release!: () => void;
-    const gate = new Promise<void>((r) => { release = r; });
-    const email = fake.channels.email as Channel;
-    const slow: Channel = { ...email, async send(msg: OutboundMessage, signal: AbortSignal) {
-      await gate;
-      return email.send(msg, signal);
-    } };
+    const { slow, release } = gatedEmail();
     const processor = deliveryProcessor({ pool: db.pool, channels: { ...fake.channels, email: slow }, clock: systemClock, log });
     const job = { id: deliveryJobId(id!), name: DELIVERY_JOB_NAME, data: { deliveryId: id }, attemptsMade: 0, opts: { attempts: 3 } } as unknown as Job;
     const first = processor(job);
